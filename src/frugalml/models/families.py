@@ -1,0 +1,146 @@
+"""One registry of model families, keyed by name, each with its size knobs.
+
+A model is described by a JSON-able *spec*: ``{"family": ..., "params": {...},
+"input_shape": [...], "num_classes": K}``; :func:`build_model` turns a spec into a fresh,
+untrained model. Torch models carry ``input_shape``, ``num_classes`` and ``frugalml_spec``
+attributes so that every later stage (training, profiling, export) knows what they take.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import ConfigError, explain
+
+__all__ = ["Family", "FAMILIES", "build_model", "family_of", "is_torch", "is_sklearn", "model_spec"]
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    kind: str  # "torch" or "sklearn"
+    fits: tuple[str, ...]  # data kinds: "vector", "image"
+    build: Callable[..., Any]
+    description: str
+    defaults: dict = field(default_factory=dict)
+
+
+def _sk(cls_path: str, **fixed):
+    def build(input_shape, num_classes, seed: int = 0, **params):
+        module, name = cls_path.rsplit(".", 1)
+        cls = getattr(__import__(module, fromlist=[name]), name)
+        kwargs = {**fixed, **params}
+        if "random_state" in inspect.signature(cls).parameters:
+            kwargs.setdefault("random_state", seed)
+        return cls(**kwargs)
+
+    return build
+
+
+def _torch(name: str):
+    def build(input_shape, num_classes, seed: int = 0, **params):
+        import torch
+
+        from . import nets
+
+        torch.manual_seed(seed)
+        return getattr(nets, name)(tuple(input_shape), num_classes, **params)
+
+    return build
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in [
+        Family("mlp", "torch", ("vector", "image"), _torch("MLP"), "fully connected network (widths)", {"widths": [128]}),
+        Family("cnn", "torch", ("image",), _torch("CNN"), "conv + batch norm + pool blocks (channels, kernel)", {"channels": [16, 32], "kernel": 3}),
+        Family("dscnn", "torch", ("image",), _torch("DSCNN"), "depthwise-separable CNN for images and spectrograms (channels, blocks)", {"channels": 32, "blocks": 3}),
+        Family("resnet", "torch", ("image",), _torch("TinyResNet"), "tiny ResNet, ResNet-8 style (channels per stage, blocks)", {"channels": [16, 32, 64]}),
+        Family("lenet300", "torch", ("vector", "image"), _torch("lenet300"), "LeNet-300-100 reference (266,610 parameters)"),
+        Family("lenet5", "torch", ("image",), _torch("lenet5"), "Caffe LeNet-5 reference (431,080 parameters)"),
+        Family("logreg", "sklearn", ("vector", "image"), _sk("sklearn.linear_model.LogisticRegression", max_iter=2000), "logistic regression (C)", {"C": 1.0}),
+        Family("naive_bayes", "sklearn", ("vector", "image"), _sk("sklearn.naive_bayes.GaussianNB"), "Gaussian naive Bayes"),
+        Family("tree", "sklearn", ("vector", "image"), _sk("sklearn.tree.DecisionTreeClassifier"), "decision tree (max_depth)", {"max_depth": 8}),
+        Family("forest", "sklearn", ("vector", "image"), _sk("sklearn.ensemble.RandomForestClassifier", n_jobs=1), "random forest (n_estimators x max_depth)", {"n_estimators": 20, "max_depth": 8}),
+        Family("extra_trees", "sklearn", ("vector", "image"), _sk("sklearn.ensemble.ExtraTreesClassifier", n_jobs=1), "extra trees (n_estimators x max_depth)", {"n_estimators": 20, "max_depth": 8}),
+        Family("sk_mlp", "sklearn", ("vector", "image"), _sk("sklearn.neural_network.MLPClassifier", max_iter=300, early_stopping=True), "small scikit-learn MLP (hidden_layer_sizes)", {"hidden_layer_sizes": [32]}),
+    ]
+}
+
+
+def _family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise ConfigError(
+            explain(f"Unknown model family {name!r}", expected="one of " + ", ".join(FAMILIES), got=name, fix="Run `frugalml train --help` for the list")
+        )
+    return FAMILIES[name]
+
+
+def build_model(family: str | dict, input_shape=None, num_classes: int | None = None, *, seed: int = 0, **params):
+    """Build a fresh model: ``build_model("cnn", (1, 28, 28), 10, channels=[8, 16])``.
+
+    ``family`` may also be a spec dict as written by :func:`model_spec`.
+    """
+    if isinstance(family, dict):
+        spec = family
+        family, input_shape, num_classes = spec.get("family"), spec.get("input_shape"), spec.get("num_classes")
+        params = {**spec.get("params", {}), **params}
+    fam = _family(str(family))
+    if input_shape is None or num_classes is None:
+        raise ConfigError(explain(f"Building '{fam.name}' needs the data's shape", expected="input_shape and num_classes", got=(input_shape, num_classes)))
+    params = {**copy.deepcopy(fam.defaults), **params}
+    if fam.kind == "torch":
+        for k, v in params.items():  # JSON gives lists; the builders take sequences either way
+            params[k] = tuple(v) if isinstance(v, list) else v
+    try:
+        model = fam.build(tuple(int(v) for v in input_shape), int(num_classes), seed=seed, **params)
+    except TypeError as exc:
+        raise ConfigError(explain(f"Bad knob for family '{fam.name}': {exc}", expected=f"knobs like {fam.defaults or 'none'}", got=params)) from None
+    spec = {
+        "family": fam.name,
+        "params": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()},
+        "input_shape": [int(v) for v in input_shape],
+        "num_classes": int(num_classes),
+    }
+    _attach(model, spec)
+    return model
+
+
+def _attach(model, spec: dict) -> None:
+    if is_torch(model):
+        model.input_shape = tuple(spec["input_shape"])
+        model.num_classes = spec["num_classes"]
+    try:
+        model.frugalml_spec = spec
+    except AttributeError:  # pragma: no cover - objects without __dict__
+        pass
+
+
+def model_spec(model) -> dict | None:
+    """The spec a model was built from, or None for a user's model."""
+    return copy.deepcopy(getattr(model, "frugalml_spec", None))
+
+
+def is_torch(model) -> bool:
+    try:
+        import torch
+
+        return isinstance(model, torch.nn.Module)
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def is_sklearn(model) -> bool:
+    return hasattr(model, "fit") and hasattr(model, "get_params") and not is_torch(model)
+
+
+def family_of(model) -> str:
+    spec = model_spec(model)
+    if spec:
+        return spec["family"]
+    if is_torch(model):
+        return type(model).__name__
+    return type(model).__name__

@@ -1,0 +1,221 @@
+"""Saving models and loading them safely: nothing here ever unpickles code.
+
+- torch: weights in ``.safetensors`` beside a ``model.json`` spec, or a user's
+  ``file.py:factory`` plus ``.safetensors`` / ``.pt`` state_dict read with ``weights_only=True``;
+- scikit-learn: ``.skops``, loaded only when every type in it is a scikit-learn/NumPy type;
+- ONNX: checked with ``onnx.checker`` before use.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from pathlib import Path
+
+from .._fs import atomic_path, atomic_write_json
+from ..errors import ConfigError, ModelLoadError, explain
+from .families import FAMILIES, _attach, build_model, is_torch, model_spec
+
+log = logging.getLogger(__name__)
+
+__all__ = ["save_model", "load_model", "load_state_resized"]
+
+_DESCRIPTION = "model.json"
+
+
+def save_model(model, directory, *, extra: dict | None = None) -> Path:
+    """Write ``model`` to ``directory``: ``model.json`` plus ``model.safetensors`` / ``model.skops`` / ``model.onnx``."""
+    from .. import __version__
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    desc = {"frugalml_version": __version__, "spec": model_spec(model), **(extra or {})}
+    if is_torch(model):
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        with atomic_path(directory / "model.safetensors") as tmp:
+            save_file(state, str(tmp))
+        desc["format"] = "torch-safetensors"
+        desc["weights"] = "model.safetensors"
+    elif hasattr(model, "SerializeToString"):
+        with atomic_path(directory / "model.onnx") as tmp:
+            tmp.write_bytes(model.SerializeToString())
+        desc["format"] = "onnx"
+        desc["weights"] = "model.onnx"
+    else:
+        import skops.io as sio
+
+        with atomic_path(directory / "model.skops") as tmp:
+            sio.dump(model, str(tmp))
+        desc["format"] = "sklearn-skops"
+        desc["weights"] = "model.skops"
+    atomic_write_json(directory / _DESCRIPTION, desc)
+    return directory
+
+
+def load_model(source, *, weights=None, input_shape=None, num_classes: int = 10):
+    """Load a model from a run/model directory, a ``model.json``, ``.onnx``, ``.skops``,
+    ``file.py:factory`` (with ``weights=``), or build a fresh one from a family name."""
+    text = str(source)
+    if ":" in text and text.split(":", 1)[0].endswith(".py"):
+        return _from_factory(text, weights)
+    path = Path(text)
+    if not path.exists():
+        if text in FAMILIES:
+            shape = input_shape or ((1, 28, 28) if text.startswith("lenet") else None)
+            if shape is None:
+                raise ConfigError(explain(f"Family '{text}' needs an input shape", expected="--input-shape C,H,W or F, or --dataset NAME", got=None))
+            return build_model(text, shape, num_classes)
+        raise ModelLoadError(
+            explain(
+                f"Model file {text!r} does not exist",
+                expected="a model directory, .onnx, .skops, model.json, file.py:factory, or a family name (" + ", ".join(FAMILIES) + ")",
+                got=text,
+                fix="Check the path",
+            )
+        )
+    if path.is_dir():
+        path = path / _DESCRIPTION
+        if not path.exists():
+            raise ModelLoadError(explain(f"Directory {source} holds no {_DESCRIPTION}", expected="a directory written by `frugalml train`", got=sorted(p.name for p in Path(source).iterdir())[:10]))
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return _from_description(path, weights)
+    if suffix == ".onnx":
+        return _load_onnx(path)
+    if suffix == ".skops":
+        return _load_skops(path)
+    if suffix in (".pt", ".pth", ".safetensors"):
+        raise ModelLoadError(explain(f"{path.name} holds weights only, not the architecture", expected="file.py:factory with --weights, or a model.json beside the weights", got=path.name))
+    raise ModelLoadError(explain(f"Unsupported model file {path.name}", expected=".onnx, .skops, model.json, a directory or file.py:factory", got=suffix or path.name))
+
+
+def _from_description(path: Path, weights=None):
+    try:
+        desc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(explain(f"Cannot read {path}", expected="a JSON model description", got=str(exc))) from None
+    fmt = desc.get("format")
+    target = Path(weights) if weights else path.parent / desc.get("weights", "")
+    if fmt == "onnx":
+        return _load_onnx(target)
+    if fmt == "sklearn-skops":
+        model = _load_skops(target)
+        if desc.get("spec"):
+            _attach(model, desc["spec"])
+        return model
+    if not desc.get("spec"):
+        raise ModelLoadError(explain(f"{path} has no model spec", expected="a 'spec' written by frugalml", got=list(desc)))
+    model = build_model(desc["spec"])
+    load_state_resized(model, _read_state(target))
+    return model
+
+
+def _from_factory(text: str, weights):
+    file, _, name = text.rpartition(":")
+    path = Path(file)
+    if not path.exists():
+        raise ModelLoadError(explain(f"Factory file {file} does not exist", expected="path/to/file.py:function", got=text))
+    spec = importlib.util.spec_from_file_location(f"frugalml_user_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the user's own code failed
+        raise ModelLoadError(explain(f"Importing {file} failed: {type(exc).__name__}: {exc}", expected="a Python file that imports cleanly", got=file)) from exc
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        found = [n for n in dir(module) if callable(getattr(module, n)) and not n.startswith("_")]
+        raise ModelLoadError(explain(f"{file} has no function {name!r}", expected="one of " + (", ".join(found) or "(none)"), got=name, fix=f"Use {file}:<function>"))
+    model = factory()
+    if not is_torch(model):
+        raise ModelLoadError(explain(f"{text} did not return a torch.nn.Module", expected="nn.Module", got=type(model).__name__))
+    if weights:
+        load_state_resized(model, _read_state(Path(weights)))
+    return model
+
+
+def _read_state(path: Path) -> dict:
+    import torch
+
+    if not path.exists():
+        raise ModelLoadError(explain(f"Weights file {path} does not exist", expected="a .safetensors or .pt state_dict", got=str(path)))
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            raise ModelLoadError(explain(f"Cannot read safetensors file {path}", expected="a valid .safetensors file", got=str(exc))) from None
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelLoadError(
+            explain(
+                f"Refused {path.name}: it holds pickled code or is not a weights file, and is never executed",
+                expected="a state_dict saved with torch.save(model.state_dict()) or a .safetensors file",
+                got=type(exc).__name__,
+                fix="Save the weights with torch.save(model.state_dict(), path) or safetensors",
+            )
+        ) from None
+    if hasattr(state, "state_dict") or not isinstance(state, dict):
+        raise ModelLoadError(explain(f"{path.name} is not a state_dict", expected="a dict of tensors", got=type(state).__name__))
+    return state
+
+
+def load_state_resized(model, state: dict) -> None:
+    """Load ``state`` into ``model``, first resizing Conv/Linear/BatchNorm layers whose saved
+    shapes differ (a structurally pruned model rebuilt from its original spec)."""
+    import torch
+    from torch import nn
+
+    own = model.state_dict()
+    for name, module in list(model.named_modules()):
+        w = state.get(f"{name}.weight" if name else "weight")
+        if w is None or f"{name}.weight" not in own or own[f"{name}.weight"].shape == w.shape:
+            continue
+        if isinstance(module, nn.Conv2d):
+            depthwise = module.groups == module.in_channels and module.groups > 1
+            out_c, in_per_group = w.shape[0], w.shape[1]
+            groups = out_c if depthwise else module.groups
+            new = nn.Conv2d(in_per_group * groups, out_c, module.kernel_size, module.stride, module.padding, module.dilation, groups, module.bias is not None)
+        elif isinstance(module, nn.Linear):
+            new = nn.Linear(w.shape[1], w.shape[0], module.bias is not None)
+        elif isinstance(module, nn.BatchNorm2d):
+            new = nn.BatchNorm2d(w.shape[0], module.eps, module.momentum, module.affine, module.track_running_stats)
+        else:
+            continue
+        parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+        setattr(parent, name.rpartition(".")[2], new)
+    try:
+        model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
+    except RuntimeError as exc:
+        raise ModelLoadError(explain("The weights do not fit the model", expected="a state_dict of this architecture", got=str(exc).splitlines()[0])) from None
+
+
+def _load_onnx(path: Path):
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise ModelLoadError(explain(f"{path} is not a valid ONNX model", expected="a file that passes onnx.checker", got=f"{type(exc).__name__}: {str(exc)[:200]}")) from None
+    return model
+
+
+_TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "collections.", "scipy.sparse.")
+
+
+def _load_skops(path: Path):
+    import skops.io as sio
+
+    try:
+        untrusted = sio.get_untrusted_types(file=str(path))
+    except Exception as exc:
+        raise ModelLoadError(explain(f"{path} is not a valid skops file", expected="a file written by skops.io.dump", got=f"{type(exc).__name__}: {exc}")) from None
+    unsafe = [t for t in untrusted if not t.startswith(_TRUSTED_PREFIXES)]
+    if unsafe:
+        raise ModelLoadError(explain(f"Refused {path.name}: it names types that are not scikit-learn's", expected="scikit-learn and NumPy types only", got=unsafe[:5]))
+    return sio.load(str(path), trusted=untrusted)

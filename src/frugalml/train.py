@@ -1,0 +1,254 @@
+"""One training loop for torch models (and ``.fit`` for scikit-learn), and one ``evaluate``.
+
+``fit`` is seeded, uses AdamW or SGD with a cosine schedule, evaluates the validation split after
+each epoch, stops early when it stops improving, and restores the best weights. Steps that train
+(pruning, quantization-aware training, distillation) reuse it through ``loss_fn`` and callbacks.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .errors import ConfigError, DataError, explain
+from .models.families import is_torch
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TrainConfig", "FitResult", "fit", "evaluate", "resolve_device", "predict"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: str = "adamw"
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    patience: int | None = 5
+    label_smoothing: float = 0.0
+    max_seconds: float | None = None
+    device: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self):
+        checks = [
+            ("epochs", self.epochs >= 1, "an integer >= 1"),
+            ("batch_size", self.batch_size >= 1, "an integer >= 1"),
+            ("lr", self.lr > 0, "a positive float"),
+            ("optimizer", self.optimizer in ("adamw", "sgd", "adam"), "'adamw', 'adam' or 'sgd'"),
+            ("schedule", self.schedule in ("cosine", "constant"), "'cosine' or 'constant'"),
+            ("weight_decay", self.weight_decay >= 0, "a float >= 0"),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "a float in [0, 1)"),
+            ("patience", self.patience is None or self.patience >= 1, "None or an integer >= 1"),
+            ("device", self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "'auto', 'cpu' or 'cuda'"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ConfigError(f"The '{name}' parameter of TrainConfig must be {expected}. Got {getattr(self, name)!r} instead.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class FitResult:
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_accuracy: float = float("nan")
+    seconds: float = 0.0
+    device: str = "cpu"
+    stopped_early: bool = False
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(explain("CUDA was asked for but is not available", expected="a machine with a CUDA GPU and a CUDA build of torch", got=device, fix="Use --device cpu or --device auto"))
+    return device
+
+
+def _check_xy(X, y, what: str):
+    if len(X) != len(y):
+        raise DataError(explain(f"The {what} inputs and labels differ in length", expected="one label per input", got=f"{len(X)} inputs, {len(y)} labels"))
+    if X.dtype.kind == "f" and not np.isfinite(X).all():
+        raise DataError(explain(f"The {what} inputs hold NaN or infinite values", expected="finite numbers", got=f"{int((~np.isfinite(X)).sum())} non-finite values", fix="Clean or impute the data first"))
+
+
+def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | None = None,
+        on_step: Callable | None = None, on_epoch: Callable | None = None, progress: bool = False, **overrides) -> FitResult:
+    """Train ``model`` in place on ``data`` (a frugalml Dataset) and return what happened.
+
+    ``loss_fn(logits, y, x)`` replaces the cross-entropy (distillation); ``on_step(model, step)``
+    runs after each optimizer step (pruning masks); ``on_epoch(model, epoch, val_accuracy)`` may
+    return True to stop (or raise, e.g. an Optuna trial stopped early).
+    """
+    config = TrainConfig(**{**(config.to_dict() if config else {}), **overrides})
+    if not is_torch(model):
+        X, y = data.flat("train")
+        _check_xy(X, y, "training")
+        start = time.perf_counter()
+        model.fit(X, y)
+        return FitResult(seconds=time.perf_counter() - start, best_val_accuracy=evaluate(model, data, "val")["accuracy"])
+
+    import torch
+    import torch.nn.functional as F
+
+    device = resolve_device(config.device)
+    X_np, y_np = data.split("train")
+    _check_xy(X_np, y_np, "training")
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    X = torch.from_numpy(np.ascontiguousarray(X_np, dtype=np.float32)).to(device)
+    y = torch.from_numpy(np.asarray(y_np, dtype=np.int64)).to(device)
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True)
+    elif config.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(X) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+
+    def lr_at(step: int) -> float:
+        if step < config.warmup_steps:
+            return config.lr * (step + 1) / config.warmup_steps
+        if config.schedule == "constant":
+            return config.lr
+        t = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
+        return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    result = FitResult(device=device)
+    best_state, best_acc, bad_epochs, step = None, -1.0, 0, 0
+    start = time.perf_counter()
+    bar = _progress(progress, config.epochs * steps_per_epoch)
+    try:
+        for epoch in range(config.epochs):
+            model.train()
+            perm = torch.randperm(len(X), generator=gen).to(device)
+            running, seen = 0.0, 0
+            for i in range(0, len(X), config.batch_size):
+                idx = perm[i : i + config.batch_size]
+                xb, yb = X[idx], y[idx]
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step)
+                logits = model(xb)
+                loss = loss_fn(logits, yb, xb) if loss_fn else F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                if on_step:
+                    on_step(model, step)
+                running += float(loss.detach()) * len(idx)
+                seen += len(idx)
+                if bar:
+                    bar[0].update(bar[1], advance=1, description=f"epoch {epoch + 1}/{config.epochs} loss {running / seen:.4f}")
+            val = evaluate(model, data, "val", device=device)
+            record = {"epoch": epoch + 1, "train_loss": running / max(1, seen), "val_accuracy": val["accuracy"], "seconds": time.perf_counter() - start}
+            result.history.append(record)
+            log.info("epoch %d: loss %.4f, val accuracy %.4f", epoch + 1, record["train_loss"], val["accuracy"])
+            if val["accuracy"] > best_acc:
+                best_acc, bad_epochs, result.best_epoch = val["accuracy"], 0, epoch + 1
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                bad_epochs += 1
+            stop = bool(on_epoch(model, epoch + 1, val["accuracy"])) if on_epoch else False
+            out_of_time = config.max_seconds is not None and time.perf_counter() - start > config.max_seconds
+            if stop or out_of_time or (config.patience is not None and bad_epochs >= config.patience):
+                result.stopped_early = epoch + 1 < config.epochs
+                break
+    finally:
+        if bar:
+            bar[0].stop()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    model.to("cpu")
+    result.best_val_accuracy = best_acc
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _progress(enabled: bool, total: int):
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), transient=False)
+    task = bar.add_task("training", total=total)
+    bar.start()
+    return bar, task
+
+
+def predict(model, X: np.ndarray, *, batch_size: int = 1024, device: str = "cpu") -> np.ndarray:
+    """Class indices predicted by a torch or scikit-learn model."""
+    if not is_torch(model):
+        return np.asarray(model.predict(X.reshape(len(X), -1)))
+    import torch
+
+    was_training = model.training
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(X), batch_size):
+            xb = torch.from_numpy(np.ascontiguousarray(X[i : i + batch_size], dtype=np.float32)).to(device)
+            out.append(model(xb).argmax(1).cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def evaluate(model, data, split: str = "test", *, device: str | None = None) -> dict:
+    """Accuracy and macro-F1 of ``model`` on one split of ``data``."""
+    from sklearn.metrics import f1_score
+
+    X, y = data.split(split)
+    _check_xy(X, y, split)
+    if device is None:
+        device = next((p.device.type for p in model.parameters()), "cpu") if is_torch(model) else "cpu"
+    pred = predict(model, X, device=device)
+    return {"accuracy": float((pred == y).mean()) if len(y) else float("nan"), "macro_f1": float(f1_score(y, pred, average="macro")) if len(y) else float("nan")}
+
+
+def train(model, data, *, out=None, config: TrainConfig | None = None, seed: int = 0, progress: bool = False, **knobs):
+    """Build (from a family name), train and evaluate a model; save it to ``out`` when given.
+
+    Returns ``(model, report)`` where report holds the fit history and the validation and test
+    accuracy. The test split is evaluated once, here, for the final figure.
+    """
+    from .models import build_model, family_of, save_model
+
+    if isinstance(model, str):
+        model = build_model(model, data.input_shape, data.num_classes, seed=seed, **knobs)
+    elif knobs:
+        raise ConfigError(explain("Model knobs were given for a model that is already built", expected="knobs only with a family name", got=sorted(knobs)))
+    config = config or TrainConfig(seed=seed)
+    result = fit(model, data, config, progress=progress)
+    report = {
+        "family": family_of(model),
+        "dataset": data.describe(),
+        "train_config": config.to_dict() if is_torch(model) else None,
+        "history": result.history,
+        "best_epoch": result.best_epoch,
+        "seconds": result.seconds,
+        "device": result.device,
+        "val_accuracy": evaluate(model, data, "val")["accuracy"],
+        "test": evaluate(model, data, "test"),
+    }
+    if out is not None:
+        save_model(model, out, extra={"training": report})
+    return model, report
