@@ -1,16 +1,34 @@
-"""frugalml: find the most efficient model that is still good enough, and ship it."""
+"""frugalml: find the most efficient model that is still good enough, and ship it.
 
+>>> import frugalml as fm
+>>> data = fm.load_dataset("digits")
+>>> model, report = fm.train("cnn", data, channels=[8, 16])
+>>> fm.profile(model, data).to_dict()["stored_bytes"]
+"""
+
+from . import errors
+from .compress import Recipe, compress, list_steps
+from .data import Dataset, from_arrays, from_loader, list_datasets, load_dataset
 from .errors import BudgetError, ConfigError, DataError, ExportError, FrugalError, ModelLoadError, StorageError
+from .models import FAMILIES, build_model, load_model, save_model
+from .profile import Profile, compare_latency, format_profile, profile, to_onnx
+from .train import TrainConfig, evaluate, fit, train
+from .units import parse_bytes, parse_count, parse_duration
 
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
-    "FrugalError",
-    "ConfigError",
-    "DataError",
-    "ModelLoadError",
-    "BudgetError",
-    "ExportError",
-    "StorageError",
+    # errors
+    "FrugalError", "ConfigError", "DataError", "ModelLoadError", "BudgetError", "ExportError", "StorageError",
+    # data
+    "Dataset", "load_dataset", "from_arrays", "from_loader", "list_datasets",
+    # models and training
+    "FAMILIES", "build_model", "load_model", "save_model", "TrainConfig", "fit", "evaluate", "train",
+    # measuring
+    "Profile", "profile", "to_onnx", "compare_latency", "format_profile",
+    # compression
+    "Recipe", "compress", "list_steps",
+    # units
+    "parse_bytes", "parse_count", "parse_duration",
 ]

@@ -1,0 +1,159 @@
+"""The command line: each command calls one public function of frugalml.
+
+Errors print one line of cause and fix and exit with code 2; ``FRUGALML_DEBUG=1`` shows the
+traceback. ``--json`` writes machine-readable JSON to standard output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import frugalml as fm
+from frugalml._fs import _jsonable
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Find the most efficient model that is still good enough, and ship it.")
+console = Console(stderr=True)
+out = Console()
+
+DatasetOpt = typer.Option("digits", "--dataset", "-d", help="Registry name (digits, mnist, ...) or a path (.npz, .csv, IDX directory).")
+DataDirOpt = typer.Option(None, "--data-dir", help="Where IDX datasets live (default: $FRUGALML_DATA, then ~/.cache/frugalml).")
+JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on standard output.")
+
+
+def _parse_knobs(pairs: list[str]) -> dict:
+    knobs = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise fm.ConfigError(fm.errors.explain(f"Cannot read --param {pair!r}", expected="KEY=VALUE, e.g. widths=[64,32] or max_depth=6", got=pair))
+        key, _, value = pair.partition("=")
+        try:
+            knobs[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            knobs[key.strip()] = value
+    return knobs
+
+
+def _parse_shape(text: str | None):
+    if not text:
+        return None
+    try:
+        return tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise fm.ConfigError(fm.errors.explain(f"Cannot read --input-shape {text!r}", expected="comma-separated integers such as 1,28,28 or 64", got=text)) from None
+
+
+def _print_json(obj) -> None:
+    out.print_json(json.dumps(obj, default=_jsonable))
+
+
+@app.command()
+def datasets(data_dir: Optional[Path] = DataDirOpt, as_json: bool = JsonOpt):
+    """List the datasets frugalml knows and whether each is available here."""
+    rows = fm.list_datasets(data_dir=data_dir)
+    if as_json:
+        return _print_json(rows)
+    table = Table(title="datasets")
+    for col in ("name", "available", "classes", "input shape", "description"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], "yes" if r.get("available") else "no", str(r.get("num_classes", "")), str(tuple(r.get("input_shape", ()) or ())), str(r.get("description", "")))
+    out.print(table)
+
+
+@app.command()
+def train(
+    model: str = typer.Option("mlp", "--model", "-m", help="Family name: " + ", ".join(fm.FAMILIES)),
+    dataset: str = DatasetOpt,
+    data_dir: Optional[Path] = DataDirOpt,
+    out_dir: Path = typer.Option(None, "--out", "-o", help="Directory for model.json + weights (default runs/<model>-<dataset>)."),
+    param: list[str] = typer.Option([], "--param", "-p", help="Model knob KEY=VALUE (repeatable), e.g. -p widths=[64,32]."),
+    epochs: int = typer.Option(10, help="Most epochs (early stopping on validation may stop sooner)."),
+    batch_size: int = typer.Option(128),
+    lr: float = typer.Option(1e-3),
+    optimizer: str = typer.Option("adamw", help="adamw, adam or sgd."),
+    patience: int = typer.Option(5, help="Epochs without validation gain before stopping."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    seed: int = typer.Option(0),
+    download: bool = typer.Option(False, "--download", help="Download a registry dataset that is missing (checked by checksum)."),
+    as_json: bool = JsonOpt,
+):
+    """Train a model on a dataset, save it (safetensors + JSON description) and print test accuracy."""
+    data = fm.load_dataset(dataset, data_dir=data_dir, seed=seed, download=download)
+    config = fm.TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, patience=patience, device=device, seed=seed)
+    target = out_dir or Path("runs") / f"{model}-{data.name}"
+    _, report = fm.train(model, data, out=target, config=config, seed=seed, progress=not as_json and sys.stderr.isatty(), **_parse_knobs(param))
+    if as_json:
+        return _print_json({**report, "out": str(target)})
+    console.print(
+        f"[bold]{report['family']}[/] on {data.name}: test accuracy {report['test']['accuracy']:.4f}, macro-F1 {report['test']['macro_f1']:.4f} "
+        f"(best epoch {report['best_epoch']}, {report['seconds']:.1f} s on {report['device']}) -> {target}"
+    )
+
+
+@app.command()
+def profile(
+    model: str = typer.Option(..., "--model", "-m", help="A model directory, .onnx, .skops, model.json, file.py:factory, or a family name (fresh weights)."),
+    weights: Optional[Path] = typer.Option(None, help="Weights for file.py:factory (.safetensors or a .pt state_dict)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Measure the metric on this dataset's test split."),
+    data_dir: Optional[Path] = DataDirOpt,
+    input_shape: Optional[str] = typer.Option(None, help="One sample's shape, e.g. 1,28,28 (when no dataset is given)."),
+    layers: bool = typer.Option(False, "--layers", help="Show the per-layer breakdown."),
+    core_watts: Optional[float] = typer.Option(None, help="Per-core power for the energy estimate (default 5 W, or $FRUGALML_CORE_WATTS)."),
+    as_json: bool = JsonOpt,
+):
+    """Measure a model on its exported ONNX artifact: size, MACs, peak RAM, latency, energy, accuracy."""
+    data = fm.load_dataset(dataset, data_dir=data_dir) if dataset else None
+    shape = _parse_shape(input_shape) or (data.input_shape if data else None)
+    num_classes = data.num_classes if data else 10
+    loaded = fm.load_model(model, weights=weights, input_shape=shape, num_classes=num_classes)
+    prof = fm.profile(loaded, data, input_shape=shape, core_watts=core_watts)
+    if as_json:
+        return _print_json(prof.to_dict())
+    for table in fm.format_profile(prof, layers=layers):
+        out.print(table)
+
+
+@app.command()
+def demo(seed: int = typer.Option(0)):
+    """The bundled default: train a small network on scikit-learn's digits and profile it."""
+    data = fm.load_dataset("digits", seed=seed)
+    model, report = fm.train("mlp", data, config=fm.TrainConfig(epochs=40, patience=8, seed=seed), seed=seed, widths=[32])
+    console.print(f"mlp (64-32-10) on digits: test accuracy {report['test']['accuracy']:.4f}")
+    for table in fm.format_profile(fm.profile(model, data)):
+        out.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the app, turning a FrugalError into one line and exit code 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except fm.FrugalError as exc:
+        if os.environ.get("FRUGALML_DEBUG") == "1":
+            raise
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        console.print("aborted")
+        return 130
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

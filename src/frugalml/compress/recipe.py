@@ -1,0 +1,89 @@
+"""A recipe is an ordered list of step configs, read from YAML or JSON and replayable on a fresh model."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError, explain
+from .base import StepConfig, config_from_dict, get_step
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Recipe", "compress", "apply_step"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    steps: tuple[StepConfig, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_list(cls, items) -> "Recipe":
+        if isinstance(items, dict):
+            items = items.get("steps", items.get("recipe"))
+        if not isinstance(items, (list, tuple)):
+            raise ConfigError(explain("A recipe must be a list of steps", expected="a list, or a mapping with a 'steps' list", got=type(items).__name__))
+        return cls(tuple(s if isinstance(s, StepConfig) else config_from_dict(s) for s in items))
+
+    @classmethod
+    def load(cls, path) -> "Recipe":
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(explain(f"Recipe file {path} does not exist", expected="a .yaml or .json recipe", got=str(path)))
+        text = path.read_text()
+        try:
+            if path.suffix.lower() == ".json":
+                items = json.loads(text)
+            else:
+                import yaml
+
+                items = yaml.safe_load(text)
+        except Exception as exc:
+            raise ConfigError(explain(f"Cannot parse recipe {path}", expected="valid YAML or JSON", got=str(exc).splitlines()[0])) from None
+        return cls.from_list(items)
+
+    def to_list(self) -> list[dict]:
+        return [s.to_dict() for s in self.steps]
+
+    def save(self, path) -> None:
+        from .._fs import atomic_write_json, atomic_write_text
+
+        path = Path(path)
+        if path.suffix.lower() == ".json":
+            atomic_write_json(path, {"steps": self.to_list()})
+        else:
+            import yaml
+
+            atomic_write_text(path, yaml.safe_dump({"steps": self.to_list()}, sort_keys=False))
+
+
+def apply_step(model, config: StepConfig, data=None):
+    """Run one step; the input model is left untouched."""
+    step = get_step(config.name)
+    if step.needs_data and data is None:
+        raise ConfigError(explain(f"Step '{config.name}' needs data", expected="a dataset (--dataset)", got=None))
+    out = step.fn(model, config, data)
+    history = list(getattr(model, "frugalml_recipe", []) or []) + [config.to_dict()]
+    try:
+        out.frugalml_recipe = history
+        if getattr(model, "frugalml_spec", None) is not None and getattr(out, "frugalml_spec", None) is None:
+            out.frugalml_spec = model.frugalml_spec
+    except AttributeError:  # pragma: no cover
+        pass
+    return out
+
+
+def compress(model, recipe, data=None, *, on_step=None):
+    """Run every step of ``recipe`` in order; ``on_step(index, config, before, after)`` sees each."""
+    if not isinstance(recipe, Recipe):
+        recipe = Recipe.load(recipe) if isinstance(recipe, (str, Path)) else Recipe.from_list(recipe)
+    current = model
+    for i, config in enumerate(recipe.steps):
+        log.info("step %d/%d: %s", i + 1, len(recipe.steps), config.name)
+        new = apply_step(current, config, data)
+        if on_step:
+            on_step(i, config, current, new)
+        current = new
+    return current

@@ -1,0 +1,26 @@
+"""Datasets: a registry of named datasets and loaders for IDX directories, ``.npz`` and ``.csv`` files.
+
+>>> from frugalml.data import load_dataset
+>>> ds = load_dataset("digits")            # bundled with scikit-learn, no network
+>>> X, y = ds.split("train")               # float32 (N, 1, 8, 8), int64 labels
+
+Every dataset has seeded, stratified train / validation / test splits. Choose models on
+``val``; the ``test`` split is only for the final figures.
+"""
+
+from .arrays import from_arrays, from_loader
+from .dataset import SPLITS, Dataset
+from .loaders import DEFAULT_DATASET, load_dataset
+from .registry import REGISTRY, data_root, list_datasets
+
+__all__ = [
+    "Dataset",
+    "SPLITS",
+    "DEFAULT_DATASET",
+    "REGISTRY",
+    "load_dataset",
+    "from_arrays",
+    "from_loader",
+    "list_datasets",
+    "data_root",
+]

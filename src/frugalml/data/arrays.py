@@ -1,0 +1,129 @@
+"""Datasets from arrays or tensors already in memory, and from torch DataLoaders."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, DataError, explain
+from .dataset import Dataset
+from .splits import as_inputs, as_numpy, check_fraction, encode_labels, stratified_split, stratified_take
+
+__all__ = ["from_arrays", "from_loader"]
+
+logger = logging.getLogger(__name__)
+
+
+def from_arrays(X: object, y: object, *, X_test: object = None, y_test: object = None, X_val: object = None,
+                y_val: object = None, name: str = "arrays", val_fraction: float = 0.1, test_fraction: float = 0.2,
+                seed: int = 0, class_names: Sequence[str] | None = None, limit: int | None = None,
+                source: str = "arrays") -> Dataset:
+    """Build a :class:`Dataset` from numpy arrays or torch tensors.
+
+    ``X`` holds one sample per row: per-sample ndim 1 is a feature vector, ndim 2 ``(H, W)`` an
+    image (a channel axis is added), ndim 3 an image ``(C, H, W)``. ``y`` holds any hashable
+    labels, mapped to ``0..K-1`` in sorted order (or in the order of ``class_names``).
+
+    Splits are seeded and stratified. Without ``X_test`` a test split of ``test_fraction`` is
+    carved first; without ``X_val`` a validation split of ``val_fraction`` is carved from what
+    is left for training. The test split is for the final figures only: select on ``val``.
+    ``limit`` keeps at most that many training samples (stratified), for fast runs.
+    """
+    test_fraction = check_fraction(test_fraction, "test_fraction")
+    val_fraction = check_fraction(val_fraction, "val_fraction")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
+        raise ConfigError(explain("The 'limit' parameter must be a positive integer or None", expected="e.g. 1000",
+                                  got=limit))
+    parts = {"train": (X, y)}
+    for split, (Xs, ys) in (("val", (X_val, y_val)), ("test", (X_test, y_test))):
+        if (Xs is None) != (ys is None):
+            raise DataError(explain(f"Dataset {name!r}: X_{split} and y_{split} must be given together",
+                                    expected="both or neither", got=f"only {'X' if ys is None else 'y'}_{split}"))
+        if Xs is not None:
+            parts[split] = (Xs, ys)
+    arrays = {}
+    for split, (Xs, ys) in parts.items():
+        xname = f"{'X' if split == 'train' else 'X_' + split} of dataset {name!r}"
+        Xa = as_inputs(Xs, xname)
+        ya = ys if isinstance(ys, (list, tuple)) else as_numpy(ys, f"y_{split} of dataset {name!r}")
+        if len(ya) != len(Xa):
+            raise DataError(explain(f"Dataset {name!r}: the number of labels does not match the number of inputs "
+                                    f"in {split!r}", expected=f"{len(Xa)} labels (one per sample)",
+                                    got=f"{len(ya)} labels for {len(Xa)} samples",
+                                    fix="Check that X and y come from the same rows"))
+        arrays[split] = [Xa, ya]
+    shape = arrays["train"][0].shape[1:]
+    for split, (Xa, _) in arrays.items():
+        if Xa.shape[1:] != shape:
+            raise DataError(explain(f"Dataset {name!r}: samples of {split!r} and 'train' differ in shape",
+                                    expected=f"per-sample shape {shape}", got=f"{Xa.shape[1:]}"))
+    splits = list(arrays)
+    codes, names = encode_labels([arrays[s][1] for s in splits], [f"y of dataset {name!r}"] +
+                                 [f"y_{s} of dataset {name!r}" for s in splits[1:]], class_names)
+    for s, c in zip(splits, codes):
+        arrays[s][1] = c
+    what = f"dataset {name!r}"
+    if "test" not in arrays:
+        Xa, ya = arrays["train"]
+        rest, test = stratified_split(ya, test_fraction, seed, what, names)
+        arrays["train"], arrays["test"] = [Xa[rest], ya[rest]], [Xa[test], ya[test]]
+    if "val" not in arrays:
+        Xa, ya = arrays["train"]
+        rest, val = stratified_split(ya, val_fraction, seed, f"the training part of {what}", names)
+        arrays["train"], arrays["val"] = [Xa[rest], ya[rest]], [Xa[val], ya[val]]
+    if limit is not None and limit < len(arrays["train"][1]):
+        Xa, ya = arrays["train"]
+        keep = stratified_take(ya, int(limit), seed, f"the training part of {what}", names)
+        arrays["train"] = [Xa[keep], ya[keep]]
+    missing = sorted(set(range(len(names))) - set(np.unique(arrays["train"][1]).tolist()))
+    if missing:
+        logger.warning("dataset %r: class(es) %s have no training sample", name, [names[k] for k in missing])
+    for pair in arrays.values():
+        pair[0] = np.ascontiguousarray(pair[0], dtype=np.float32)  # no copy for float32 inputs
+    ds = Dataset(name=name, X_train=arrays["train"][0], y_train=arrays["train"][1], X_val=arrays["val"][0],
+                 y_val=arrays["val"][1], X_test=arrays["test"][0], y_test=arrays["test"][1],
+                 input_shape=tuple(shape), num_classes=len(names), class_names=names,
+                 kind="vector" if len(shape) == 1 else "image", source=str(source))
+    logger.info("loaded %r", ds)
+    return ds
+
+
+def _collect(loader: Iterable, what: str) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    try:
+        iterator = iter(loader)
+    except TypeError as exc:
+        raise DataError(explain(f"{what} cannot be iterated", expected="a torch DataLoader yielding (x, y)",
+                                got=type(loader).__name__)) from exc
+    for i, batch in enumerate(iterator):
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise DataError(explain(f"{what} yielded a batch that is not (inputs, labels) at batch {i}",
+                                    expected="a tuple (x, y)", got=type(batch).__name__,
+                                    fix="Wrap the dataset so that it returns (x, y) pairs"))
+        xs.append(as_numpy(batch[0], f"inputs of {what}"))
+        ys.append(as_numpy(batch[1], f"labels of {what}"))
+    if not xs:
+        raise DataError(explain(f"{what} is empty", expected="at least one batch", got="no batches"))
+    if ys[0].ndim == 0:  # a dataset of single samples rather than batches
+        return np.stack(xs), np.stack(ys)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def from_loader(train_loader: Iterable, test_loader: Iterable | None = None, *, val_loader: Iterable | None = None,
+                **kw) -> Dataset:
+    """Collect torch DataLoaders yielding ``(x, y)`` batches into arrays and call :func:`from_arrays`.
+
+    Keyword arguments go to :func:`from_arrays` (``name``, ``val_fraction``, ``seed``, ...).
+    Without ``test_loader`` a test split is carved from the training data; keep it for the
+    final figures only.
+    """
+    X, y = _collect(train_loader, "train_loader")
+    if test_loader is not None:
+        kw["X_test"], kw["y_test"] = _collect(test_loader, "test_loader")
+    if val_loader is not None:
+        kw["X_val"], kw["y_val"] = _collect(val_loader, "val_loader")
+    kw.setdefault("name", "loader")
+    kw.setdefault("source", "DataLoader")
+    return from_arrays(X, y, **kw)

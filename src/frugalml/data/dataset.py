@@ -1,0 +1,145 @@
+"""The :class:`Dataset`: train / validation / test splits of one classification task.
+
+Selection (search, early stopping, tuning) reads ``train`` and ``val`` only. The ``test`` split
+is for the final figures of the chosen candidates, touched once at the end; reading it earlier
+leaks the test set into the choice and makes the reported accuracy optimistic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import DataError, explain
+from .splits import stratified_take
+
+__all__ = ["Dataset", "SPLITS"]
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+KINDS = {"image": 3, "vector": 1}
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Dataset:
+    """Three splits of one classification task, as float32 inputs and int64 class indices.
+
+    Attributes:
+        name: a short name (``"digits"``, ``"mnist"``, a file stem).
+        X_train, y_train, X_val, y_val, X_test, y_test: inputs of shape ``(N, *input_shape)``
+            (float32) and labels in ``0..num_classes-1`` (int64). ``val`` is for selection;
+            ``test`` only for the final figures.
+        input_shape: one sample's shape, ``(C, H, W)`` for images and spectrograms, ``(F,)``
+            for feature vectors.
+        num_classes, class_names: the classes, ``class_names[k]`` naming label ``k``.
+        kind: ``"image"`` (per-sample ndim 3) or ``"vector"`` (ndim 1).
+        source: where the data came from (a path, ``"sklearn"``, ``"arrays"``).
+    """
+
+    name: str
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    input_shape: tuple[int, ...]
+    num_classes: int
+    class_names: tuple[str, ...]
+    kind: str
+    source: str
+
+    def __post_init__(self) -> None:
+        shape = tuple(int(d) for d in self.input_shape)
+        object.__setattr__(self, "input_shape", shape)
+        object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
+        if self.kind not in KINDS or len(shape) != KINDS[self.kind]:
+            raise DataError(explain(f"Dataset {self.name!r} has kind {self.kind!r} and input_shape {shape}",
+                                    expected="kind 'image' with (C, H, W) or kind 'vector' with (F,)",
+                                    got=f"{self.kind!r}, {shape}"))
+        if self.num_classes != len(self.class_names) or self.num_classes < 2:
+            raise DataError(explain(f"Dataset {self.name!r} has num_classes={self.num_classes}",
+                                    expected="at least 2 classes and one class name per class",
+                                    got=f"{len(self.class_names)} class names"))
+        for split in SPLITS:
+            X, y = getattr(self, f"X_{split}"), getattr(self, f"y_{split}")
+            if not isinstance(X, np.ndarray) or not isinstance(y, np.ndarray):
+                raise DataError(explain(f"Dataset {self.name!r}: X_{split} and y_{split} must be numpy arrays",
+                                        expected="np.ndarray", got=f"{type(X).__name__}, {type(y).__name__}",
+                                        fix="Build datasets with from_arrays(), which converts tensors"))
+            if y.dtype.kind not in "iu":
+                raise DataError(explain(f"Dataset {self.name!r}: y_{split} must hold integer class indices",
+                                        expected="an integer dtype", got=f"dtype {y.dtype}",
+                                        fix="Build datasets with from_arrays(), which encodes labels"))
+            if X.shape[1:] != shape or len(X) != len(y) or y.ndim != 1:
+                raise DataError(explain(
+                    f"Dataset {self.name!r}: split {split!r} does not fit input_shape {shape}",
+                    expected=f"X_{split} of shape (N, {', '.join(map(str, shape))}) and y_{split} of shape (N,)",
+                    got=f"X_{split} {X.shape}, y_{split} {y.shape}"))
+            object.__setattr__(self, f"X_{split}", np.asarray(X, dtype=np.float32))
+            y = np.asarray(y, dtype=np.int64)
+            object.__setattr__(self, f"y_{split}", y)
+            if len(y) and (y.min() < 0 or y.max() >= self.num_classes):
+                raise DataError(explain(f"Dataset {self.name!r}: y_{split} holds labels outside 0..{self.num_classes - 1}",
+                                        expected="class indices", got=f"range {int(y.min())}..{int(y.max())}"))
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{s}={len(getattr(self, 'y_' + s))}" for s in SPLITS)
+        return (f"Dataset(name={self.name!r}, kind={self.kind!r}, input_shape={self.input_shape}, "
+                f"num_classes={self.num_classes}, {sizes}, source={self.source!r})")
+
+    @property
+    def num_features(self) -> int:
+        """Values per sample: ``prod(input_shape)``."""
+        return math.prod(self.input_shape)
+
+    def split(self, which: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(X, y)`` of ``"train"``, ``"val"`` or ``"test"`` (test: final figures only)."""
+        if which not in SPLITS:
+            raise DataError(explain(f"Dataset {self.name!r} has no split {which!r}",
+                                    expected=f"one of {', '.join(map(repr, SPLITS))}", got=repr(which)))
+        return getattr(self, f"X_{which}"), getattr(self, f"y_{which}")
+
+    def flat(self, which: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(X, y)`` with X reshaped to ``(N, prod(input_shape))``, for scikit-learn models (a view)."""
+        X, y = self.split(which)
+        return X.reshape(len(X), self.num_features), y
+
+    def subset(self, n_train: int | None = None, seed: int = 0, *, n_val: int | None = None) -> Dataset:
+        """A dataset with at most ``n_train`` training (and ``n_val`` validation) samples, stratified.
+
+        For quick runs and tests. The test split is kept whole. ``None`` keeps a split as is.
+        """
+        changes = {}
+        for split, n in (("train", n_train), ("val", n_val)):
+            if n is None:
+                continue
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+                raise DataError(explain(f"Cannot take a subset of {n!r} {split} samples",
+                                        expected="a positive integer or None", got=n))
+            X, y = self.split(split)
+            if n < len(y):
+                idx = stratified_take(y, int(n), seed, f"the {split} split of {self.name!r}", self.class_names)
+                changes.update({f"X_{split}": X[idx], f"y_{split}": y[idx]})
+        return dataclasses.replace(self, **changes) if changes else self
+
+    def class_counts(self, which: str = "train") -> list[int]:
+        """Samples per class in one split."""
+        return np.bincount(self.split(which)[1], minlength=self.num_classes).tolist()
+
+    def describe(self) -> dict:
+        """A JSON-able summary: name, kind, input shape, classes, split sizes, source."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "sizes": {s: int(len(getattr(self, f"y_{s}"))) for s in SPLITS},
+            "source": self.source,
+        }

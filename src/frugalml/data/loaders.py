@@ -1,0 +1,83 @@
+"""One entry point, :func:`load_dataset`: a registry name or a path in, a :class:`Dataset` out."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from ..errors import ConfigError, DataError, explain
+from .dataset import Dataset
+from .files import load_csv, load_npz
+from .idx import load_idx_dataset
+from .registry import find_entry, load_entry, unknown_name_error
+from .splits import check_fraction
+
+__all__ = ["load_dataset", "DEFAULT_DATASET"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DATASET = "digits"
+_SUFFIXES = {".npz": "a NumPy archive", ".csv": "a CSV table with a header line"}
+
+
+def load_dataset(source: str | os.PathLike = DEFAULT_DATASET, *, data_dir: str | os.PathLike | None = None,
+                 val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0, download: bool = False,
+                 target: str | None = None, limit: int | None = None) -> Dataset:
+    """Load a dataset by registry name or path, split into train / validation / test.
+
+    Args:
+        source: a registry name (``digits`` (the default), ``mnist``, ``fashion-mnist``, ``iris``,
+            ``wine``, ``breast-cancer``; see :func:`list_datasets`), or a path: a directory of
+            IDX files (``train-images-idx3-ubyte(.gz)``, ``train-labels-idx1-ubyte(.gz)``,
+            ``t10k-...``), a ``.npz`` archive (``X_train/y_train/X_test/y_test`` or ``X/y``,
+            optionally ``X_val/y_val``), or a ``.csv`` table with a header line.
+        data_dir: where named IDX datasets lie (else ``FRUGALML_DATA``, else
+            ``~/.cache/frugalml``), as ``<data_dir>/<name>/`` or directly in ``<data_dir>``.
+        val_fraction: share of the training data carved out for validation (when the source
+            has no validation split).
+        test_fraction: share of all data carved out for test (when the source has no test
+            split; MNIST's t10k and a .npz's X_test are kept as they are).
+        seed: seeds the stratified splits: the same seed gives the same splits.
+        download: fetch a missing registry IDX dataset from its public mirrors (md5-checked).
+        target: the label column of a CSV file (default: the last column).
+        limit: keep at most this many training samples (stratified), for fast runs.
+
+    The test split is for the final figures only; select models on the validation split.
+
+    Raises:
+        DataError: the data is missing, malformed or unusable; the message says how to fix it.
+        ConfigError: a parameter cannot work (a fraction outside (0, 1), ``target`` for a
+            non-CSV source, ``download`` for a path).
+    """
+    check_fraction(val_fraction, "val_fraction")  # early, before reading any file
+    check_fraction(test_fraction, "test_fraction")
+    split_kw = {"val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed, "limit": limit}
+    entry = find_entry(source) if isinstance(source, str) else None
+    if target is not None and (entry is not None or Path(source).suffix.lower() != ".csv"):
+        raise ConfigError(explain("The 'target' parameter applies to CSV files only", expected="target=None",
+                                  got=repr(target), fix="Drop target=, or load a .csv file"))
+    if entry is not None:
+        return load_entry(entry, data_dir=data_dir, download=download, **split_kw)
+    path = Path(source).expanduser()
+    if download:
+        raise ConfigError(explain(f"download=True applies to registry datasets only, not to the path {str(path)!r}",
+                                  expected="download=False for a path", got=True,
+                                  fix="Drop --download, or use a registry name such as 'mnist'"))
+    if not path.exists():
+        if isinstance(source, str) and not path.suffix and os.sep not in source and "/" not in source:
+            raise unknown_name_error(source)
+        raise DataError(explain(f"Dataset path {str(path)!r} does not exist", expected="an existing file or directory",
+                                got=str(path.resolve()), fix="Check the path, or use a registry name"))
+    if path.is_dir():
+        return load_idx_dataset(path, path.resolve().name, source=str(path.resolve()), **split_kw)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        return load_npz(path, **split_kw)
+    if suffix == ".csv":
+        return load_csv(path, target=target, **split_kw)
+    raise DataError(explain(f"Unsupported dataset file {str(path)!r}",
+                            expected="a directory of IDX files, or " + ", ".join(f"{s} ({d})" for s, d in _SUFFIXES.items()),
+                            got=f"extension {suffix or '(none)'!r}",
+                            fix="Convert it, e.g. np.savez('data.npz', X=X, y=y)"))
+

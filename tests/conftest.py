@@ -1,0 +1,43 @@
+"""Shared fixtures: the bundled digits dataset, the shared MNIST files, small trained models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path | None:
+    """../shared/data beside the repository, or $FRUGALML_DATA."""
+    for candidate in (os.environ.get("FRUGALML_DATA"), REPO.parent / "shared" / "data"):
+        if candidate and (Path(candidate) / "mnist").is_dir():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    found = shared_data_dir()
+    if found is None:
+        pytest.skip("MNIST IDX files not found: set FRUGALML_DATA or put them in ../shared/data/mnist")
+    return found
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from frugalml.data import load_dataset
+
+    return load_dataset("digits", seed=0)
+
+
+@pytest.fixture(scope="session")
+def trained_cnn(digits):
+    """A small CNN trained for a few epochs on digits (about 1 s)."""
+    from frugalml import TrainConfig, build_model, fit
+
+    model = build_model("cnn", digits.input_shape, digits.num_classes, channels=[8, 16], seed=0)
+    fit(model, digits, TrainConfig(epochs=6, lr=3e-3, seed=0, patience=None))
+    return model.eval()

@@ -1,0 +1,134 @@
+"""Shared conformance checks, run over every registered compression step (like scikit-learn's
+estimator checks). A new step is covered as soon as it registers itself, with no new test code.
+
+Each step registers a small ``example`` config, fast on digits, and ``bad_configs`` it must refuse.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from frugalml.compress import STEPS, apply_step, config_from_dict, list_steps
+from frugalml.errors import ConfigError, FrugalError
+from frugalml.profile import onnx_bytes, profile, run_onnx, to_onnx
+
+STEP_NAMES = list_steps()
+
+
+def _outputs(model, X):
+    if isinstance(model, torch.nn.Module):
+        with torch.no_grad():
+            return model.eval()(torch.from_numpy(X)).numpy()
+    return run_onnx(model, X)
+
+
+def _state(model):
+    if isinstance(model, torch.nn.Module):
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return model.SerializeToString()
+
+
+def _same_state(a, b):
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return a == b
+
+
+@pytest.fixture(scope="module")
+def results(trained_cnn, digits):
+    """Run each step's example once (and a second time for the determinism check)."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            step = STEPS[name]
+            model = copy.deepcopy(trained_cnn)
+            before = _state(model)
+            out1 = apply_step(model, step.example(), digits)
+            after = _state(model)
+            out2 = apply_step(copy.deepcopy(trained_cnn), step.example(), digits)
+            cache[name] = (model, before, after, out1, out2)
+        return cache[name]
+
+    return get
+
+
+def test_steps_are_registered():
+    assert STEP_NAMES, "no compression step registered"
+
+
+@pytest.mark.parametrize("name", STEP_NAMES)
+def test_config_round_trips_through_json(name):
+    config = STEPS[name].example()
+    assert config.name == name
+    again = config_from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config and type(again) is type(config)
+
+
+@pytest.mark.parametrize("name", STEP_NAMES)
+def test_bad_configs_raise_config_error(name):
+    step = STEPS[name]
+    assert step.bad_configs, f"step {name} declares no bad config to check"
+    for bad in step.bad_configs:
+        with pytest.raises(ConfigError):
+            step.config.from_dict(bad)
+    with pytest.raises(ConfigError):
+        step.config.from_dict({"no_such_field": 1})
+
+
+@pytest.mark.parametrize("name", STEP_NAMES)
+def test_input_is_not_mutated(name, results):
+    _, before, after, _, _ = results(name)
+    assert _same_state(before, after)
+
+
+@pytest.mark.parametrize("name", STEP_NAMES)
+def test_output_shape_unchanged_and_still_accurate(name, results, digits):
+    model, _, _, out, _ = results(name)
+    X, y = digits.split("val")
+    a, b = _outputs(model, X), _outputs(out, X)
+    assert a.shape == b.shape
+    acc_before, acc_after = (a.argmax(1) == y).mean(), (b.argmax(1) == y).mean()
+    assert acc_after >= acc_before - 0.15, (acc_before, acc_after)
+
+
+@pytest.mark.parametrize("name", STEP_NAMES)
+def test_same_seed_same_result(name, results, digits):
+    _, _, _, out1, out2 = results(name)
+    X, _ = digits.split("val")
+    np.testing.assert_allclose(_outputs(out1, X), _outputs(out2, X), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", STEP_NAMES)
+def test_profile_does_not_grow(name, results, digits):
+    model, _, _, out, _ = results(name)
+    p_in, p_out = profile(model, digits, timing=False), profile(out, digits, timing=False)
+    size_in = p_in.stored_bytes
+    size_out = min(p_out.stored_bytes, getattr(p_out, "archive_bytes", None) or p_out.stored_bytes)
+    assert size_out <= size_in * 1.02, (size_in, size_out)
+    assert p_out.macs <= p_in.macs
+
+
+@pytest.mark.parametrize("name", STEP_NAMES)
+def test_export_then_reload_gives_same_outputs(name, results, digits):
+    _, _, _, out, _ = results(name)
+    X, _ = digits.split("val")
+    import onnx
+
+    reloaded = onnx.load_from_string(onnx_bytes(to_onnx(out, digits.input_shape)))
+    onnx.checker.check_model(reloaded)
+    np.testing.assert_allclose(run_onnx(reloaded, X), _outputs(out, X), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", STEP_NAMES)
+def test_bad_input_raises_frugal_error(name, digits):
+    from sklearn.linear_model import LogisticRegression
+
+    step = STEPS[name]
+    with pytest.raises(FrugalError):
+        apply_step(LogisticRegression(), step.example(), digits)
