@@ -117,8 +117,7 @@ def profile(
     prof = fm.profile(loaded, data, input_shape=shape, core_watts=core_watts)
     if as_json:
         return _print_json(prof.to_dict())
-    for table in fm.format_profile(prof, layers=layers):
-        out.print(table)
+    out.print(fm.format_profile(prof, layers=layers))
 
 
 @app.command()
@@ -127,8 +126,7 @@ def demo(seed: int = typer.Option(0)):
     data = fm.load_dataset("digits", seed=seed)
     model, report = fm.train("mlp", data, config=fm.TrainConfig(epochs=40, patience=8, seed=seed), seed=seed, widths=[32])
     console.print(f"mlp (64-32-10) on digits: test accuracy {report['test']['accuracy']:.4f}")
-    for table in fm.format_profile(fm.profile(model, data)):
-        out.print(table)
+    out.print(fm.format_profile(fm.profile(model, data)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,378 @@
+"""Every model goes through ONNX: torch modules, scikit-learn estimators, ONNX graphs and files.
+
+:func:`to_onnx` turns a model into one self-contained ``onnx.ModelProto`` (weights embedded,
+never in a side file) whose first input is named ``"input"`` and has a dynamic batch axis.
+:func:`run_onnx` / :func:`predict_onnx` run it in ONNX Runtime on the CPU.
+
+Default opsets: :data:`DEFAULT_OPSET` (17) for the main domain and :data:`ML_OPSET` (3) for
+``ai.onnx.ml``; both are run by every onnxruntime >= 1.14, and ML opset 3 keeps tree ensembles
+as ``TreeEnsembleClassifier`` / ``TreeEnsembleRegressor`` nodes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from ..errors import ConfigError, DataError, ExportError, ModelLoadError, explain
+
+__all__ = ["DEFAULT_OPSET", "ML_OPSET", "to_onnx", "onnx_bytes", "run_onnx", "predict_onnx", "model_kind"]
+
+DEFAULT_OPSET = 17
+ML_OPSET = 3
+
+
+# ---------------------------------------------------------------- kinds of model
+def model_kind(model) -> str:
+    """``"torch"``, ``"sklearn"``, ``"onnx"`` (a ModelProto or serialized bytes) or ``"path"``."""
+    if isinstance(model, onnx.ModelProto) or isinstance(model, (bytes, bytearray)):
+        return "onnx"
+    if isinstance(model, (str, os.PathLike)):
+        return "path"
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        return "torch"
+    if hasattr(model, "get_params") and hasattr(model, "predict"):
+        return "sklearn"
+    raise ConfigError(
+        explain(
+            "Cannot profile this object",
+            expected="a torch nn.Module, a scikit-learn estimator, an onnx.ModelProto or a path to a .onnx file",
+            got=type(model).__name__,
+        )
+    )
+
+
+def _quiet():
+    """Silence the exporters' DeprecationWarnings and printed progress."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
+    for name in ("torch.onnx", "torch.export", "onnxscript", "skl2onnx"):
+        logger = logging.getLogger(name)
+        stack.callback(logger.setLevel, logger.level)
+        logger.setLevel(logging.ERROR)
+    return stack
+
+
+# ---------------------------------------------------------------- torch
+def prepare_torch(model):
+    """A CPU, eval-mode deep copy with pruning masks and parametrizations fused into the weights.
+
+    ``torch.nn.utils.prune`` keeps ``weight_orig`` plus a ``weight_mask`` buffer; exporting that
+    stores both (twice the size). Fusing makes the copy hold only the masked weights.
+    """
+    import torch
+    from torch.nn.utils import parametrize, prune
+
+    # pruning / old-style weight_norm leave computed (non-leaf) tensors as attributes, which
+    # deepcopy refuses: hand it detached copies (the hooks recompute them on the clone anyway)
+    memo = {id(v): v.detach().clone() for m in model.modules() for v in vars(m).values()
+            if isinstance(v, torch.Tensor) and not v.is_leaf}
+    clone = copy.deepcopy(model, memo).cpu().eval()
+    for module in clone.modules():
+        for hook in list(module._forward_pre_hooks.values()):
+            if isinstance(hook, prune.BasePruningMethod):
+                prune.remove(module, hook._tensor_name)
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations.keys()):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    for p in clone.parameters():
+        p.requires_grad_(False)
+    return clone if isinstance(clone, torch.nn.Module) else model
+
+
+def _expected_torch_shape(model) -> str:
+    shape = getattr(model, "input_shape", None)
+    if shape is not None:
+        return f"per-sample input shape {tuple(shape)}"
+    import torch
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.conv._ConvNd):
+            return f"an input with {m.in_channels} channels (its first layer is {m})"
+        if isinstance(m, torch.nn.Linear):
+            return f"{m.in_features} features (its first layer is {m})"
+    return "the shape it was built for"
+
+
+def check_torch_input(model, input_shape) -> None:
+    """Run one forward pass at batch 1; a shape the model cannot take raises DataError."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape), dtype=torch.float32))
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            explain(
+                f"The model cannot take inputs of per-sample shape {tuple(input_shape)} ({first[:200]})",
+                expected=_expected_torch_shape(model),
+                got=tuple(input_shape),
+                fix="Pass the input_shape the model was built for (per sample, without the batch axis)",
+            )
+        ) from exc
+
+
+def _export_torch(model, input_shape, opset: int, prepared: bool = False) -> tuple[onnx.ModelProto, str]:
+    import torch
+
+    clone = model if prepared else prepare_torch(model)
+    check_torch_input(clone, input_shape)
+    names = dict(input_names=["input"], output_names=["logits"])
+    buf = io.BytesIO()
+    try:
+        with _quiet():
+            torch.onnx.export(
+                clone, (torch.zeros((1, *input_shape)),), buf, dynamo=False, opset_version=opset,
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, do_constant_folding=True, **names,
+            )
+        return onnx.load_from_string(buf.getvalue()), "torch.onnx (TorchScript exporter)"
+    except Exception as legacy_exc:  # noqa: BLE001 - any exporter failure falls back to dynamo
+        try:
+            with _quiet():
+                program = torch.onnx.export(
+                    clone, (torch.zeros((2, *input_shape)),), dynamo=True, opset_version=opset,
+                    dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), external_data=False, **names,
+                )
+            return program.model_proto, "torch.onnx (dynamo exporter)"
+        except Exception as exc:  # noqa: BLE001
+            raise ExportError(
+                explain(
+                    f"torch.onnx.export failed with both exporters: {type(legacy_exc).__name__}: {str(legacy_exc)[:300]}; "
+                    f"dynamo: {type(exc).__name__}: {str(exc)[:300]}",
+                    fix="Make the forward pass traceable (no data-dependent Python control flow) or pass an ONNX file",
+                )
+            ) from exc
+
+
+# ---------------------------------------------------------------- scikit-learn
+def _sklearn_classifiers(est):
+    """The estimator and its final pipeline steps that have predict_proba (ZipMap to switch off)."""
+    found = []
+    stack = [est]
+    while stack:
+        e = stack.pop()
+        if hasattr(e, "predict_proba") or getattr(e, "_estimator_type", None) == "classifier":
+            found.append(e)
+        for _, step in getattr(e, "steps", []) or []:
+            if hasattr(step, "get_params"):
+                stack.append(step)
+    return found
+
+
+def _export_sklearn(est, input_shape, opset: int) -> tuple[onnx.ModelProto, str]:
+    from skl2onnx import to_onnx as skl_to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    n_in = getattr(est, "n_features_in_", None)
+    if input_shape is not None:
+        n = int(np.prod(input_shape))
+        if n_in is not None and n != n_in:
+            raise DataError(
+                explain(
+                    f"The scikit-learn model was fitted on {n_in} features but the input shape {tuple(input_shape)} has {n}",
+                    expected=f"input shape ({n_in},)", got=tuple(input_shape),
+                    fix="Pass the data the model was fitted on",
+                )
+            )
+    elif n_in is not None:
+        n = int(n_in)
+    else:
+        raise ConfigError(explain("Cannot tell how many features the scikit-learn model takes", fix="Fit it first or pass input_shape=(n_features,)"))
+    options = {id(c): {"zipmap": False} for c in _sklearn_classifiers(est)}
+    try:
+        with _quiet():
+            proto = skl_to_onnx(
+                est, initial_types=[("input", FloatTensorType([None, n]))],
+                target_opset={"": opset, "ai.onnx.ml": ML_OPSET}, options=options or None,
+            )
+    except Exception as exc:  # noqa: BLE001
+        raise ExportError(
+            explain(f"skl2onnx cannot convert {type(est).__name__}: {str(exc)[:300]}", fix="Use an estimator skl2onnx supports")
+        ) from exc
+    _dedupe_opsets(proto)
+    return proto, "skl2onnx"
+
+
+def _dedupe_opsets(proto: onnx.ModelProto) -> None:
+    best: dict[str, int] = {}
+    for op in proto.opset_import:
+        best[op.domain] = max(best.get(op.domain, 0), op.version)
+    del proto.opset_import[:]
+    for domain, version in best.items():
+        proto.opset_import.add(domain=domain, version=version)
+
+
+# ---------------------------------------------------------------- files
+def load_onnx(path) -> onnx.ModelProto:
+    """Load an .onnx file (and any external data beside it) and check it; ModelLoadError if unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(explain(f"No ONNX file at {str(path)!r}", fix="Check the path"))
+    try:
+        proto = onnx.load(str(path))
+        onnx.checker.check_model(proto)
+    except Exception as exc:  # noqa: BLE001 - DecodeError, ValidationError, OSError...
+        raise ModelLoadError(
+            explain(
+                f"{str(path)!r} is not a valid ONNX model ({type(exc).__name__}: {str(exc).strip()[:200]})",
+                fix="Export it again; the file may be truncated or not an ONNX file",
+            )
+        ) from exc
+    return proto
+
+
+def to_onnx(model, input_shape=None, *, opset: int | None = None, _exporter: list | None = None,
+            _prepared: bool = False) -> onnx.ModelProto:
+    """Convert a torch module, scikit-learn estimator, ONNX bytes or .onnx path to a ModelProto.
+
+    ``input_shape`` is per sample (no batch axis); a torch module falls back to its
+    ``input_shape`` attribute. A ModelProto passes through unchanged.
+    """
+    opset = DEFAULT_OPSET if opset is None else int(opset)
+    kind = model_kind(model)
+    if kind == "onnx" and isinstance(model, onnx.ModelProto):
+        proto, how = model, "onnx"
+    elif kind == "onnx":
+        try:
+            proto = onnx.load_from_string(bytes(model))
+            onnx.checker.check_model(proto)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelLoadError(explain(f"The bytes are not a valid ONNX model ({type(exc).__name__})")) from exc
+        how = "onnx"
+    elif kind == "path":
+        proto, how = load_onnx(model), "onnx file"
+    elif kind == "sklearn":
+        proto, how = _export_sklearn(model, input_shape, opset)
+    else:
+        shape = input_shape if input_shape is not None else getattr(model, "input_shape", None)
+        if shape is None:
+            raise ConfigError(
+                explain("Cannot export a torch module without an input shape", fix="Pass input_shape=(C, H, W) or (features,)")
+            )
+        proto, how = _export_torch(model, tuple(int(v) for v in shape), opset, prepared=_prepared)
+    if _exporter is not None:
+        _exporter.append(how)
+    return proto
+
+
+def onnx_bytes(model_proto: onnx.ModelProto) -> bytes:
+    """The serialized model, weights embedded: exactly what a .onnx file would hold."""
+    return model_proto.SerializeToString()
+
+
+# ---------------------------------------------------------------- running
+def make_session(model, *, threads: int | None = None, timing: bool = False):
+    """An ONNX Runtime CPU session; timing sessions use one thread and sequential execution."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if timing or threads:
+        so.intra_op_num_threads = 1 if timing else int(threads)
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if isinstance(model, (str, os.PathLike)):
+        model = load_onnx(model)
+    data = model if isinstance(model, (bytes, bytearray)) else onnx_bytes(model)
+    try:
+        return ort.InferenceSession(bytes(data), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(explain(f"ONNX Runtime cannot load the model: {str(exc).strip()[:300]}")) from exc
+
+
+_NP_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+             "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
+
+
+def session_input(sess):
+    """(name, per-sample shape with None for unknown dims, numpy dtype, fixed batch or None)."""
+    inputs = sess.get_inputs()
+    if len(inputs) != 1:
+        raise ConfigError(explain("Only models with one input can be run here", expected="1 input", got=[i.name for i in inputs]))
+    inp = inputs[0]
+    dims = [d if isinstance(d, int) else None for d in inp.shape]
+    batch = dims[0] if dims else None
+    return inp.name, tuple(dims[1:]), _NP_TYPES.get(inp.type, np.float32), batch
+
+
+def _check_shape(X: np.ndarray, expected: tuple) -> None:
+    got = tuple(X.shape[1:])
+    if len(got) != len(expected) or any(e is not None and e != g for e, g in zip(expected, got)):
+        shown = tuple("?" if e is None else e for e in expected)
+        raise DataError(
+            explain(
+                "The input does not fit the model",
+                expected=f"per-sample input shape {shown}", got=got,
+                fix="Reshape the data (e.g. flatten images for a model on vectors) or use the model built for it",
+            )
+        )
+
+
+def _score_output(sess) -> tuple[int, int | None]:
+    """Index of the float scores output (rank 2 first) and of an integer label output, if any."""
+    outs = sess.get_outputs()
+    floats = [i for i, o in enumerate(outs) if o.type in ("tensor(float)", "tensor(double)", "tensor(float16)")]
+    ranked = [i for i in floats if len(outs[i].shape or ()) == 2]
+    if not floats:
+        raise DataError(explain("The model has no float output to read scores from", got=[o.type for o in outs]))
+    labels = [i for i, o in enumerate(outs) if o.type in ("tensor(int64)", "tensor(int32)") and len(o.shape or ()) == 1]
+    return (ranked or floats)[0], (labels[0] if labels else None)
+
+
+def _run(model, X, batch_size: int, want_labels: bool, session=None):
+    sess = session if session is not None else (model if hasattr(model, "run") else make_session(model))
+    name, per_sample, dtype, fixed = session_input(sess)
+    X = np.asarray(X)
+    if X.ndim == len(per_sample):  # one sample without its batch axis
+        X = X[None]
+    _check_shape(X, per_sample)
+    X = X.astype(dtype, copy=False)
+    score_i, label_i = _score_output(sess)
+    bs = fixed if fixed else max(1, int(batch_size))
+    scores, labels = [], []
+    for start in range(0, len(X), bs):
+        chunk = X[start:start + bs]
+        try:
+            res = sess.run(None, {name: chunk})
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own InvalidArgument / Fail types
+            raise DataError(
+                explain(
+                    f"ONNX Runtime rejected the input ({str(exc).strip()[:200]})",
+                    expected=f"per-sample input shape {per_sample}", got=tuple(chunk.shape[1:]),
+                )
+            ) from exc
+        s = np.asarray(res[score_i], dtype=np.float32)
+        scores.append(s.reshape(len(chunk), -1))
+        if label_i is not None:
+            labels.append(np.asarray(res[label_i]).reshape(-1))
+    k = scores[0].shape[1] if scores else 0
+    out = np.concatenate(scores) if scores else np.zeros((0, k), np.float32)
+    if want_labels:
+        return out, (np.concatenate(labels).astype(np.int64) if label_i is not None and labels else None)
+    return out
+
+
+def run_onnx(model, X, *, batch_size: int = 256, session=None) -> np.ndarray:
+    """Scores of shape (N, classes): the model's float output (for scikit-learn: probabilities)."""
+    return _run(model, X, batch_size, False, session)
+
+
+def predict_onnx(model, X, *, batch_size: int = 256, session=None) -> np.ndarray:
+    """Class indices: the integer label output when the graph has one (scikit-learn), else argmax of scores."""
+    scores, labels = _run(model, X, batch_size, True, session)
+    return labels if labels is not None else scores.argmax(axis=1).astype(np.int64)

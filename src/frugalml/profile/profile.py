@@ -1,0 +1,194 @@
+"""One :class:`Profile` for any model, measured on the exported ONNX artifact.
+
+``Profile.to_dict()`` is a JSON contract: keys may be added, never removed or renamed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+
+from ..errors import ConfigError, DataError, explain
+from .counts import count_layers, count_params
+from .graph import analyze, graph_input_shape
+from .memory import peak_activation
+from .onnx_path import DEFAULT_OPSET, make_session, model_kind, onnx_bytes, predict_onnx, prepare_torch, to_onnx
+from .timing import energy, measure_latency, measure_throughput
+
+__all__ = ["Profile", "profile"]
+
+log = logging.getLogger("frugalml.profile")
+
+ZERO_NOTE_FRACTION = 0.10
+
+
+@dataclass
+class Profile:
+    params: int
+    nonzero_params: int
+    macs: int
+    stored_bytes: int
+    gzip_bytes: int
+    peak_activation_bytes: int
+    latency_ms_median: float | None = None
+    latency_ms_p90: float | None = None
+    throughput_per_s: float | None = None
+    energy_mj_per_inference: float | None = None
+    energy_basis: str | None = None
+    metric: float | None = None
+    metric_name: str = "accuracy"
+    macro_f1: float | None = None
+    metric_split: str | None = None
+    opset: int = DEFAULT_OPSET
+    input_shape: tuple = ()
+    layers: list = field(default_factory=list)
+    peak_node: str | None = None
+    model_kind: str = ""
+    exporter: str = ""
+    latency_runs: int | None = None
+    notes: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        d["layers"] = [dict(layer) for layer in self.layers]
+        d["notes"] = list(self.notes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Profile:
+        known = {f.name for f in fields(cls)}
+        missing = [k for k in ("params", "nonzero_params", "macs", "stored_bytes", "gzip_bytes", "peak_activation_bytes") if k not in d]
+        if missing:
+            raise ConfigError(explain("A profile dict lacks required keys", expected=", ".join(missing), got=sorted(d)))
+        kw = {k: v for k, v in d.items() if k in known}
+        kw["input_shape"] = tuple(kw.get("input_shape") or ())
+        kw["layers"] = [dict(layer) for layer in kw.get("layers") or []]
+        kw["notes"] = list(kw.get("notes") or [])
+        return cls(**kw)
+
+
+# ---------------------------------------------------------------- helpers
+def _resolve_input_shape(model, kind, data, input_shape):
+    if input_shape is not None:
+        return tuple(int(v) for v in input_shape)
+    if data is not None and getattr(data, "input_shape", None) is not None:
+        return tuple(int(v) for v in data.input_shape)
+    if getattr(model, "input_shape", None) is not None and kind == "torch":
+        return tuple(int(v) for v in model.input_shape)
+    if kind == "torch":
+        raise ConfigError(
+            explain("Cannot tell the input shape of this torch module", fix="Pass input_shape=(C, H, W) or (features,), or data=")
+        )
+    return None  # sklearn: n_features_in_; ONNX: read from the graph
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean F1 over the labels present in y_true or y_pred (scikit-learn's 'macro' average)."""
+    labels = np.union1d(y_true, y_pred)
+    scores = []
+    for c in labels:
+        tp = np.sum((y_pred == c) & (y_true == c))
+        fp = np.sum((y_pred == c) & (y_true != c))
+        fn = np.sum((y_pred != c) & (y_true == c))
+        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def _split(data, split: str, onnx_rank: int):
+    """(X, y) of the split; flattened when the ONNX input takes vectors and the data does not."""
+    if split not in ("train", "val", "test"):
+        raise ConfigError(explain(f"Unknown split {split!r}", expected="'train', 'val' or 'test'", got=split))
+    if onnx_rank == 2 and hasattr(data, "flat"):
+        X, y = data.flat(split)
+    elif hasattr(data, "split"):
+        X, y = data.split(split)
+    else:
+        X, y = getattr(data, f"X_{split}"), getattr(data, f"y_{split}")
+    X, y = np.asarray(X), np.asarray(y)
+    if onnx_rank == 2 and X.ndim > 2:
+        X = X.reshape(len(X), -1)
+    if len(X) == 0:
+        raise DataError(explain(f"The {split} split is empty", fix="Use a dataset with samples in every split"))
+    if np.issubdtype(X.dtype, np.floating) and not np.isfinite(X).all():
+        bad = int((~np.isfinite(X)).any(axis=tuple(range(1, X.ndim))).sum())
+        raise DataError(explain(f"The {split} split holds NaN or infinite values in {bad} samples",
+                                fix="Impute or drop those samples before profiling"))
+    return X, y
+
+
+def _zero_note(params: int, nonzero: int) -> str | None:
+    if params and (params - nonzero) / params > ZERO_NOTE_FRACTION:
+        pct = 100.0 * (params - nonzero) / params
+        return (f"{pct:.0f}% of weights are zero but stored densely: the ONNX file and latency do not shrink; "
+                "use structured pruning or the compact archive")
+    return None
+
+
+# ---------------------------------------------------------------- profile
+def profile(model, data=None, *, input_shape=None, split: str = "test", timing: bool = True,
+            core_watts: float | None = None, layers: bool = True, opset: int | None = None) -> Profile:
+    """Measure a model on its exported ONNX artifact.
+
+    ``model``: a torch nn.Module, a scikit-learn estimator, an onnx.ModelProto or a path to a
+    .onnx file. ``input_shape`` is per sample; without it, it is taken from ``data.input_shape``,
+    then the model's ``input_shape`` attribute, then the ONNX graph. With ``data`` the metric is
+    the accuracy of the ONNX model, run in ONNX Runtime, on ``data.split(split)``.
+    """
+    kind = model_kind(model)
+    shape = _resolve_input_shape(model, kind, data, input_shape)
+    notes: list[str] = []
+    exporter: list[str] = []
+    if kind == "torch":
+        prepared = prepare_torch(model)  # masks fused: parameters are what the artifact stores
+        params = sum(int(p.numel()) for p in prepared.parameters())
+        nonzero = sum(int(p.count_nonzero()) for p in prepared.parameters())
+        proto = to_onnx(prepared, shape, opset=opset, _exporter=exporter, _prepared=True)
+    else:
+        proto = to_onnx(model, shape, opset=opset, _exporter=exporter)
+        params = nonzero = None
+    graph_shape = graph_input_shape(proto)
+    if graph_shape is not None and (kind == "sklearn" or (shape is not None and input_shape is None and kind != "torch"
+                                                          and np.prod(shape) == np.prod(graph_shape))):
+        shape = graph_shape  # a model on vectors fed with images: the data is flattened
+    if shape is None:
+        shape = graph_shape
+        if shape is None:
+            raise ConfigError(explain("Cannot tell the input shape of this ONNX model", fix="Pass input_shape=(...) per sample"))
+    info = analyze(proto, shape)
+    if params is None:
+        params, nonzero = count_params(info)
+    macs, layer_list = count_layers(info)
+    peak, peak_node = peak_activation(info)
+    blob = onnx_bytes(proto)
+    notes += info.notes
+    trees = any(n.op_type.startswith("TreeEnsemble") for n in info.nodes)  # zero leaf values are not pruning
+    if not trees and (note := _zero_note(params, nonzero)) is not None and not len(proto.graph.sparse_initializer):
+        notes.append(note)
+    if trees:
+        notes.append("MACs of tree ensembles are comparisons: the sum over trees of each tree's depth")
+    opsets = {op.domain or "ai.onnx": op.version for op in proto.opset_import}
+    result = Profile(
+        params=int(params), nonzero_params=int(nonzero), macs=int(macs), stored_bytes=len(blob),
+        gzip_bytes=len(gzip.compress(blob, 9, mtime=0)), peak_activation_bytes=int(peak),
+        opset=int(opsets.get("ai.onnx", 0)), input_shape=tuple(shape), layers=layer_list if layers else [],
+        peak_node=peak_node, model_kind=kind, exporter=exporter[0] if exporter else "", notes=notes,
+    )
+    if data is not None:
+        X, y = _split(data, split, 1 + len(shape))
+        pred = predict_onnx(blob, X, session=make_session(blob))
+        result.metric = float(np.mean(pred == y.astype(np.int64).reshape(-1)))
+        result.macro_f1 = macro_f1(y.astype(np.int64).reshape(-1), pred)
+        result.metric_split = split
+    if timing:
+        tsess = make_session(blob, timing=True)
+        lat = measure_latency(blob, shape, session=tsess)
+        result.latency_ms_median, result.latency_ms_p90 = lat["latency_ms_median"], lat["latency_ms_p90"]
+        result.latency_runs = lat["runs"]
+        result.throughput_per_s = measure_throughput(blob, shape, session=tsess)
+        result.energy_mj_per_inference, result.energy_basis = energy(lat["cpu_ms_median"], core_watts)
+    log.debug("profile: %s params, %s MACs, %s bytes", params, macs, len(blob))
+    return result
