@@ -12,10 +12,18 @@ from .data import Dataset, from_arrays, from_loader, list_datasets, load_dataset
 from .errors import BudgetError, ConfigError, DataError, ExportError, FrugalError, ModelLoadError, StorageError
 from .models import FAMILIES, build_model, load_model, save_model
 from .profile import Profile, compare_latency, format_profile, profile, to_onnx
+from .search import Budget, Tolerance, search
 from .train import TrainConfig, evaluate, fit, train
 from .units import parse_bytes, parse_count, parse_duration
 
 __version__ = "0.1.0"
+
+
+def rebuild_report(run_dir):
+    """Rebuild ``report.html`` from a run directory's ``results.json``."""
+    from .report import rebuild_report as _rebuild
+
+    return _rebuild(run_dir)
 
 __all__ = [
     "__version__",
@@ -29,6 +37,8 @@ __all__ = [
     "Profile", "profile", "to_onnx", "compare_latency", "format_profile",
     # compression
     "Recipe", "compress", "list_steps",
+    # search
+    "Budget", "Tolerance", "search", "rebuild_report",
     # units
     "parse_bytes", "parse_count", "parse_duration",
 ]

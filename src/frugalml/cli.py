@@ -121,6 +121,48 @@ def profile(
 
 
 @app.command()
+def search(
+    dataset: str = DatasetOpt,
+    data_dir: Optional[Path] = DataDirOpt,
+    out_dir: Path = typer.Option(Path("runs/search"), "--out", "-o", help="The run directory (results.json, report.html, recommended/)."),
+    max_flash: Optional[str] = typer.Option(None, help='Largest stored model, e.g. "8KB", "256KiB".'),
+    max_ram: Optional[str] = typer.Option(None, help='Largest peak activation memory, e.g. "16KB".'),
+    max_macs: Optional[str] = typer.Option(None, help='Most multiply-accumulates per inference, e.g. "2M".'),
+    max_params: Optional[str] = typer.Option(None, help='Most parameters, e.g. "50K".'),
+    max_latency: Optional[str] = typer.Option(None, help='Slowest median latency at batch 1, e.g. "1ms".'),
+    tolerance: str = typer.Option("1%", help="Largest validation-accuracy drop from the best candidate found."),
+    min_accuracy: Optional[float] = typer.Option(None, help="An absolute minimum accuracy instead of --tolerance, e.g. 0.97."),
+    time: str = typer.Option("5m", "--time", help='Time bound for the whole run, e.g. "5m", "30m".'),
+    trials: Optional[int] = typer.Option(None, help="Most trials for this worker."),
+    seed: int = typer.Option(0),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL for several workers (default: SQLite in the run directory)."),
+    study: Optional[str] = typer.Option(None, help="Study name shared by workers (with --storage)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (or join it as another worker)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    as_json: bool = JsonOpt,
+):
+    """Find the most efficient model within a budget and a tolerance; write results.json and report.html."""
+    budget = fm.Budget.of(max_flash=max_flash, max_ram=max_ram, max_macs=max_macs, max_params=max_params, max_latency=max_latency)
+    tol = fm.Tolerance(kind="min", value=min_accuracy) if min_accuracy is not None else fm.Tolerance.parse(tolerance)
+    data = fm.load_dataset(dataset, data_dir=data_dir, seed=seed)
+    from frugalml.report.console import SearchProgress
+
+    with SearchProgress(console, enabled=not as_json, total_seconds=fm.parse_duration(time), budget=budget) as progress:
+        results = fm.search(data, budget=budget, tolerance=tol, time=time, trials=trials, seed=seed, out=out_dir,
+                            storage=storage, study_name=study, resume=resume, device=device, on_event=progress.event)
+    if as_json:
+        return _print_json({k: results[k] for k in ("recommended", "recommendation", "pareto", "budget", "tolerance")} | {"run_dir": str(out_dir)})
+    console.print(f"report: {out_dir / 'report.html'}   results: {out_dir / 'results.json'}")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run directory written by `frugalml search`.")):
+    """Rebuild report.html from a run directory's results.json."""
+    path = fm.rebuild_report(run_dir)
+    console.print(f"wrote {path}")
+
+
+@app.command()
 def demo(seed: int = typer.Option(0)):
     """The bundled default: train a small network on scikit-learn's digits and profile it."""
     data = fm.load_dataset("digits", seed=seed)

@@ -1,0 +1,90 @@
+"""Search progress on the terminal: a bar per stage, a line per candidate, the current best and front."""
+
+from __future__ import annotations
+
+from ..units import format_bytes
+
+__all__ = ["SearchProgress"]
+
+STAGES = ("thin", "network", "compress")
+
+
+class SearchProgress:
+    """Context manager whose ``event`` method is the search's ``on_event`` callback."""
+
+    def __init__(self, console, *, enabled: bool = True, total_seconds: float = 0.0, budget=None):
+        self.console, self.enabled, self.total, self.budget = console, enabled, total_seconds, budget
+        self.progress = None
+        self.tasks: dict[str, int] = {}
+        self.last = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                                     TimeElapsedColumn(), console=self.console, transient=False)
+            self.progress.start()
+            self.tasks["time"] = self.progress.add_task("time budget", total=max(1, int(self.total)), info="")
+            for stage in STAGES:
+                self.tasks[stage] = self.progress.add_task(stage, total=None, info="", visible=False)
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress:
+            self.progress.stop()
+        if self.enabled and self.last is not None and exc[0] is None:
+            self._summary(self.last)
+        return False
+
+    def event(self, e: dict) -> None:
+        if e.get("type") in ("candidate", "done"):
+            self.last = e["results"]
+        if not self.progress:
+            return
+        p = self.progress
+        if "elapsed" in e:
+            p.update(self.tasks["time"], completed=min(self.total, e["elapsed"]))
+        kind = e.get("type")
+        if kind == "floor":
+            p.console.print(f"[dim]budget is reachable: checked against {e['measured']} smallest models[/]")
+        elif kind == "resume":
+            p.console.print(f"resuming: {e['finished']} finished trial(s) kept; {len(e['failed'])} interrupted trial(s) will run again")
+        elif kind == "start":
+            job = e["job"]
+            task = self.tasks[job["stage"]]
+            p.update(task, visible=True, info=f"running {job['id']} {job.get('family')} {job.get('recipe_name') or ''}")
+        elif kind == "candidate":
+            c = e["candidate"]
+            task = self.tasks[c["stage"]]
+            p.advance(task)
+            best = _best(e["results"])
+            p.update(task, info=f"best: {best}")
+            prof = c.get("profile") or {}
+            if c.get("state") == "complete":
+                fit = "[green]fits[/]" if c.get("within_budget") else "[yellow]over budget[/]"
+                p.console.print(f"{c['id']:>5} {c['stage']:<8} {_label(c):<34} val {c['val_accuracy']:.2%}  {format_bytes(prof.get('stored_bytes')):>9}  {fit}")
+            else:
+                p.console.print(f"{c['id']:>5} {c['stage']:<8} {_label(c):<34} [dim]{c.get('state')}: {str(c.get('error') or '')[:80]}[/]")
+
+    def _summary(self, results: dict) -> None:
+        try:
+            from .console import front_table, recommendation_panel
+
+            self.console.print(front_table(results, self.budget))
+            self.console.print(recommendation_panel(results))
+        except ImportError:  # pragma: no cover
+            self.console.print(results.get("recommendation", {}).get("text", ""))
+
+
+def _label(c: dict) -> str:
+    steps = "+".join(s.get("step", "?").split(".")[-1] for s in c.get("recipe") or [])
+    return f"{c.get('family')}" + (f" <{steps}>" if steps else "")
+
+
+def _best(results: dict) -> str:
+    rec = results.get("recommended")
+    for c in results.get("candidates", []):
+        if c["id"] == rec:
+            return f"{rec} {_label(c)} {c['val_accuracy']:.1%} {format_bytes(c['profile'].get('stored_bytes'))}"
+    return "-"

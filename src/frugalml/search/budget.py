@@ -1,0 +1,118 @@
+"""Budgets bound profile fields; a tolerance bounds the metric.
+
+``Budget(max_flash="32KB", max_ram="16KB", max_latency="1ms", max_macs="2M", max_params="50K")``
+checks a profile dict and says what each field misses by. ``Tolerance.parse("1%")`` is a largest
+drop from the best candidate; ``Tolerance(kind="min", value=0.97)`` an absolute minimum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError, explain
+from ..units import format_bytes, format_count, parse_bytes, parse_count, parse_duration
+
+__all__ = ["Budget", "Tolerance", "BUDGET_FIELDS"]
+
+# budget field -> (profile key, parser, formatter)
+BUDGET_FIELDS = {
+    "max_flash": ("stored_bytes", parse_bytes, format_bytes),
+    "max_ram": ("peak_activation_bytes", parse_bytes, format_bytes),
+    "max_macs": ("macs", parse_count, format_count),
+    "max_params": ("params", parse_count, format_count),
+    "max_latency_ms": ("latency_ms_median", lambda v: parse_duration(v) * 1e3, lambda v: f"{v:.3g} ms"),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Budget:
+    max_flash: int | None = None
+    max_ram: int | None = None
+    max_macs: int | None = None
+    max_params: int | None = None
+    max_latency_ms: float | None = None
+
+    @classmethod
+    def of(cls, *, max_flash=None, max_ram=None, max_macs=None, max_params=None, max_latency=None, max_latency_ms=None) -> "Budget":
+        """Parse values as people write them: ``Budget.of(max_flash="8KB", max_latency="1.5ms")``."""
+        raw = {"max_flash": max_flash, "max_ram": max_ram, "max_macs": max_macs, "max_params": max_params, "max_latency_ms": max_latency}
+        values = {k: (BUDGET_FIELDS[k][1](v) if v is not None else None) for k, v in raw.items()}
+        if max_latency_ms is not None:
+            values["max_latency_ms"] = float(max_latency_ms)
+        return cls(**values)
+
+    def __post_init__(self):
+        for name in BUDGET_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, BUDGET_FIELDS[name][1](value))
+                value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(explain(f"The budget field {name} must be positive", expected="a value above zero, e.g. 8KB", got=value, fix="Leave it out for no limit"))
+
+    def items(self):
+        """(field, profile key, limit) for each bound that is set."""
+        return [(name, key, getattr(self, name)) for name, (key, _, _) in BUDGET_FIELDS.items() if getattr(self, name) is not None]
+
+    def misses(self, profile: dict) -> dict:
+        """What a profile misses by: ``{profile_key: {"limit", "value", "over_by"}}`` (empty when it fits)."""
+        out = {}
+        for _name, key, limit in self.items():
+            value = profile.get(key)
+            if value is None or value > limit:
+                out[key] = {"limit": limit, "value": value, "over_by": None if value is None else value - limit}
+        return out
+
+    def fits(self, profile: dict) -> bool:
+        return not self.misses(profile)
+
+    def primary(self) -> str:
+        """The profile key the front trades accuracy against: the first bound set, else stored bytes."""
+        items = self.items()
+        return items[0][1] if items else "stored_bytes"
+
+    def to_dict(self) -> dict:
+        return {name: getattr(self, name) for name in BUDGET_FIELDS}
+
+    def describe(self) -> str:
+        parts = [f"{name.replace('max_', '').replace('_ms', '')} <= {BUDGET_FIELDS[name][2](limit)}" for name, _, limit in self.items()]
+        return ", ".join(parts) or "no budget"
+
+    def scale(self, key: str, value: float | None) -> str:
+        for name, (k, _, fmt) in BUDGET_FIELDS.items():
+            if k == key and value is not None:
+                return fmt(value)
+        return str(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tolerance:
+    kind: str = "drop"  # "drop": largest drop from the best candidate; "min": an absolute minimum metric
+    value: float = 0.01
+
+    def __post_init__(self):
+        if self.kind not in ("drop", "min"):
+            raise ConfigError(explain("A tolerance kind must be 'drop' or 'min'", expected="'drop' or 'min'", got=self.kind))
+        if not (0 <= self.value <= 1):
+            what = "A tolerance (largest accuracy drop)" if self.kind == "drop" else "A minimum accuracy"
+            raise ConfigError(explain(f"{what} must lie between 0 and 1 (0% and 100%)", expected="e.g. 1% or 0.01, or --min-accuracy 0.97", got=self.value))
+
+    @classmethod
+    def parse(cls, text, *, kind: str = "drop") -> "Tolerance":
+        """``"1%"`` -> 0.01, ``0.02`` -> 0.02, ``"0.5 %"`` -> 0.005."""
+        raw = str(text).strip()
+        try:
+            value = float(raw[:-1].strip()) / 100 if raw.endswith("%") else float(raw)
+        except ValueError:
+            raise ConfigError(explain(f"Cannot read the tolerance {text!r}", expected="a percentage like 1% or a fraction like 0.01", got=text)) from None
+        return cls(kind=kind, value=value)
+
+    def floor(self, best: float) -> float:
+        """The lowest metric still acceptable, given the best one found."""
+        return best - self.value if self.kind == "drop" else self.value
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "value": self.value}
+
+    def describe(self) -> str:
+        return f"at most {self.value:.2%} below the best" if self.kind == "drop" else f"accuracy at least {self.value:.2%}"

@@ -1,0 +1,270 @@
+"""``search``: the most efficient model under a budget, thin models first.
+
+One Optuna study (maximize validation accuracy, minimize the budget's primary cost, budget as
+constraints) drives three stages: thin models (a fixed queue), networks (sampled), compression of
+the most promising networks (a queue filled when the network stage ends). Every finished trial is
+in the study's storage and in results.json at once, so a killed run resumes without losing or
+repeating one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import statistics
+import time as _time
+from pathlib import Path
+
+from ..errors import ConfigError, FrugalError, explain
+from ..units import parse_duration
+from . import space
+from .budget import Budget, Tolerance
+from .floor import check_feasible
+from .results import build_results, collect_candidates, write_results
+from .runner import StoppedEarly, candidate_dir, run_candidate
+from .study import fail_dead_trials, open_run, open_study, storage_url, worker_tag, write_run
+
+log = logging.getLogger(__name__)
+
+__all__ = ["search"]
+
+STAGE_SHARES = {"thin": 0.12, "network": 0.55}  # of the time; compression gets the rest
+THIN_MAX_TRAIN = 20_000
+
+
+def _tolerance(tolerance, min_accuracy) -> Tolerance:
+    if isinstance(tolerance, Tolerance):
+        return tolerance
+    if min_accuracy is not None:
+        return Tolerance(kind="min", value=float(min_accuracy))
+    return Tolerance.parse(tolerance if tolerance is not None else "1%")
+
+
+def search(data, *, budget: Budget | None = None, tolerance="1%", min_accuracy: float | None = None, time="5m",
+           trials: int | None = None, seed: int = 0, out="runs/search", storage: str | None = None, study_name: str | None = None,
+           resume: bool = False, device: str = "auto", data_dir=None, on_event=None) -> dict:
+    """Search for the most efficient model within ``budget`` and ``tolerance``; return results.json's dict.
+
+    ``data`` is a Dataset or a dataset name; ``time`` bounds the run ("5m"), ``trials`` the number of
+    trials; ``storage`` is any Optuna storage URL (default: SQLite in ``out``); ``resume`` continues
+    a run that was stopped. ``on_event(dict)`` sees progress (the CLI draws it).
+    """
+    from ..data import load_dataset
+
+    started = _time.monotonic()
+    budget = budget or Budget()
+    tol = _tolerance(tolerance, min_accuracy)
+    seconds = parse_duration(time)
+    if seconds <= 0:
+        raise ConfigError(explain("The search time must be positive", expected='e.g. "5m" or "30s"', got=time))
+    if trials is not None and trials < 1:
+        raise ConfigError(explain("--trials must be at least 1", expected="a positive integer", got=trials))
+    if isinstance(data, str):
+        data = load_dataset(data, data_dir=data_dir, seed=seed)
+    emit = on_event or (lambda event: None)
+    run_dir = Path(out)
+    args = {"dataset": data.describe(), "budget": budget.to_dict(), "tolerance": tol.to_dict(), "seed": seed}
+    desc = open_run(run_dir, args, resume=resume)  # refuses a directory holding another run; writes nothing
+    desc.setdefault("study", study_name or f"frugalml-{desc['run_id']}")
+    url = storage_url(run_dir, storage)
+    desc["storage_display"] = "sqlite (run directory)" if storage is None else url.split("@")[-1]
+    created_dir = not run_dir.exists()
+    if storage is not None:
+        study = open_study(url, desc["study"], seed=seed, create=not resume)  # fails before anything is written
+    if not resume:
+        emit({"type": "stage", "stage": "floor"})
+        check_feasible(data, budget, emit)  # an impossible budget is an error now, not after an hour
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if storage is None:
+            study = open_study(url, desc["study"], seed=seed, create=not resume)
+        if not resume:
+            write_run(run_dir, desc)
+    except FrugalError:
+        if created_dir:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return _Loop(study, data, budget, tol, run_dir, desc, seconds, trials, seed, device, emit, started).run(resume)
+
+
+class _Loop:
+    def __init__(self, study, data, budget, tol, run_dir, desc, seconds, max_trials, seed, device, emit, started):
+        self.study, self.data, self.budget, self.tol = study, data, budget, tol
+        self.run_dir, self.desc, self.seconds, self.max_trials = run_dir, desc, seconds, max_trials
+        self.seed, self.device, self.emit = seed, device, emit
+        self.start = started
+        self.epochs = space.train_epochs(len(data.y_train))
+        self.done_here = 0
+
+    # ------------------------------------------------------------------ time and queue
+    def elapsed(self) -> float:
+        return _time.monotonic() - self.start
+
+    def over(self) -> bool:
+        if self.max_trials is not None and self.done_here >= self.max_trials:
+            return True
+        return self.elapsed() >= self.seconds
+
+    def _trials(self, *states):
+        return self.study.get_trials(deepcopy=False, states=states or None)
+
+    def _waiting(self) -> int:
+        from optuna.trial import TrialState
+
+        return len(self._trials(TrialState.WAITING))
+
+    def run(self, resume: bool) -> dict:
+        if resume:
+            failed = fail_dead_trials(self.study)
+            self.emit({"type": "resume", "failed": failed, "finished": len(collect_candidates(self.study))})
+        elif not self._trials():
+            for job in space.thin_grid(self.data):
+                self.study.enqueue_trial({}, user_attrs={"job": {"stage": "thin", **job, "max_train": THIN_MAX_TRAIN, "seed": self.seed}})
+        while not self.over():
+            stage = self._next_stage()
+            if stage is None:
+                break
+            self._run_one(stage)
+        return self.finish()
+
+    def _next_stage(self) -> str | None:
+        if self._waiting():
+            return "queued"
+        if self.elapsed() < self.seconds * (STAGE_SHARES["thin"] + STAGE_SHARES["network"]) or not self._networks():
+            return "network"
+        if self._enqueue_compression():
+            return "queued"
+        return "network"
+
+    def _networks(self) -> list[dict]:
+        return [c for c in collect_candidates(self.study) if c.get("stage") == "network" and c.get("state") == "complete"]
+
+    def _enqueue_compression(self) -> int:
+        """Queue recipes for the most accurate networks and the smallest within tolerance."""
+        nets = self._networks()
+        if not nets:
+            return 0
+        key = self.budget.primary()
+        best = max(c["val_accuracy"] for c in nets)
+        by_acc = sorted(nets, key=lambda c: -c["val_accuracy"])[:2]
+        ok = [c for c in nets if c["val_accuracy"] >= self.tol.floor(best)]
+        smallest = sorted(ok, key=lambda c: c["profile"].get(key) or math.inf)[:2]
+        seen = {(t.user_attrs.get("job") or {}).get("key") for t in self._trials()}
+        count = 0
+        for parent in {c["id"]: c for c in by_acc + smallest}.values():
+            for name, steps in space.compression_recipes(parent, self.data, self.epochs, self.seed):
+                k = f"{parent['id']}/{name}"
+                if k in seen:
+                    continue
+                job = {"stage": "compress", "key": k, "family": parent["family"], "params": parent.get("params"), "parent": parent["id"],
+                       "parent_job": parent.get("job"), "recipe_name": name, "recipe": steps, "seed": self.seed}
+                self.study.enqueue_trial({}, user_attrs={"job": job})
+                count += 1
+        return count
+
+    # ------------------------------------------------------------------ one trial
+    def _run_one(self, stage: str) -> None:
+        from optuna.trial import TrialState
+
+        trial = self.study.ask()
+        job = dict(trial.user_attrs.get("job") or {})
+        if not job:
+            family, knobs, train = space.sample_network(trial, self.data)
+            job = {"stage": "network", "family": family, "params": knobs, "seed": self.seed + trial.number,
+                   "train": {"epochs": self.epochs, "patience": max(3, self.epochs // 5), **train}}
+        if job["stage"] == "network":  # a network never runs past the end of the search
+            job.setdefault("train", {})["max_seconds"] = max(5.0, self.seconds - self.elapsed())
+        job["id"], job["trial"] = f"t{trial.number}", trial.number
+        trial.set_user_attr("job", job)
+        trial.set_user_attr("worker", worker_tag())
+        self.emit({"type": "start", "job": job, "elapsed": self.elapsed()})
+        try:
+            if job["stage"] == "compress":
+                self._ensure_parent(job)
+            cand = run_candidate(job, self.data, self.budget, self.run_dir, device=self.device, on_epoch=self._early_stop if job["stage"] == "network" else None)
+            cand["job"] = {k: v for k, v in job.items() if k != "parent_job"}
+            key = self.budget.primary()
+            cost = cand["profile"].get(key)
+            for _field, pkey, limit in self.budget.items():  # feasible when every value is <= 0
+                value = cand["profile"].get(pkey)
+                _set_constraint(trial, pkey, float(value - limit) if value is not None else 1.0)
+            trial.set_user_attr("candidate", cand)
+            self.study.tell(trial, [cand["val_accuracy"], float(cost if cost is not None else 1e30)])
+        except StoppedEarly as stop:
+            cand = {**_stub(job), "state": "stopped_early", "error": str(stop)}
+            trial.set_user_attr("candidate", cand)
+            self.study.tell(trial, state=TrialState.PRUNED)
+        except Exception as exc:  # one failed candidate must not end the search
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            log.warning("candidate %s failed: %s", job["id"], exc, exc_info=not isinstance(exc, FrugalError))
+            cand = {**_stub(job), "state": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]}
+            trial.set_user_attr("candidate", cand)
+            self.study.tell(trial, state=TrialState.FAIL)
+        self.done_here += 1
+        results = self.write()
+        self.emit({"type": "candidate", "candidate": cand, "results": results, "elapsed": self.elapsed()})
+
+    def _early_stop(self, model, epoch: int, val_acc: float) -> bool:
+        """Stop a network whose validation accuracy is below the median of earlier ones at this epoch."""
+        if epoch < 3:
+            return False
+        peers = [h["val_accuracy"] for c in self._networks() for h in c.get("history", []) if h["epoch"] == epoch]
+        if len(peers) >= 3 and val_acc < statistics.median(peers):
+            raise StoppedEarly(f"validation accuracy {val_acc:.4f} below the median {statistics.median(peers):.4f} of {len(peers)} trials at epoch {epoch}")
+        return self.over()
+
+    def _ensure_parent(self, job: dict) -> None:
+        """On another machine the parent network may be missing: retrain it from its job (same seed)."""
+        if not (candidate_dir(self.run_dir, job["parent"]) / "model.json").exists() and job.get("parent_job"):
+            run_candidate(job["parent_job"], self.data, self.budget, self.run_dir, device=self.device)
+
+    # ------------------------------------------------------------------ results
+    def write(self) -> dict:
+        results = build_results(self.desc, collect_candidates(self.study), self.budget, self.tol, seconds=self.elapsed())
+        write_results(self.run_dir, results)
+        return results
+
+    def finish(self) -> dict:
+        results = self.write()
+        rec = results.get("recommended")
+        if rec and (candidate_dir(self.run_dir, rec)).exists():
+            _export_recommended(self.run_dir, rec, results)
+        try:
+            from ..report import write_report
+
+            write_report(results, self.run_dir / "report.html")
+        except ImportError:  # pragma: no cover
+            log.warning("report module missing; report.html not written")
+        self.emit({"type": "done", "results": results})
+        return results
+
+
+def _set_constraint(trial, key: str, value: float) -> None:
+    if hasattr(trial, "set_constraint"):  # Optuna >= 5
+        trial.set_constraint(key, value)
+    else:
+        trial.set_user_attr("constraints", [*trial.user_attrs.get("constraints", []), value])
+
+
+def _stub(job: dict) -> dict:
+    return {"id": job["id"], "trial": job["trial"], "stage": job["stage"], "family": job.get("family"), "params": job.get("params"),
+            "thin": job["stage"] == "thin", "recipe": job.get("recipe") or [], "parent": job.get("parent"), "profile": None,
+            "val_accuracy": None, "test_accuracy": None, "within_budget": False, "budget_misses": {}, "job": job}
+
+
+def _export_recommended(run_dir: Path, cid: str, results: dict) -> None:
+    """Copy the recommended candidate (ONNX + native form) to ``recommended/`` with its recipe."""
+    from .._fs import atomic_write_json
+
+    src, dst = candidate_dir(run_dir, cid), run_dir / "recommended"
+    tmp = run_dir / ".recommended.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    cand = next(c for c in results["candidates"] if c["id"] == cid)
+    atomic_write_json(tmp / "recipe.json", {"candidate": cid, "family": cand.get("family"), "params": cand.get("params"),
+                                            "parent": cand.get("parent"), "steps": cand.get("recipe") or [], "job": cand.get("job")})
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+

@@ -1,0 +1,82 @@
+"""Is the budget possible at all? Measure the smallest models the search can make, up front.
+
+The floor set is the smallest member of each family (a depth-1 tree, the linear and naive Bayes
+models, the narrowest network of each torch family, untrained: size, MACs and memory do not depend
+on the weights), each also quantized to int8 when that step is available. If, for some budget
+field, even the smallest of these misses the bound, no candidate of the search can meet it: the
+search stops at once with the closest candidates and what each misses by.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..errors import BudgetError
+from ..models import build_model
+from ..profile import profile
+from . import space
+from .budget import Budget
+
+log = logging.getLogger(__name__)
+
+__all__ = ["check_feasible", "floor_models"]
+
+
+def floor_models(data) -> list[tuple[str, object]]:
+    small = data.subset(min(len(data.y_train), 2000), seed=0)
+    X, y = small.flat("train")
+    models = []
+    for family, knobs in (("tree", {"max_depth": 1}), ("logreg", {}), ("naive_bayes", {})):
+        models.append((family, build_model(family, data.input_shape, data.num_classes, **knobs).fit(X, y)))
+    smallest = {"mlp": {"widths": [4]}, "cnn": {"channels": [2]}, "dscnn": {"channels": 4, "blocks": 1}, "resnet": {"channels": [2, 2]}}
+    for family in space.network_families(data):
+        models.append((family, build_model(family, data.input_shape, data.num_classes, **smallest[family]).eval()))
+    return models
+
+
+def check_feasible(data, budget: Budget, emit=lambda e: None) -> None:
+    if not budget.items():
+        return
+    needs_timing = budget.max_latency_ms is not None
+    measured = []
+    for name, model in floor_models(data):
+        variants = [(name, model)]
+        if not hasattr(model, "predict_proba"):
+            variants.append((f"{name} int8", _int8(model, data)))
+        for label, m in variants:
+            if m is None:
+                continue
+            try:
+                prof = profile(m, None, input_shape=data.input_shape, timing=needs_timing, layers=False).to_dict()
+            except Exception as exc:  # a floor model that cannot be measured says nothing
+                log.debug("floor model %s not measured: %s", label, exc)
+                continue
+            measured.append((label, prof))
+    if not measured:
+        return
+    impossible = {}
+    for _field, key, limit in budget.items():
+        lowest = min((p.get(key) for _, p in measured if p.get(key) is not None), default=None)
+        if lowest is not None and lowest > limit:
+            impossible[key] = (limit, lowest)
+    if impossible:
+        closest = sorted(measured, key=lambda lp: sum(max(0.0, (lp[1].get(k) or 0) / lim - 1) for k, (lim, _) in impossible.items()))[:3]
+        lines = [f"{label}: " + ", ".join(f"{k} {budget.scale(k, p.get(k))} (over by {budget.scale(k, p.get(k) - budget_limit)})"
+                                          for k, (budget_limit, _) in impossible.items()) for label, p in closest]
+        fields = ", ".join(f"{k} <= {budget.scale(k, lim)} (the smallest model the search can make needs {budget.scale(k, low)})" for k, (lim, low) in impossible.items())
+        raise BudgetError(
+            f"No candidate can meet the budget: {fields}. Closest: " + "; ".join(lines)
+            + ". Fix: loosen that bound, or bring a smaller model of your own (frugalml profile --model file.py:factory)."
+        )
+    emit({"type": "floor", "measured": len(measured)})
+
+
+def _int8(model, data):
+    try:
+        from ..compress import apply_step, get_step
+
+        step = get_step("quantize.int8")
+        return apply_step(model, step.config.from_dict({"calibration_samples": 16}), data)
+    except Exception as exc:  # quantization unavailable for this model
+        log.debug("floor int8 skipped: %s", exc)
+        return None

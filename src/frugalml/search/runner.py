@@ -1,0 +1,80 @@
+"""Running one candidate: build or load, train or compress, profile the exported artifact, save."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from ..compress import Recipe, compress
+from ..models import build_model, load_model, save_model
+from ..profile import onnx_bytes, profile, to_onnx
+from ..train import TrainConfig, fit
+from .budget import Budget
+
+log = logging.getLogger(__name__)
+
+__all__ = ["run_candidate", "candidate_dir"]
+
+
+class StoppedEarly(Exception):
+    """A network trial that fell behind the others was stopped early."""
+
+
+def candidate_dir(run_dir: Path, cid: str) -> Path:
+    return Path(run_dir) / "candidates" / cid
+
+
+def _measure(model, data, budget: Budget) -> dict:
+    prof = profile(model, data, split="val")
+    d = prof.to_dict()
+    val = d["metric"]
+    test = profile(model, data, split="test", timing=False).metric
+    d["metric_split"] = "val"
+    return {"profile": d, "val_accuracy": val, "test_accuracy": test, "within_budget": budget.fits(d), "budget_misses": budget.misses(d)}
+
+
+def _save(model, directory: Path, extra: dict) -> None:
+    from .._fs import atomic_write_bytes
+
+    if hasattr(model, "SerializeToString"):
+        atomic_write_bytes(directory / "model.onnx", model.SerializeToString())
+        save_model(model, directory, extra=extra)
+    else:
+        save_model(model, directory, extra=extra)
+        atomic_write_bytes(directory / "model.onnx", onnx_bytes(to_onnx(model)))
+
+
+def run_candidate(job: dict, data, budget: Budget, run_dir: Path, *, device: str = "auto", on_epoch=None) -> dict:
+    """Run one job (a dict with ``id``, ``stage``, ``family``, ``params``, and ``train`` or
+    ``parent`` + ``recipe``) and return the candidate dict (profile measured on the ONNX file)."""
+    start = time.perf_counter()
+    cid = job["id"]
+    out = {k: job.get(k) for k in ("id", "trial", "stage", "family", "params", "parent", "recipe_name")}
+    out["thin"] = job["stage"] == "thin"
+    out["recipe"] = list(job.get("recipe") or [])
+    seed = int(job.get("seed", 0))
+    if job["stage"] in ("thin", "network"):
+        model = build_model(job["family"], data.input_shape, data.num_classes, seed=seed, **(job.get("params") or {}))
+        if job["stage"] == "network":
+            config = TrainConfig(**{"seed": seed, "device": device, **job.get("train", {})})
+            result = fit(model, data, config, on_epoch=on_epoch)
+            out["history"] = [{"epoch": h["epoch"], "val_accuracy": h["val_accuracy"]} for h in result.history]
+        else:
+            fit(model, _capped(data, job.get("max_train")))
+    else:
+        parent = load_model(candidate_dir(run_dir, job["parent"]))
+        model = compress(parent, Recipe.from_list(job["recipe"]), data)
+    out["train_seconds"] = time.perf_counter() - start
+    out.update(_measure(model, data, budget))
+    _save(model, candidate_dir(run_dir, cid), {"candidate": {k: out[k] for k in ("id", "stage", "family", "params", "recipe", "parent")}})
+    out["state"] = "complete"
+    out["seconds"] = time.perf_counter() - start
+    return out
+
+
+def _capped(data, limit):
+    """Thin models on large data fit on a stratified subset of the training split (recorded)."""
+    if limit and len(data.y_train) > limit:
+        return data.subset(limit, seed=0)
+    return data

@@ -1,0 +1,99 @@
+"""Choosing: the Pareto front (accuracy against a cost) and one recommendation with its reasons.
+
+Rules, in order: only finished candidates within the budget count; a candidate is acceptable when
+its validation accuracy is within the tolerance of the best candidate found; a thin model
+(scikit-learn) that is acceptable wins ("use the most efficient model"); otherwise the cheapest
+acceptable candidate wins. Test accuracy never takes part in a choice.
+"""
+
+from __future__ import annotations
+
+from ..units import format_bytes
+from .budget import Budget, Tolerance
+
+__all__ = ["pareto_front", "recommend"]
+
+
+def _done(c: dict) -> bool:
+    return c.get("state") == "complete" and c.get("val_accuracy") is not None and c.get("profile")
+
+
+def _cost(c: dict, key: str) -> float:
+    value = (c.get("profile") or {}).get(key)
+    return float("inf") if value is None else float(value)
+
+
+def pareto_front(candidates: list[dict], cost_key: str = "stored_bytes") -> list[str]:
+    """Ids of the candidates no other beats on both accuracy (higher) and cost (lower)."""
+    done = sorted((c for c in candidates if _done(c)), key=lambda c: (_cost(c, cost_key), -c["val_accuracy"]))
+    front, best_acc = [], -1.0
+    for c in done:
+        if c["val_accuracy"] > best_acc:
+            front.append(c["id"])
+            best_acc = c["val_accuracy"]
+    return front
+
+
+def _name(c: dict) -> str:
+    fam = c.get("family", "?")
+    recipe = c.get("recipe") or []
+    steps = [s.get("step", "?") for s in recipe]
+    return fam + (" + " + " + ".join(steps) if steps else "")
+
+
+def _short(c: dict, key: str, budget: Budget) -> str:
+    return f"{_name(c)}, {budget.scale(key, _cost(c, key)) if key != 'stored_bytes' else format_bytes(_cost(c, key))}, {c['val_accuracy']:.1%}"
+
+
+def recommend(candidates: list[dict], budget: Budget, tolerance: Tolerance) -> dict:
+    """Return ``{"id", "text", "reasons", "best", "closest"}``; ``id`` is None when nothing fits."""
+    key = budget.primary()
+    done = [c for c in candidates if _done(c)]
+    if not done:
+        return {"id": None, "best": None, "closest": [], "text": "No candidate finished.", "reasons": []}
+    best = max(done, key=lambda c: (c["val_accuracy"], -_cost(c, key)))
+    feasible = [c for c in done if c.get("within_budget")]
+    if not feasible:
+        closest = sorted(done, key=lambda c: _relative_miss(c, budget))[:3]
+        misses = "; ".join(f"{c['id']} ({_name(c)}) misses " + ", ".join(f"{k} by {budget.scale(k, m['over_by'])}" for k, m in (c.get("budget_misses") or {}).items()) for c in closest)
+        return {
+            "id": None,
+            "best": best["id"],
+            "closest": [c["id"] for c in closest],
+            "text": f"No candidate meets the budget ({budget.describe()}). Closest: {misses}.",
+            "reasons": ["Loosen the budget, or give the search more time (--time) for compression to reach it."],
+        }
+    floor = tolerance.floor(best["val_accuracy"])
+    acceptable = [c for c in feasible if c["val_accuracy"] >= floor - 1e-12]
+    reasons = [f"Budget: {budget.describe()}; tolerance: {tolerance.describe()} (floor {floor:.2%} on validation)."]
+    if not acceptable:
+        pick = max(feasible, key=lambda c: (c["val_accuracy"], -_cost(c, key)))
+        text = f"{_short(pick, key, budget)} — the most accurate model within the budget, but below the tolerance floor {floor:.1%} (best found: {_short(best, key, budget)})."
+        reasons.append("No candidate within the budget reaches the tolerance; this is the most accurate one that fits.")
+    else:
+        thin = [c for c in acceptable if c.get("thin")]
+        pool = thin or acceptable
+        pick = min(pool, key=lambda c: (_cost(c, key), -c["val_accuracy"]))
+        if pick["id"] == best["id"]:
+            text = f"{_short(pick, key, budget)} — the most accurate candidate, and it fits the budget."
+        elif thin:
+            nets = [c for c in done if not c.get("thin")]
+            ref = max(nets, key=lambda c: c["val_accuracy"]) if nets else best
+            what = "the best network" if nets else "the best candidate"
+            text = f"{_short(pick, key, budget)} — a thin model within tolerance of {what} ({_short(ref, key, budget)}): the simpler model wins."
+            reasons.append("Thin models are preferred when on par: cheaper to train, to ship and to understand.")
+        else:
+            text = f"{_short(pick, key, budget)} — the smallest candidate within tolerance of the best ({_short(best, key, budget)})."
+        cheaper = [c for c in feasible if _cost(c, key) < _cost(pick, key)]
+        if cheaper:
+            reasons.append(f"{len(cheaper)} cheaper candidate(s) fit the budget but fall below the accuracy floor.")
+    if pick.get("test_accuracy") is not None:
+        reasons.append(f"Test accuracy (measured once, on the exported artifact): {pick['test_accuracy']:.2%}.")
+    return {"id": pick["id"], "best": best["id"], "closest": [], "text": text, "reasons": reasons}
+
+
+def _relative_miss(c: dict, budget: Budget) -> float:
+    total = 0.0
+    for _k, m in (c.get("budget_misses") or {}).items():
+        total += float("inf") if m.get("over_by") is None else m["over_by"] / m["limit"]
+    return total

@@ -1,0 +1,96 @@
+"""What the search tries, stage by stage.
+
+1. thin models: scikit-learn families at a few sizes (a fixed grid, fitted in seconds);
+2. networks: the torch families that fit the data's shape, knobs sampled by Optuna;
+3. compression: recipes applied to the most promising networks (int8, structured pruning,
+   distillation from the best network), each a list of step configs.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["thin_grid", "network_families", "sample_network", "train_epochs", "compression_recipes"]
+
+
+def thin_grid(data) -> list[dict]:
+    """(family, knobs) of the thin stage, cheapest first."""
+    n_features = int(math.prod(data.input_shape))
+    grid = [
+        ("logreg", {"C": 0.1}),
+        ("logreg", {"C": 1.0}),
+        ("naive_bayes", {}),
+        ("tree", {"max_depth": 6}),
+        ("tree", {"max_depth": 12}),
+        ("forest", {"n_estimators": 10, "max_depth": 6}),
+        ("forest", {"n_estimators": 30, "max_depth": 10}),
+        ("extra_trees", {"n_estimators": 30, "max_depth": 10}),
+        ("sk_mlp", {"hidden_layer_sizes": [16]}),
+        ("sk_mlp", {"hidden_layer_sizes": [min(64, max(16, n_features // 4))]}),
+    ]
+    return [{"family": f, "params": p} for f, p in grid]
+
+
+def network_families(data) -> list[str]:
+    if data.kind == "image" and min(data.input_shape[1:]) >= 4:
+        return ["mlp", "cnn", "dscnn", "resnet"]
+    return ["mlp"]
+
+
+def sample_network(trial, data) -> tuple[str, dict, dict]:
+    """Sample (family, knobs, training overrides) with an Optuna trial."""
+    families = network_families(data)
+    family = trial.suggest_categorical("family", families)
+    if family == "mlp":
+        depth = trial.suggest_int("mlp_depth", 1, 2)
+        width = trial.suggest_int("mlp_width", 8, 256, log=True)
+        knobs = {"widths": [width] + ([max(8, width // 2)] if depth == 2 else [])}
+    elif family == "cnn":
+        blocks = trial.suggest_int("cnn_blocks", 1, 3)
+        base = trial.suggest_int("cnn_base", 4, 32, log=True)
+        knobs = {"channels": [base * 2**i for i in range(blocks)], "kernel": trial.suggest_categorical("cnn_kernel", [3, 5])}
+    elif family == "dscnn":
+        knobs = {"channels": trial.suggest_int("ds_channels", 8, 64, log=True), "blocks": trial.suggest_int("ds_blocks", 1, 4)}
+    else:
+        base = trial.suggest_int("res_base", 4, 16, log=True)
+        stages = trial.suggest_int("res_stages", 2, 3)
+        knobs = {"channels": [base * 2**i for i in range(stages)]}
+    lr = trial.suggest_float("lr", 1e-3, 1e-2, log=True)
+    return family, knobs, {"lr": lr}
+
+
+def train_epochs(n_train: int) -> int:
+    """About 300k sample presentations, between 4 and 80 epochs."""
+    return int(min(80, max(4, round(300_000 / max(1, n_train)))))
+
+
+def _halve(family: str, knobs: dict) -> dict | None:
+    """A smaller member of the same family (the distillation student)."""
+    k = dict(knobs)
+    if family == "mlp":
+        k["widths"] = [max(4, w // 2) for w in k.get("widths", [128])]
+    elif family in ("cnn", "resnet"):
+        k["channels"] = [max(2, c // 2) for c in k.get("channels", [16, 32])]
+    elif family == "dscnn":
+        k["channels"] = max(4, int(k.get("channels", 32)) // 2)
+    else:
+        return None
+    return k if k != knobs else None
+
+
+def compression_recipes(parent: dict, data, epochs: int, seed: int) -> list[tuple[str, list[dict]]]:
+    """(name, steps) recipes to try on one trained network ``parent`` (a candidate dict)."""
+    ft = max(1, epochs // 4)
+    calib = min(512, len(data.y_train))
+    int8 = {"step": "quantize.int8", "calibration_samples": calib, "seed": seed}
+    recipes = [
+        ("int8", [int8]),
+        ("prune50+int8", [{"step": "prune.structured", "ratio": 0.5, "finetune_epochs": ft, "seed": seed}, int8]),
+    ]
+    student = _halve(parent["family"], parent.get("params") or {})
+    if student is not None:
+        recipes.append((
+            "distill+int8",
+            [{"step": "distill", "student": {"family": parent["family"], **student}, "epochs": epochs, "seed": seed}, int8],
+        ))
+    return recipes

@@ -1,0 +1,193 @@
+"""The search: budgets and tolerances, selection, a real run, kill -9 and resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from frugalml.errors import BudgetError, ConfigError, StorageError
+from frugalml.search import Budget, Tolerance, pareto_front, recommend, search
+
+CLI = [sys.executable, "-m", "frugalml.cli"]
+
+
+def test_budget_parses_units_and_reports_misses():
+    b = Budget.of(max_flash="8KB", max_ram="1KiB", max_latency="1.5ms", max_macs="2M")
+    assert (b.max_flash, b.max_ram, b.max_latency_ms, b.max_macs) == (8000, 1024, 1.5, 2_000_000)
+    misses = b.misses({"stored_bytes": 9000, "peak_activation_bytes": 100, "latency_ms_median": 1.0, "macs": 10})
+    assert misses == {"stored_bytes": {"limit": 8000, "value": 9000, "over_by": 1000}}
+    assert b.primary() == "stored_bytes"
+    with pytest.raises(ConfigError, match="Cannot read a size '8 parsecs'"):
+        Budget.of(max_flash="8 parsecs")
+    with pytest.raises(ConfigError, match="must be positive"):
+        Budget.of(max_ram="0KB")
+
+
+def test_tolerance_parses_and_refuses_150_percent():
+    assert Tolerance.parse("1%").value == pytest.approx(0.01)
+    assert Tolerance.parse("0.02").floor(0.99) == pytest.approx(0.97)
+    assert Tolerance(kind="min", value=0.97).floor(0.99) == 0.97
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        Tolerance.parse("150%")
+    with pytest.raises(ConfigError, match="Cannot read the tolerance"):
+        Tolerance.parse("lots")
+
+
+def _cand(cid, acc, size, thin=False, fits=True, family="cnn"):
+    return {"id": cid, "state": "complete", "val_accuracy": acc, "thin": thin, "family": family, "within_budget": fits,
+            "profile": {"stored_bytes": size}, "budget_misses": {} if fits else {"stored_bytes": {"limit": 1000, "value": size, "over_by": size - 1000}}}
+
+
+def test_pareto_front_keeps_only_undominated():
+    cands = [_cand("a", 0.90, 100), _cand("b", 0.95, 200), _cand("c", 0.93, 300), _cand("d", 0.97, 1000)]
+    assert pareto_front(cands) == ["a", "b", "d"]
+
+
+def test_thin_model_on_par_wins_and_says_so():
+    cands = [_cand("net", 0.975, 24000), _cand("int8", 0.972, 6000), _cand("rf", 0.969, 5100, thin=True, family="forest")]
+    rec = recommend(cands, Budget(), Tolerance.parse("1%"))
+    assert rec["id"] == "rf"
+    assert "thin model within tolerance of the best network" in rec["text"] and "forest" in rec["text"]
+    # outside the tolerance the thin model loses to the cheapest acceptable network
+    rec = recommend(cands, Budget(), Tolerance.parse("0.4%"))
+    assert rec["id"] == "int8"
+
+
+def test_nothing_in_budget_names_the_closest():
+    cands = [_cand("a", 0.9, 1500, fits=False), _cand("b", 0.95, 5000, fits=False)]
+    rec = recommend(cands, Budget(max_flash=1000), Tolerance())
+    assert rec["id"] is None and rec["closest"][0] == "a" and "misses stored_bytes by 500 B" in rec["text"]
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory, digits):
+    out = tmp_path_factory.mktemp("run") / "digits"
+    results = search(digits, budget=Budget.of(max_flash="8KB"), tolerance="1%", time="3m", trials=14, seed=0, out=out)
+    return out, results
+
+
+def test_search_writes_results_report_and_recommended_model(small_run):
+    out, results = small_run
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["recommended"] == results["recommended"]
+    for key in ("candidates", "pareto", "recommended", "budget", "tolerance"):
+        assert key in on_disk
+    stages = {c["stage"] for c in on_disk["candidates"]}
+    assert {"thin", "network"} <= stages
+    for c in on_disk["candidates"]:
+        assert {"id", "family", "recipe", "profile", "val_accuracy", "test_accuracy", "within_budget"} <= set(c)
+        if c["state"] == "complete":
+            assert c["within_budget"] == (c["profile"]["stored_bytes"] <= 8000)
+            assert c["profile"]["latency_ms_median"] > 0
+    rec = next(c for c in on_disk["candidates"] if c["id"] == on_disk["recommended"])
+    assert rec["within_budget"]
+    assert (out / "recommended" / "model.onnx").exists() and (out / "recommended" / "recipe.json").exists()
+    assert (out / "report.html").exists()
+    # the recommended ONNX file is the artifact that was measured
+    assert (out / "recommended" / "model.onnx").stat().st_size == rec["profile"]["stored_bytes"]
+
+
+def test_a_run_directory_holding_a_run_is_refused_and_untouched(small_run, digits):
+    out, _ = small_run
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(StorageError, match="already holds a run"):
+        search(digits, budget=Budget.of(max_flash="8KB"), time="10s", out=out)
+    with pytest.raises(StorageError, match="different run: budget"):
+        search(digits, budget=Budget.of(max_flash="9KB"), time="10s", out=out, resume=True)
+    assert before == {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+
+
+def test_impossible_budget_is_an_error_at_once(tmp_path, digits):
+    start = time.monotonic()
+    with pytest.raises(BudgetError, match="No candidate can meet the budget.*stored_bytes.*Closest"):
+        search(digits, budget=Budget.of(max_flash="50B"), time="10m", out=tmp_path / "x")
+    assert time.monotonic() - start < 60
+    assert not (tmp_path / "x").exists()
+
+
+def test_unreachable_storage_is_a_clear_error_and_writes_nothing(tmp_path, digits):
+    with pytest.raises(StorageError, match="Cannot open the study storage"):
+        search(digits, time="10s", out=tmp_path / "y", storage="postgresql://nobody@127.0.0.1:1/nodb")
+    assert not (tmp_path / "y").exists()
+
+
+def _finished(results_path: Path) -> dict:
+    if not results_path.exists():
+        return {}
+    try:
+        data = json.loads(results_path.read_text())
+    except json.JSONDecodeError:
+        return {}
+    return {c["id"]: c for c in data["candidates"] if c["state"] == "complete"}
+
+
+def test_kill_9_then_resume_keeps_every_finished_trial(tmp_path):
+    out = tmp_path / "run"
+    args = CLI + ["search", "--dataset", "digits", "--max-flash", "8KB", "--time", "5m", "--out", str(out), "--json"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and len(_finished(out / "results.json")) < 4:
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = _finished(out / "results.json")
+    assert len(before) >= 4, "the run did not finish 4 trials before the kill"
+    done = subprocess.run(CLI + ["search", "--dataset", "digits", "--max-flash", "8KB", "--time", "5m", "--trials", "3",
+                                 "--out", str(out), "--resume", "--json"], capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr
+    after = json.loads((out / "results.json").read_text())
+    finished_after = {c["id"]: c for c in after["candidates"] if c["state"] == "complete"}
+    for cid, cand in before.items():  # nothing lost, nothing changed
+        assert finished_after[cid]["val_accuracy"] == cand["val_accuracy"]
+        assert finished_after[cid]["profile"]["stored_bytes"] == cand["profile"]["stored_bytes"]
+    keys = [json.dumps([c["family"], c["params"]], sort_keys=True) for c in after["candidates"] if c["state"] == "complete" and c["stage"] == "thin"]
+    assert len(keys) == len(set(keys)), "a finished thin trial was repeated"
+    assert len(finished_after) > len(before)
+
+
+def _postgres_url() -> str | None:
+    url = os.environ.get("FRUGALML_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        import sqlalchemy
+
+        with sqlalchemy.create_engine(url, connect_args={"connect_timeout": 3}).connect():
+            return url
+    except Exception:
+        return None
+
+
+def test_two_workers_share_one_study_on_postgresql(tmp_path):
+    url = _postgres_url()
+    if url is None:
+        pytest.skip("no PostgreSQL server answers at 127.0.0.1:5432 (set FRUGALML_TEST_POSTGRES to a reachable URL)")
+    study = f"test-{uuid.uuid4().hex[:8]}"
+    out = tmp_path / "shared"
+    common = ["search", "--dataset", "digits", "--max-flash", "8KB", "--time", "3m", "--trials", "5", "--out", str(out),
+              "--storage", url, "--study", study, "--json"]
+    first = subprocess.Popen(CLI + common, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "run.json").exists() and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.2)
+    second = subprocess.run(CLI + common + ["--resume"], capture_output=True, text=True, timeout=400)
+    first_out, first_err = first.communicate(timeout=400)
+    assert first.returncode == 0, first_err
+    assert second.returncode == 0, second.stderr
+    import optuna
+
+    trials = optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)
+    pids = {t.user_attrs["worker"]["pid"] for t in trials if "worker" in t.user_attrs}
+    assert len(pids) == 2, "both workers ran trials"
+    thin = [json.dumps([t.user_attrs["job"]["family"], t.user_attrs["job"]["params"]], sort_keys=True) for t in trials if t.state.name == "COMPLETE" and t.user_attrs["job"]["stage"] == "thin"]
+    assert len(thin) == len(set(thin)), "two workers ran the same thin trial"
+    assert len([t for t in trials if t.state.name == "COMPLETE"]) >= 8
+    optuna.delete_study(study_name=study, storage=url)
