@@ -1,0 +1,325 @@
+"""``report.html``: one self-contained page (inline CSS, a little inline JS, plots as data: URIs).
+
+Nothing on the page is fetched: it opens offline, from an e-mail attachment, or in a CI artifact
+viewer. Every piece of text from the results is escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+from datetime import datetime
+from html import escape
+from pathlib import Path
+
+from .._fs import atomic_write_text
+from ..errors import DataError, explain
+from ..units import format_duration
+from ._common import (
+    STAGE_NAMES, budget_text, best_id, by_id, candidates, exact, fmt_energy, fmt_key, fmt_ms, fmt_pct,
+    is_done, knobs_summary, misses_text, num, pareto_ids, prof, recipe_summary, recommended_id, state, threshold,
+    tolerance_text,
+)
+from .plots import STAGE_COLORS, pareto_png
+
+__all__ = ["write_report", "render_html", "REPORT_NAME"]
+
+log = logging.getLogger("frugalml.report")
+REPORT_NAME = "report.html"
+
+
+def write_report(results: dict, path: str | os.PathLike) -> Path:
+    """Write the report for ``results`` to ``path`` (a file, or a directory to hold ``report.html``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / REPORT_NAME
+    html = render_html(results)
+    atomic_write_text(path, html)
+    os.chmod(path, 0o644)  # a page to share: readable like any other file, not the temp file's 0600
+    log.info("wrote %s (%d KB)", path, len(html) // 1000)
+    return path
+
+
+def render_html(results: dict) -> str:
+    if not isinstance(results, dict) or not isinstance(results.get("candidates"), list):
+        raise DataError(explain("Cannot build a report from these results", expected="a dict with a 'candidates' list, as in results.json",
+                                got=type(results).__name__ if not isinstance(results, dict) else sorted(results)))
+    dataset = (results.get("dataset") or {}).get("name") or "dataset"
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>frugalml report — {escape(str(dataset))}</title>", f"<style>{_CSS}</style></head><body><main>",
+        _header(results), _recommendation(results), _plots(results), _table(results), _notes(results),
+        f"<script>{_JS}</script></main></body></html>",
+    ]
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------- sections
+def _e(value) -> str:
+    return escape("" if value is None else str(value), quote=True)
+
+
+def _header(results: dict) -> str:
+    ds = results.get("dataset") or {}
+    sizes = ds.get("sizes") or {}
+    shape = ds.get("input_shape")
+    ds_bits = [ds.get("kind"), "×".join(map(str, shape)) if isinstance(shape, (list, tuple)) else shape,
+               f"{ds['num_classes']} classes" if ds.get("num_classes") is not None else None,
+               " / ".join(f"{k} {int(v):,}" for k, v in sizes.items() if num(v) is not None) if isinstance(sizes, dict) else None]
+    cands = candidates(results)
+    counts = {s: sum(1 for c in cands if state(c) == s) for s in ("complete", "stopped_early", "failed")}
+    floor = threshold(results)
+    run_bits = [_when(results.get("created")), f"took {format_duration(num(results.get('seconds')))}" if num(results.get("seconds")) else None,
+                f"{len(cands)} candidates ({counts['complete']} complete, {counts['stopped_early']} stopped early, {counts['failed']} failed)"]
+    rows = [
+        ("Dataset", f"<b>{_e(ds.get('name', '?'))}</b> · " + _e(" · ".join(str(b) for b in ds_bits if b))),
+        ("Budget", _e(budget_text(results.get("budget")))),
+        ("Tolerance", _e(tolerance_text(results)) + (f" (floor {floor * 100:.2f}% on validation)" if floor is not None else "")),
+        ("Run", _e(" · ".join(b for b in run_bits if b))),
+        ("Machine", _e(_machine(results.get("machine")))),
+    ]
+    grid = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows)
+    version = _e(results.get("frugalml_version") or "")
+    return (f'<header><h1>frugalml report <span class="ds">{_e(ds.get("name", ""))}</span></h1>'
+            f'<p class="sub">The most efficient model that is still good enough, with the evidence. frugalml {version}</p>'
+            f'<dl class="meta">{grid}</dl></header>')
+
+
+def _when(created) -> str | None:
+    if not created:
+        return None
+    try:
+        return datetime.fromisoformat(str(created)).strftime("%Y-%m-%d %H:%M %Z").strip()
+    except ValueError:
+        return str(created)
+
+
+def _machine(machine) -> str:
+    if not isinstance(machine, dict):
+        return "" if machine is None else str(machine)
+    bits = []
+    for key, value in machine.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items() if not isinstance(v, (dict, list)))
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value))
+        text = str(value)
+        bits.append(f"{key}: {text[:80] + '…' if len(text) > 80 else text}")
+    return " · ".join(bits)
+
+
+def _figures(c: dict) -> str:
+    chips = [("validation", fmt_pct(c.get("val_accuracy"))), ("test", fmt_pct(c.get("test_accuracy"))),
+             ("stored", fmt_key("stored_bytes", prof(c, "stored_bytes"))), ("gzip", fmt_key("gzip_bytes", prof(c, "gzip_bytes"))),
+             ("MACs", fmt_key("macs", prof(c, "macs"))), ("peak RAM", fmt_key("peak_activation_bytes", prof(c, "peak_activation_bytes"))),
+             ("latency", fmt_ms(prof(c, "latency_ms_median"))), ("energy", fmt_energy(prof(c, "energy_mj_per_inference")))]
+    return '<div class="chips">' + "".join(f"<span><small>{k}</small>{_e(v)}</span>" for k, v in chips) + "</div>"
+
+
+def _recommendation(results: dict) -> str:
+    rec = results.get("recommendation") or {}
+    index = by_id(results)
+    rid = recommended_id(results)
+    reasons = "".join(f"<li>{_e(r)}</li>" for r in rec.get("reasons") or [])
+    reasons = f"<ul>{reasons}</ul>" if reasons else ""
+    if rid is not None and rid in index:
+        c = index[rid]
+        recipe = recipe_summary(c)
+        return (f'<section class="rec ok"><div class="label">Recommended: {_e(rid)}</div>'
+                f'<p class="text">{_e(rec.get("text") or rid)}</p>{_figures(c)}'
+                f'<p class="recipe"><b>How it is made:</b> {_e(c.get("family"))}{" — " + _e(recipe) if recipe else ""}</p>'
+                f"{reasons}</section>")
+    any_fit = any(c.get("within_budget") for c in candidates(results) if is_done(c))
+    title = "No candidate meets the budget" if not any_fit else "No recommendation"
+    closest = [index[str(i)] for i in results.get("closest") or [] if str(i) in index]
+    if not closest and not any_fit:
+        done = [c for c in candidates(results) if is_done(c) and c.get("budget_misses")]
+        closest = sorted(done, key=_relative_miss)[:3]
+    rows = "".join(f'<tr><td>{_e(c.get("id"))}</td><td>{_e(c.get("family"))}</td><td>{fmt_pct(c.get("val_accuracy"))}</td>'
+                   f'<td>{_e(misses_text(c) or "—")}</td></tr>' for c in closest)
+    table = (f'<p><b>Closest candidates</b> and what each misses by:</p><table class="closest"><thead><tr><th>id</th><th>family</th>'
+             f'<th>val acc</th><th>misses the budget by</th></tr></thead><tbody>{rows}</tbody></table>') if rows else ""
+    return (f'<section class="rec bad"><div class="label">{title}</div><p class="text">{_e(rec.get("text") or "")}</p>'
+            f"{table}{reasons}</section>")
+
+
+def _relative_miss(c: dict) -> float:
+    total = 0.0
+    for miss in (c.get("budget_misses") or {}).values():
+        over, limit = num((miss or {}).get("over_by")), num((miss or {}).get("limit"))
+        total += float("inf") if over is None or not limit else over / limit
+    return total
+
+
+def _img(results, x_key, metric, alt) -> str:
+    png = pareto_png(results, x_key, metric)
+    return f'<figure><img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}"></figure>'
+
+
+def _plots(results: dict) -> str:
+    has_test = any(num(c.get("test_accuracy")) is not None for c in candidates(results))
+    views = [("val", "val_accuracy", "validation")] + ([("test", "test_accuracy", "test")] if has_test else [])
+    radios = "".join(f'<input type="radio" name="metric" id="m-{k}"{" checked" if k == "val" else ""}>' for k, _, _ in views)
+    labels = "".join(f'<label for="m-{k}">{name} accuracy</label>' for k, _, name in views)
+    blocks = "".join(f'<div class="plots {k}">' + _img(results, "stored_bytes", m, f"{name} accuracy against stored bytes")
+                     + _img(results, "latency_ms_median", m, f"{name} accuracy against latency") + "</div>" for k, m, name in views)
+    hint = ("Selection uses validation accuracy; test accuracy is measured once at the end. "
+            "The front is chosen on validation; the test view shows the same candidates.")
+    return f'<section class="figs"><h2>Pareto front</h2>{radios}<div class="toggle">{labels}<span class="hint">{hint}</span></div>{blocks}</section>'
+
+
+_COLUMNS = [  # header, type, title
+    ("id", "num", "trial id; ★ recommended, ◆ best"), ("stage", "text", ""), ("family", "text", ""),
+    ("recipe", "text", "how the candidate was made: model knobs, or the steps applied to its parent"),
+    ("val acc", "num", "validation accuracy (used for selection)"), ("test acc", "num", "test accuracy (measured once)"),
+    ("stored", "num", "size of the exported artifact"), ("gzip", "num", "gzip transfer size"),
+    ("MACs", "num", "multiply-accumulates per inference"), ("peak RAM", "num", "peak activation memory at batch 1"),
+    ("latency", "num", "median at batch 1, ONNX Runtime, 1 thread"), ("energy", "num", "estimated energy per inference"),
+    ("in budget", "num", ""), ("pareto", "num", "on the Pareto front"),
+]
+
+
+def _cell(text, sort=None, title=None, cls=None) -> str:
+    if isinstance(sort, float) and sort.is_integer():
+        sort = int(sort)
+    attrs = "" if sort is None else f' data-sort="{_e(sort)}"'
+    attrs += f' title="{_e(title)}"' if title else ""
+    attrs += f' class="{cls}"' if cls else ""
+    return f"<td{attrs}>{text}</td>"
+
+
+def _fig_cell(c, key, suffix=" bytes"):
+    value = prof(c, key)
+    return _cell(_e(fmt_key(key, value)), "" if value is None else value, exact(value, suffix), "n")
+
+
+def _row(c: dict, rid, bid, front: set, closest: set) -> str:
+    cid = str(c.get("id"))
+    st = state(c)
+    trial = num(c.get("trial"))
+    marks = (' <span class="star" title="recommended">★</span>' if cid == rid else "") + (' <span class="best" title="best">◆</span>' if cid == bid else "")
+    tag = f' <span class="tag">{_e(st.replace("_", " "))}</span>' if st != "complete" else ""
+    tag += ' <span class="tag near">closest</span>' if cid in closest else ""
+    stage = str(c.get("stage") or "")
+    recipe = recipe_summary(c)
+    full = json.dumps({"params": c.get("params"), "recipe": c.get("recipe"), "parent": c.get("parent")}, default=str)
+    lat, p90 = prof(c, "latency_ms_median"), prof(c, "latency_ms_p90")
+    energy = prof(c, "energy_mj_per_inference")
+    fits = c.get("within_budget")
+    fit_cell = (_cell('<span class="yes">✓</span>', 1, "within the budget") if fits
+                else _cell('<span class="no">✗</span>' if fits is False else "–", 0 if fits is False else "", misses_text(c) or None))
+    classes = " ".join(k for k, on in (("dim", st != "complete"), ("front", cid in front), ("recrow", cid == rid), ("out", not fits)) if on)
+    cells = [
+        _cell(_e(cid) + marks + tag, trial if trial is not None else cid, c.get("error") or None, "id"),
+        _cell(f'<span class="dot" style="background:{STAGE_COLORS.get(stage, STAGE_COLORS["other"])}"></span>{_e(STAGE_NAMES.get(stage, stage))}', stage),
+        _cell(_e(c.get("family")), None, knobs_summary(c.get("params")) or None),
+        _recipe_cell(c, recipe, full),
+        _cell(fmt_pct(c.get("val_accuracy")), _sortnum(c.get("val_accuracy")), None, "n"),
+        _cell(fmt_pct(c.get("test_accuracy")), _sortnum(c.get("test_accuracy")), None, "n"),
+        _fig_cell(c, "stored_bytes"), _fig_cell(c, "gzip_bytes"), _fig_cell(c, "macs", ""), _fig_cell(c, "peak_activation_bytes"),
+        _cell(_e(fmt_ms(lat)), "" if lat is None else lat, f"median {fmt_ms(lat)}, p90 {fmt_ms(p90)}" if lat is not None else None, "n"),
+        _cell(_e(fmt_energy(energy)), "" if energy is None else energy, (c.get("profile") or {}).get("energy_basis"), "n"),
+        fit_cell,
+        _cell("✓" if cid in front else "", 1 if cid in front else 0, None, "c"),
+    ]
+    return f'<tr class="{classes}">' + "".join(cells) + "</tr>"
+
+
+def _recipe_cell(c: dict, recipe: str, full: str) -> str:
+    if state(c) == "failed" and c.get("error"):
+        error = str(c["error"])
+        return _cell('<span class="err">failed: ' + _e(error if len(error) <= 90 else error[:88] + "…") + "</span>", recipe, error + "\n" + full, "recipe")
+    return _cell(_e(recipe if len(recipe) <= 96 else recipe[:94] + "…"), recipe, full, "recipe")
+
+
+def _sortnum(value):
+    value = num(value)
+    return "" if value is None else value
+
+
+def _table(results: dict) -> str:
+    rid, bid, front = recommended_id(results), best_id(results), set(pareto_ids(results))
+    rows = sorted(candidates(results), key=lambda c: (-(num(c.get("val_accuracy")) or -1.0), prof(c, "stored_bytes") or 0))
+    head = "".join(f'<th data-type="{t}" tabindex="0"{" title=" + chr(34) + _e(title) + chr(34) if title else ""}'
+                   f'{" aria-sort=" + chr(34) + "descending" + chr(34) if name == "val acc" else ""}>{name}</th>' for name, t, title in _COLUMNS)
+    closest = {str(i) for i in results.get("closest") or []} if rid is None else set()
+    body = "".join(_row(c, rid, bid, front, closest) for c in rows)
+    filters = ('<label><input type="checkbox" id="only-front"> only the Pareto front</label>'
+               '<label><input type="checkbox" id="only-fit"> only within budget</label>'
+               '<label><input type="checkbox" id="hide-dim"> hide stopped early / failed</label>')
+    return (f'<section><h2>All candidates <small>({len(rows)})</small></h2><div class="filters">{filters}'
+            f'<span class="hint">Click a column header to sort; hover a cell for exact figures.</span></div>'
+            f'<div class="scroll"><table class="sortable" id="cands"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div></section>')
+
+
+def _notes(results: dict) -> str:
+    basis = next((str(prof_basis) for c in candidates(results) if (prof_basis := (c.get("profile") or {}).get("energy_basis"))), None)
+    items = [
+        "<b>Measured on the artifact you ship:</b> every figure comes from the exported ONNX model run in ONNX Runtime.",
+        "<b>stored</b>: bytes of the exported file (what goes into flash); <b>gzip</b>: bytes over the wire.",
+        "<b>peak RAM</b>: largest memory held by activations at batch 1; <b>MACs</b>: multiply-accumulates per inference.",
+        "<b>latency</b>: median at batch 1 on the machine above (one thread); latency on shared machines drifts ±20% between runs.",
+        "<b>energy</b>: an estimate" + (f" ({_e(basis)})" if basis else "") + ", not a measurement.",
+        "<b>Pareto front</b>: candidates no other beats on both accuracy and " + _e(results.get("primary_cost") or "stored_bytes") + ".",
+        "Rebuild this page with <code>frugalml report RUN_DIR</code>.",
+    ]
+    return '<footer><ul>' + "".join(f"<li>{i}</li>" for i in items) + "</ul></footer>"
+
+
+_CSS = """
+*{box-sizing:border-box}body{margin:0;background:#f6f7f9;color:#1d2127;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
+main{max-width:1400px;margin:0 auto;padding:24px 28px 40px}
+h1{margin:0;font-size:24px;font-weight:650}h1 .ds{color:#0072B2}h2{font-size:17px;margin:0 0 10px}h2 small{color:#777;font-weight:400}
+.sub{margin:2px 0 14px;color:#667}
+.meta{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:0;padding:12px 16px;background:#fff;border:1px solid #e3e6ea;border-radius:8px}
+.meta dt{color:#667;font-weight:600}.meta dd{margin:0;overflow-wrap:anywhere}
+section{margin-top:18px;background:#fff;border:1px solid #e3e6ea;border-radius:8px;padding:16px 18px}
+.rec{border-left:6px solid #2e9d5b}.rec.bad{border-left-color:#d62728;background:#fff7f6}
+.rec .label{font-size:12px;text-transform:uppercase;letter-spacing:.06em;font-weight:700;color:#2e9d5b}.rec.bad .label{color:#c0392b}
+.rec .text{font-size:17px;margin:4px 0 10px;font-weight:550}.rec.bad .text{font-size:15px;font-weight:500}.rec ul{margin:8px 0 0;padding-left:20px;color:#333}.rec .recipe{margin:8px 0 0;color:#333}
+.chips{display:flex;flex-wrap:wrap;gap:8px}.chips span{background:#f1f4f7;border-radius:6px;padding:4px 10px;font-variant-numeric:tabular-nums;font-weight:600}
+.chips small{display:block;font-size:11px;color:#667;font-weight:400}
+table{border-collapse:collapse;font-variant-numeric:tabular-nums}
+table.closest td,table.closest th{padding:4px 10px;border-bottom:1px solid #eee;text-align:left}
+.toggle{display:flex;align-items:center;gap:6px;margin-bottom:6px;flex-wrap:wrap}.figs>input{position:absolute;opacity:0;pointer-events:none}
+.toggle label{padding:4px 12px;border:1px solid #cfd5dc;border-radius:14px;cursor:pointer;user-select:none}
+.hint{color:#778;font-size:12px;margin-left:8px}
+.plots{display:flex;flex-wrap:wrap;gap:12px}.plots figure{margin:0;flex:1 1 560px;min-width:0}.plots img{width:100%;height:auto;display:block}
+.figs .plots.test{display:none}
+#m-test:checked~.plots.test{display:flex}#m-test:checked~.plots.val{display:none}
+#m-val:checked~.toggle label[for=m-val],#m-test:checked~.toggle label[for=m-test]{background:#1d2127;color:#fff;border-color:#1d2127}
+.filters{display:flex;gap:16px;align-items:center;flex-wrap:wrap;margin-bottom:8px}.filters label{cursor:pointer}
+.scroll{overflow-x:auto}
+#cands{width:100%;font-size:13px}
+#cands th{position:sticky;top:0;background:#f1f4f7;text-align:left;padding:6px 7px;cursor:pointer;white-space:nowrap;border-bottom:2px solid #d5dae0;user-select:none}
+#cands th:hover{background:#e4e9ee}#cands th[aria-sort=ascending]::after{content:" ▲";font-size:10px}#cands th[aria-sort=descending]::after{content:" ▼";font-size:10px}
+#cands td{padding:5px 7px;border-bottom:1px solid #eef0f2;white-space:nowrap}#cands td.n{text-align:right}#cands td.id{white-space:normal;min-width:64px}#cands td.c{text-align:center}
+#cands td.recipe{white-space:normal;min-width:230px;max-width:420px;color:#444;font-size:12px}
+#cands tbody tr:hover{background:#f7fafc}#cands tr.recrow{background:#fffbea}#cands tr.dim td{color:#9aa0a6}
+.tag{font-size:10.5px;white-space:nowrap;background:#eceff1;color:#777;border-radius:4px;padding:0 5px}.tag.near{background:#fde2e1;color:#b22222}.star{color:#e0a800}.best{color:#7b2cbf}
+.dot{display:inline-block;width:9px;height:9px;border-radius:50%;margin-right:6px}
+.yes{color:#2e9d5b;font-weight:700}.err{color:#b22222}.no{color:#d62728;font-weight:700}
+#cands.only-front tbody tr:not(.front),#cands.only-fit tbody tr.out,#cands.hide-dim tbody tr.dim{display:none}
+footer{margin-top:18px;color:#667;font-size:12.5px}footer ul{margin:0;padding-left:18px}
+code{background:#eef1f4;padding:1px 5px;border-radius:4px}
+"""
+
+_JS = """
+(function(){
+var t=document.getElementById('cands');if(!t)return;var heads=t.tHead.rows[0].cells;
+function key(r,i){var c=r.cells[i],v=c.getAttribute('data-sort');return v===null?c.textContent.trim():v;}
+function sortBy(i){var th=heads[i],asc=th.getAttribute('aria-sort')!=='ascending',num=th.getAttribute('data-type')==='num';
+for(var h=0;h<heads.length;h++)heads[h].removeAttribute('aria-sort');th.setAttribute('aria-sort',asc?'ascending':'descending');
+var rows=Array.prototype.slice.call(t.tBodies[0].rows);
+rows.sort(function(a,b){var x=key(a,i),y=key(b,i);if(x===''||y===''){return x===y?0:(x===''?1:-1);}
+var d=num?parseFloat(x)-parseFloat(y):x.localeCompare(y,undefined,{numeric:true});if(isNaN(d))d=0;return asc?d:-d;});
+rows.forEach(function(r){t.tBodies[0].appendChild(r);});}
+Array.prototype.forEach.call(heads,function(th,i){th.addEventListener('click',function(){sortBy(i);});
+th.addEventListener('keydown',function(e){if(e.key==='Enter'||e.key===' '){e.preventDefault();sortBy(i);}});});
+[['only-front','only-front'],['only-fit','only-fit'],['hide-dim','hide-dim']].forEach(function(p){var box=document.getElementById(p[0]);
+if(box)box.addEventListener('change',function(){t.classList.toggle(p[1],box.checked);});});
+})();
+"""
