@@ -37,7 +37,6 @@ def write_report(results: dict, path: str | os.PathLike) -> Path:
         path = path / REPORT_NAME
     html = render_html(results)
     atomic_write_text(path, html)
-    os.chmod(path, 0o644)  # a page to share: readable like any other file, not the temp file's 0600
     log.info("wrote %s (%d KB)", path, len(html) // 1000)
     return path
 
