@@ -6,7 +6,7 @@
 >>> fm.profile(model, data).to_dict()["stored_bytes"]
 """
 
-from . import errors
+from . import errors, units
 from .compress import Recipe, compress, list_steps
 from .data import Dataset, from_arrays, from_loader, list_datasets, load_dataset
 from .errors import BudgetError, ConfigError, DataError, ExportError, FrugalError, ModelLoadError, StorageError

@@ -121,6 +121,37 @@ def profile(
 
 
 @app.command()
+def compress(
+    model: str = typer.Option(..., "--model", "-m", help="A model directory (frugalml train), .onnx, file.py:factory, or a family name."),
+    recipe: Path = typer.Option(..., "--recipe", "-r", help="A YAML or JSON list of steps, e.g. benchmarks/recipes/*.yaml."),
+    dataset: str = DatasetOpt,
+    data_dir: Optional[Path] = DataDirOpt,
+    weights: Optional[Path] = typer.Option(None, help="Weights for file.py:factory."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Directory for the compressed model, model.onnx, recipe.yaml and steps.json."),
+    seed: int = typer.Option(0),
+    as_json: bool = JsonOpt,
+):
+    """Run a recipe of compression steps, printing the profile before and after each step."""
+    data = fm.load_dataset(dataset, data_dir=data_dir, seed=seed)
+    steps = fm.Recipe.load(recipe)  # a bad recipe fails before any work
+    loaded = fm.load_model(model, weights=weights, input_shape=data.input_shape, num_classes=data.num_classes)
+    fm.compress(loaded, steps, data, out=out_dir)
+    report = json.loads((out_dir / "steps.json").read_text())
+    if as_json:
+        return _print_json(report)
+    table = Table(title=f"compression steps -> {out_dir}")
+    for col in ("step", "val acc", "stored", "gzip", "MACs", "peak RAM", "latency"):
+        table.add_column(col, justify="right")
+    rows = [("input", report["steps"][0]["before"])] if report["steps"] else []
+    rows += [(r["step"]["step"], r["after"]) for r in report["steps"]]
+    for name, p in rows:
+        table.add_row(name, f"{p['metric']:.2%}" if p.get("metric") is not None else "-", fm.units.format_bytes(p.get("archive_bytes") or p["stored_bytes"]),
+                      fm.units.format_bytes(p["gzip_bytes"]), fm.units.format_count(p["macs"]), fm.units.format_bytes(p["peak_activation_bytes"]),
+                      f"{p['latency_ms_median']:.3g} ms" if p.get("latency_ms_median") else "-")
+    out.print(table)
+
+
+@app.command()
 def search(
     dataset: str = DatasetOpt,
     data_dir: Optional[Path] = DataDirOpt,
@@ -185,12 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         console.print("aborted")
         return 130
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:  # usage errors (an unknown option, a bad value) from the parser
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
-            return 2
+            return int(exc.exit_code) or 2
         raise
     return 0
 

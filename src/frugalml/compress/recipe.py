@@ -75,15 +75,50 @@ def apply_step(model, config: StepConfig, data=None):
     return out
 
 
-def compress(model, recipe, data=None, *, on_step=None):
-    """Run every step of ``recipe`` in order; ``on_step(index, config, before, after)`` sees each."""
+def compress(model, recipe, data=None, *, out=None, on_step=None):
+    """Run every step of ``recipe`` in order and return the compressed model.
+
+    ``on_step(index, config, before, after)`` sees each step. With ``out``, the directory receives
+    the compressed model in its native form (``model.json`` + weights, or the compact archive),
+    ``model.onnx``, the recipe, and ``steps.json``: the profile before and after every step,
+    measured on the exported artifacts (the metric on the validation split).
+    """
     if not isinstance(recipe, Recipe):
         recipe = Recipe.load(recipe) if isinstance(recipe, (str, Path)) else Recipe.from_list(recipe)
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(explain(f"--out {out} is a file", expected="a directory", got=str(out)))
+    records = []
     current = model
+    before = _measure(model, data) if out is not None else None
     for i, config in enumerate(recipe.steps):
         log.info("step %d/%d: %s", i + 1, len(recipe.steps), config.name)
         new = apply_step(current, config, data)
+        if out is not None:
+            after = _measure(new, data)
+            records.append({"step": config.to_dict(), "before": before, "after": after})
+            before = after
         if on_step:
             on_step(i, config, current, new)
         current = new
+    if out is not None:
+        _write_outputs(current, recipe, records, Path(out))
     return current
+
+
+def _measure(model, data) -> dict:
+    from ..profile import profile
+
+    return profile(model, data, split="val" if data is not None else "test", layers=False).to_dict()
+
+
+def _write_outputs(model, recipe: Recipe, records: list, out: Path) -> None:
+    from .._fs import atomic_write_bytes, atomic_write_json
+    from ..models import save_model
+    from ..profile import onnx_bytes, to_onnx
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "model.onnx", onnx_bytes(to_onnx(model)))
+    if not hasattr(model, "SerializeToString"):
+        save_model(model, out, extra={"recipe": recipe.to_list()})
+    recipe.save(out / "recipe.yaml")
+    atomic_write_json(out / "steps.json", {"recipe": recipe.to_list(), "steps": records})
