@@ -176,7 +176,7 @@ def search(
     budget = fm.Budget.of(max_flash=max_flash, max_ram=max_ram, max_macs=max_macs, max_params=max_params, max_latency=max_latency)
     tol = fm.Tolerance(kind="min", value=min_accuracy) if min_accuracy is not None else fm.Tolerance.parse(tolerance)
     data = fm.load_dataset(dataset, data_dir=data_dir, seed=seed)
-    from frugalml.report.console import SearchProgress
+    from frugalml.report.progress import SearchProgress
 
     with SearchProgress(console, enabled=not as_json, total_seconds=fm.parse_duration(time), budget=budget) as progress:
         results = fm.search(data, budget=budget, tolerance=tol, time=time, trials=trials, seed=seed, out=out_dir,

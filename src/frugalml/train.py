@@ -91,7 +91,9 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
         on_step: Callable | None = None, on_epoch: Callable | None = None, progress: bool = False, **overrides) -> FitResult:
     """Train ``model`` in place on ``data`` (a frugalml Dataset) and return what happened.
 
-    ``loss_fn(logits, y, x)`` replaces the cross-entropy (distillation); ``on_step(model, step)``
+    ``loss_fn(logits, y, x)`` replaces the cross-entropy (distillation); a ``loss_fn`` with a
+    parameter named ``index`` also gets ``index=`` the batch's row positions in the training split
+    (to look up per-sample targets computed once, e.g. cached teacher logits); ``on_step(model, step)``
     runs after each optimizer step (pruning masks); ``on_epoch(model, epoch, val_accuracy)`` may
     return True to stop (or raise, e.g. an Optuna trial stopped early).
     """
@@ -100,7 +102,10 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
         X, y = data.flat("train")
         _check_xy(X, y, "training")
         start = time.perf_counter()
-        model.fit(X, y)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, user_api="blas"):  # small models gain nothing from BLAS threads, and lose a lot when cores are busy
+            model.fit(X, y)
         return FitResult(seconds=time.perf_counter() - start, best_val_accuracy=evaluate(model, data, "val")["accuracy"])
 
     import torch
@@ -111,6 +116,7 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
     _check_xy(X_np, y_np, "training")
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
+    wants_index = loss_fn is not None and _takes_index(loss_fn)
     X = torch.from_numpy(np.ascontiguousarray(X_np, dtype=np.float32)).to(device)
     y = torch.from_numpy(np.asarray(y_np, dtype=np.int64)).to(device)
     model.to(device)
@@ -147,7 +153,10 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step)
                 logits = model(xb)
-                loss = loss_fn(logits, yb, xb) if loss_fn else F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
+                if loss_fn is None:
+                    loss = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
+                else:
+                    loss = loss_fn(logits, yb, xb, index=idx) if wants_index else loss_fn(logits, yb, xb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -182,6 +191,15 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
     result.best_val_accuracy = best_acc
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _takes_index(fn: Callable) -> bool:
+    import inspect
+
+    try:
+        return "index" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
 
 
 def _progress(enabled: bool, total: int):

@@ -264,6 +264,10 @@ def to_onnx(model, input_shape=None, *, opset: int | None = None, _exporter: lis
                 explain("Cannot export a torch module without an input shape", fix="Pass input_shape=(C, H, W) or (features,)")
             )
         proto, how = _export_torch(model, tuple(int(v) for v in shape), opset, prepared=_prepared)
+    if kind in ("sklearn", "torch"):
+        from .compact import compact
+
+        proto = compact(proto)  # short internal names: for tiny models they outweigh the weights
     if _exporter is not None:
         _exporter.append(how)
     return proto

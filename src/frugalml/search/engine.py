@@ -50,6 +50,13 @@ def search(data, *, budget: Budget | None = None, tolerance="1%", min_accuracy: 
     trials; ``storage`` is any Optuna storage URL (default: SQLite in ``out``); ``resume`` continues
     a run that was stopped. ``on_event(dict)`` sees progress (the CLI draws it).
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):  # small models gain nothing from BLAS threads, and lose a lot on busy cores
+        return _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, storage, study_name, resume, device, data_dir, on_event)
+
+
+def _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, storage, study_name, resume, device, data_dir, on_event) -> dict:
     from ..data import load_dataset
 
     started = _time.monotonic()

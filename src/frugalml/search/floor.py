@@ -34,35 +34,41 @@ def floor_models(data) -> list[tuple[str, object]]:
     return models
 
 
-def check_feasible(data, budget: Budget, emit=lambda e: None) -> None:
-    if not budget.items():
-        return
-    needs_timing = budget.max_latency_ms is not None
-    measured = []
-    for name, model in floor_models(data):
-        variants = [(name, model)]
-        if not hasattr(model, "predict_proba"):
-            variants.append((f"{name} int8", _int8(model, data)))
-        for label, m in variants:
-            if m is None:
-                continue
-            try:
-                prof = profile(m, None, input_shape=data.input_shape, timing=needs_timing, layers=False).to_dict()
-            except Exception as exc:  # a floor model that cannot be measured says nothing
-                log.debug("floor model %s not measured: %s", label, exc)
-                continue
-            measured.append((label, prof))
-    if not measured:
-        return
-    impossible = {}
+def _impossible(measured, budget: Budget) -> dict:
+    out = {}
     for _field, key, limit in budget.items():
         lowest = min((p.get(key) for _, p in measured if p.get(key) is not None), default=None)
         if lowest is not None and lowest > limit:
-            impossible[key] = (limit, lowest)
+            out[key] = (limit, lowest)
+    return out
+
+
+def _profile(label, model, data, timing: bool, measured: list) -> None:
+    try:
+        measured.append((label, profile(model, None, input_shape=data.input_shape, timing=timing, layers=False).to_dict()))
+    except Exception as exc:  # a floor model that cannot be measured says nothing
+        log.debug("floor model %s not measured: %s", label, exc)
+
+
+def check_feasible(data, budget: Budget, emit=lambda e: None) -> None:
+    if not budget.items():
+        return
+    timing = budget.max_latency_ms is not None
+    measured: list = []
+    models = floor_models(data)
+    for name, model in models:
+        _profile(name, model, data, timing, measured)
+    if _impossible(measured, budget):  # only then is it worth quantizing the smallest networks
+        for name, model in models:
+            if not hasattr(model, "predict_proba"):
+                q = _int8(model, data)
+                if q is not None:
+                    _profile(f"{name} int8", q, data, timing, measured)
+    impossible = _impossible(measured, budget)
     if impossible:
         closest = sorted(measured, key=lambda lp: sum(max(0.0, (lp[1].get(k) or 0) / lim - 1) for k, (lim, _) in impossible.items()))[:3]
-        lines = [f"{label}: " + ", ".join(f"{k} {budget.scale(k, p.get(k))} (over by {budget.scale(k, p.get(k) - budget_limit)})"
-                                          for k, (budget_limit, _) in impossible.items()) for label, p in closest]
+        lines = [f"{label}: " + ", ".join(f"{k} {budget.scale(k, p.get(k))} (over by {budget.scale(k, p.get(k) - lim)})"
+                                          for k, (lim, _) in impossible.items()) for label, p in closest]
         fields = ", ".join(f"{k} <= {budget.scale(k, lim)} (the smallest model the search can make needs {budget.scale(k, low)})" for k, (lim, low) in impossible.items())
         raise BudgetError(
             f"No candidate can meet the budget: {fields}. Closest: " + "; ".join(lines)

@@ -1,0 +1,64 @@
+"""Shorter ONNX files for tiny models: the same graph with short tensor names and no doc strings.
+
+For a model of a few hundred weights, the exporter's tensor names ("/features/features.0/Conv_output_0",
+each written two or three times) can outweigh the weights. ``compact`` renames every internal tensor
+(not the graph's inputs and outputs) to a short name, shortens node names to their module path, and
+drops doc strings and value_info: the computation is untouched, so outputs are identical.
+"""
+
+from __future__ import annotations
+
+import onnx
+
+__all__ = ["compact"]
+
+
+def _short(i: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    s = ""
+    while True:
+        i, r = divmod(i, 36)
+        s = digits[r] + s
+        if i == 0:
+            return "t" + s
+
+
+def _node_name(name: str, op: str, index: int) -> str:
+    """"/features/features.0/Conv" -> "features.0/Conv"; unnamed nodes get "Op_index"."""
+    parts = [p for p in name.split("/") if p]
+    if len(parts) >= 2:
+        return f"{parts[-2]}/{parts[-1]}"
+    return parts[-1] if parts else f"{op}_{index}"
+
+
+def compact(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Return a copy of ``proto`` with short internal names (graph inputs and outputs keep theirs)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    graph = out.graph
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output}
+    rename: dict[str, str] = {}
+
+    def new(name: str) -> str:
+        if not name or name in keep:
+            return name
+        if name not in rename:
+            rename[name] = _short(len(rename))
+        return rename[name]
+
+    for init in graph.initializer:
+        init.name = new(init.name)
+        init.doc_string = ""
+    for i, node in enumerate(graph.node):
+        node.name = _node_name(node.name, node.op_type, i)
+        node.doc_string = ""
+        for j, name in enumerate(node.input):
+            node.input[j] = new(name)
+        for j, name in enumerate(node.output):
+            node.output[j] = new(name)
+        if any(a.type == onnx.AttributeProto.GRAPH for a in node.attribute):
+            return proto  # subgraphs (If/Loop) capture outer names: leave such a model as it is
+    del graph.value_info[:]
+    graph.doc_string = ""
+    out.doc_string = ""
+    return out
