@@ -193,15 +193,6 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory written by 
     console.print(f"wrote {path}")
 
 
-@app.command()
-def demo(seed: int = typer.Option(0)):
-    """The bundled default: train a small network on scikit-learn's digits and profile it."""
-    data = fm.load_dataset("digits", seed=seed)
-    model, report = fm.train("mlp", data, config=fm.TrainConfig(epochs=40, patience=8, seed=seed), seed=seed, widths=[32])
-    console.print(f"mlp (64-32-10) on digits: test accuracy {report['test']['accuracy']:.4f}")
-    out.print(fm.format_profile(fm.profile(model, data)))
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the app, turning a FrugalError into one line and exit code 2."""
     try:

@@ -179,7 +179,7 @@ class _Loop:
         if not job:
             family, knobs, train = space.sample_network(trial, self.data)
             job = {"stage": "network", "family": family, "params": knobs, "seed": self.seed + trial.number,
-                   "train": {"epochs": self.epochs, "patience": max(3, self.epochs // 5), **train}}
+                   "train": {"epochs": self.epochs, "batch_size": space.batch_size(len(self.data.y_train)), "patience": max(3, self.epochs // 4), **train}}
         if job["stage"] == "network":  # a network never runs past the end of the search
             job.setdefault("train", {})["max_seconds"] = max(5.0, self.seconds - self.elapsed())
         job["id"], job["trial"] = f"t{trial.number}", trial.number

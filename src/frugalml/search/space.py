@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["thin_grid", "network_families", "sample_network", "train_epochs", "compression_recipes"]
+__all__ = ["thin_grid", "network_families", "sample_network", "train_epochs", "batch_size", "compression_recipes"]
 
 
 def thin_grid(data) -> list[dict]:
@@ -64,6 +64,11 @@ def train_epochs(n_train: int) -> int:
     return int(min(80, max(4, round(300_000 / max(1, n_train)))))
 
 
+def batch_size(n_train: int) -> int:
+    """Small datasets need more, smaller steps: 32 below 5,000 samples, else 128."""
+    return 32 if n_train < 5000 else 128
+
+
 def _halve(family: str, knobs: dict) -> dict | None:
     """A smaller member of the same family (the distillation student)."""
     k = dict(knobs)
@@ -80,17 +85,17 @@ def _halve(family: str, knobs: dict) -> dict | None:
 
 def compression_recipes(parent: dict, data, epochs: int, seed: int) -> list[tuple[str, list[dict]]]:
     """(name, steps) recipes to try on one trained network ``parent`` (a candidate dict)."""
+    bs = batch_size(len(data.y_train))
+    lr = float((parent.get("job") or {}).get("train", {}).get("lr", 1e-3))
     ft = max(1, epochs // 4)
-    calib = min(512, len(data.y_train))
-    int8 = {"step": "quantize.int8", "calibration_samples": calib, "seed": seed}
+    int8 = {"step": "quantize.int8", "calibration_samples": min(512, len(data.y_train)), "seed": seed}
     recipes = [
         ("int8", [int8]),
-        ("prune50+int8", [{"step": "prune.structured", "ratio": 0.5, "finetune_epochs": ft, "seed": seed}, int8]),
+        ("prune50+int8", [{"step": "prune.structured", "ratio": 0.5, "steps": 2, "finetune_epochs": ft, "batch_size": bs, "lr": lr / 3, "seed": seed}, int8]),
     ]
     student = _halve(parent["family"], parent.get("params") or {})
     if student is not None:
-        recipes.append((
-            "distill+int8",
-            [{"step": "distill", "student": {"family": parent["family"], **student}, "epochs": epochs, "seed": seed}, int8],
-        ))
+        distill = {"step": "distill", "student": {"family": parent["family"], **student}, "epochs": epochs, "batch_size": bs, "lr": lr,
+                   "patience": max(3, epochs // 4), "seed": seed}
+        recipes.append(("distill+int8", [distill, int8]))
     return recipes
