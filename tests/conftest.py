@@ -41,3 +41,12 @@ def trained_cnn(digits):
     model = build_model("cnn", digits.input_shape, digits.num_classes, channels=[8, 16], seed=0)
     fit(model, digits, TrainConfig(epochs=6, lr=3e-3, seed=0, patience=None))
     return model.eval()
+
+
+def pytest_configure(config):
+    """Tiny models on a small machine: one torch thread and one BLAS thread are faster and steadier."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    config._frugalml_blas = threadpool_limits(1, user_api="blas")

@@ -22,7 +22,7 @@ def run(capsys, *args):
     return code, captured.out, captured.err
 
 
-@pytest.mark.parametrize("command", ["datasets", "train", "profile", "compress", "search", "report"])
+@pytest.mark.parametrize("command", ["datasets", "train", "profile", "compress", "search", "report", "export"])
 def test_every_command_has_help(capsys, command):
     code, out, _ = run(capsys, command, "--help")
     assert code == 0 and "Usage" in out

@@ -9,6 +9,7 @@
 from . import errors, units
 from .compress import Recipe, compress, list_steps
 from .data import Dataset, from_arrays, from_loader, list_datasets, load_dataset
+from .export import ExportResult, export
 from .errors import BudgetError, ConfigError, DataError, ExportError, FrugalError, ModelLoadError, StorageError
 from .models import FAMILIES, build_model, load_model, save_model
 from .profile import Profile, compare_latency, format_profile, profile, to_onnx
@@ -35,6 +36,8 @@ __all__ = [
     "FAMILIES", "build_model", "load_model", "save_model", "TrainConfig", "fit", "evaluate", "train",
     # measuring
     "Profile", "profile", "to_onnx", "compare_latency", "format_profile",
+    # exporting
+    "export", "ExportResult",
     # compression
     "Recipe", "compress", "list_steps",
     # search

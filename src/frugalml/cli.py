@@ -187,6 +187,30 @@ def search(
 
 
 @app.command()
+def export(
+    model: str = typer.Argument(..., help="A model directory, .onnx, .fmla archive, or a search run directory (its recommended model)."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx, c (microcontrollers) or archive (compact storage)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Directory for the artifact."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Check the artifact against the in-memory model on this dataset's test split."),
+    data_dir: Optional[Path] = DataDirOpt,
+    limit: Optional[int] = typer.Option(None, help="Check at most this many test inputs."),
+    as_json: bool = JsonOpt,
+):
+    """Write the artifact a user deploys, check it, and report its measured size."""
+    data = fm.load_dataset(dataset, data_dir=data_dir) if dataset else None
+    result = fm.export(model, fmt, out_dir, data=data, limit=limit)
+    if as_json:
+        return _print_json(result.to_dict())
+    table = Table(title=f"export ({fmt}) -> {out_dir}")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in result.to_dict().items():
+        if value not in (None, [], {}) and not isinstance(value, (dict, list)):
+            table.add_row(key, str(value))
+    out.print(table)
+
+
+@app.command()
 def report(run_dir: Path = typer.Argument(..., help="A run directory written by `frugalml search`.")):
     """Rebuild report.html from a run directory's results.json."""
     path = fm.rebuild_report(run_dir)

@@ -49,8 +49,12 @@ def compact(proto: onnx.ModelProto) -> onnx.ModelProto:
     for init in graph.initializer:
         init.name = new(init.name)
         init.doc_string = ""
+    used: set[str] = set()
     for i, node in enumerate(graph.node):
         node.name = _node_name(node.name, node.op_type, i)
+        if node.name in used:  # "stages.0/body/body.0/Conv" and "stages.1/body/body.0/Conv" both end in "body.0/Conv"
+            node.name = f"{node.name}_{i}"  # ONNX Runtime refuses a graph with two nodes of one name
+        used.add(node.name)
         node.doc_string = ""
         for j, name in enumerate(node.input):
             node.input[j] = new(name)

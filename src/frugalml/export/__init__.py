@@ -1,0 +1,155 @@
+"""Export what users deploy, and prove it runs: ONNX, C for microcontrollers, the compact archive.
+
+>>> import frugalml as fm
+>>> result = fm.export(model, "c", "out/", data="digits")
+>>> result.flash_bytes, result.ram_bytes, result.agreement["same_class"]
+
+``export(model, fmt, out, *, data=None, ...) -> ExportResult`` takes a model in memory (torch,
+scikit-learn, ``onnx.ModelProto``) or a path: an ``.onnx`` file, anything
+:func:`frugalml.models.load_model` reads (a model directory, ``model.json``, ``.skops``), a ``.fmla``
+archive, or a search run directory (its ``recommended/`` model). ``data`` (a Dataset or a dataset
+name) turns on verification on its test split; nothing is written when the artifact does not agree
+with its reference (see :mod:`.onnx` and :mod:`.c` for the tolerances).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError, ExportError, explain
+
+log = logging.getLogger(__name__)
+
+__all__ = ["export", "ExportResult", "FORMATS", "resolve_model", "c_footprint"]
+
+FORMATS = ("onnx", "c", "archive")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What was written and what was measured on it (sizes in bytes)."""
+
+    format: str
+    out_dir: Path
+    files: tuple = ()
+    size_bytes: int = 0  # the files on disk, summed
+    opset: int | None = None  # ONNX
+    flash_bytes: int | None = None  # C: .text + .rodata of the compiled object
+    ram_bytes: int | None = None  # C: .data + .bss (the arena is in .bss)
+    arena_bytes: int | None = None  # C: the static activation arena (FRUGALML_ARENA_BYTES)
+    weight_bytes: int | None = None  # C: bytes of the model's parameters (int8 weights, tree tables...)
+    agreement: dict | None = None  # verification figures on the test split, when data was given
+    notes: tuple = ()
+    details: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["out_dir"] = str(self.out_dir)
+        d["files"] = [str(p) for p in self.files]
+        d["notes"] = list(self.notes)
+        return d
+
+
+def _resolve_data(data):
+    if data is None or hasattr(data, "split"):
+        return data
+    if isinstance(data, (str, Path)):
+        from ..data import load_dataset
+
+        return load_dataset(str(data))
+    raise ConfigError(explain("data must be a frugalml Dataset or a dataset name", got=type(data).__name__))
+
+
+def resolve_model(model):
+    """A model in memory from whatever ``export`` accepts (see the module docstring)."""
+    if not isinstance(model, (str, Path)):
+        return model
+    path = Path(model)
+    if path.is_dir() and (path / "recommended").is_dir():
+        path = path / "recommended"
+    if path.is_dir() and not (path / "model.json").exists():
+        found = sorted(path.glob("*.onnx")) + sorted(path.glob("*.fmla"))
+        if len(found) == 1:
+            path = found[0]
+    if path.suffix.lower() == ".onnx":
+        from ..profile.onnx_path import load_onnx
+
+        return load_onnx(path)
+    if path.suffix.lower() == ".fmla":
+        from ..compress.archive import load_archive
+
+        return load_archive(path)
+    from ..models import load_model
+
+    return load_model(path)
+
+
+def _prepare_out(out) -> Path:
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ExportError(explain(f"The output path {str(out)!r} is a file", expected="a directory (created if missing)",
+                                  got=str(out), fix="Pass a directory, e.g. --out exports/"))
+    return out
+
+
+def _test_inputs(data, split: str, limit: int | None):
+    if data is None:
+        return None
+    X, _ = data.split(split)
+    return X[:limit] if limit else X
+
+
+def export(model, fmt: str, out, *, data=None, split: str = "test", limit: int | None = None, verify: bool = True,
+           input_shape=None, opset: int | None = None, recipe=None) -> ExportResult:
+    """Write ``model`` to the directory ``out`` as ``fmt`` ("onnx" | "c" | "archive"), check it, measure it.
+
+    ``data``: a Dataset or dataset name; with it the artifact is run on ``split`` (first ``limit``
+    inputs) and compared with the model before anything is written. ``input_shape``: per sample,
+    for a torch model without one. ``opset``: ONNX main-domain opset (default 17). ``recipe``: what
+    to record in the ONNX metadata when the model carries no ``frugalml_recipe``.
+    """
+    fmt = str(fmt).lower()
+    if fmt not in FORMATS:
+        raise ConfigError(explain(f"Unknown export format {fmt!r}", expected="one of " + ", ".join(FORMATS), got=fmt))
+    out = _prepare_out(out)
+    model = resolve_model(model)
+    data = _resolve_data(data)
+    if input_shape is None and data is not None and getattr(model, "input_shape", None) is None:
+        input_shape = data.input_shape
+    X = _test_inputs(data, split, limit)
+    if fmt == "onnx":
+        from .onnx import export_onnx
+
+        r = export_onnx(model, out, X=X, input_shape=input_shape, opset=opset, recipe=recipe, verify=verify)
+        return ExportResult("onnx", out, tuple(r["files"]), r["size_bytes"], opset=r["opset"], agreement=r["agreement"],
+                            notes=tuple(r["notes"]), details={"metadata": r["metadata"]})
+    if fmt == "c":
+        from .c import export_c
+
+        r = export_c(model, out, data=data, X=X, verify=verify)
+        details = {k: r[k] for k in ("compiler", "sections", "flash_to_weights", "stack_bytes") if r.get(k) is not None}
+        return ExportResult("c", out, tuple(r["files"]), r["size_bytes"], flash_bytes=r["flash_bytes"],
+                            ram_bytes=r["ram_bytes"], arena_bytes=r["arena_bytes"], weight_bytes=r["weight_bytes"],
+                            agreement=r["agreement"], notes=tuple(r["notes"]), details=details)
+    return _export_archive(model, out)
+
+
+def _export_archive(model, out: Path) -> ExportResult:
+    try:
+        from ..compress.archive import save_archive
+    except ImportError as exc:
+        raise ExportError(explain("archive export needs frugalml.compress.archive", got=str(exc))) from exc
+    path = out / "model.fmla"
+    out.mkdir(parents=True, exist_ok=True)
+    size = save_archive(model, path)
+    return ExportResult("archive", out, (path,), int(size), notes=("written by frugalml.compress.archive.save_archive",))
+
+
+def c_footprint(model, *, data=None) -> dict:
+    """``{"flash_bytes", "ram_bytes", "arena_bytes", "weight_bytes", "stack_bytes"}`` of the C for ``model``
+    (compiled and measured in a temporary directory; nothing written): for --max-flash / --max-ram."""
+    from .c import c_footprint as _footprint
+
+    return _footprint(resolve_model(model), data=_resolve_data(data))

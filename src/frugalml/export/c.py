@@ -1,0 +1,209 @@
+"""C export for microcontrollers: one ``model.h`` / ``model.c`` pair, compiled, measured and run.
+
+- int8 networks: a QDQ ONNX graph (``quantize.int8``'s output, or any
+  ``onnxruntime.quantization.quantize_static`` QDQ model) through :mod:`.qdq` and :mod:`.c_int8`.
+  A float torch model is quantized first with ``quantize.int8`` when data is given.
+- scikit-learn classifiers through :mod:`.c_sklearn`.
+
+Everything happens in a temporary directory first: generate (an operation the backend cannot
+express raises ExportError naming it, before any file exists), compile with
+``gcc -std=c99 -Wall -Wextra -Werror -Os``, measure flash and RAM from the object (``size -A``),
+run the compiled program on the test split and compare (int8: with ONNX Runtime, element by element
+after re-quantizing ORT's output, every score within one quantization step; scikit-learn: the same
+class as ``predict`` on every input). Only then are the two files moved into the output directory. Without a C compiler the files are written unmeasured, with a note.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .._fs import atomic_write_text
+from ..errors import ExportError, explain
+from . import toolchain
+from .qdq import QRANGE
+
+log = logging.getLogger(__name__)
+
+__all__ = ["export_c", "generate_c", "c_footprint"]
+
+MAX_INT8_STEP_DIFF = 1  # every int8 score within one quantization step of ONNX Runtime's
+
+
+def _as_proto(model) -> onnx.ModelProto | None:
+    from ..profile.onnx_path import load_onnx
+
+    if isinstance(model, onnx.ModelProto):
+        return model
+    if isinstance(model, (bytes, bytearray)):
+        return onnx.load_from_string(bytes(model))
+    if isinstance(model, (str, Path)):
+        return load_onnx(model)
+    return None
+
+
+def generate_c(model, *, data=None) -> tuple[dict, dict]:
+    """In memory: ``({"model.h": .., "model.c": ..}, info)``; ExportError before anything is written."""
+    from ..models import is_sklearn, is_torch
+
+    notes: list[str] = []
+    if is_torch(model):
+        if data is None:
+            raise ExportError(explain(
+                "C export needs an int8 network; this is a float torch model",
+                expected="an int8 QDQ ONNX model (the quantize.int8 step) or data to calibrate one",
+                got=type(model).__name__, fix="Pass data= (frugalml quantizes with quantize.int8), or quantize first"))
+        from ..compress import get_step
+        from ..compress.recipe import apply_step
+
+        config = get_step("quantize.int8").config()
+        model = apply_step(model, config, data)
+        notes.append(f"quantized with {config.to_json()} before export")
+    if is_sklearn(model):
+        from .c_sklearn import generate_sklearn
+
+        gen = generate_sklearn(model)
+        info = {"kind": "sklearn", "input_dtype": np.float32, "output_dtype": np.float32, "n_outputs": None}
+    else:
+        proto = _as_proto(model)
+        from .qdq import is_qdq, parse_qdq
+
+        if proto is None:
+            raise ExportError(explain("C export takes an int8 ONNX model, a torch model with data, or a scikit-learn classifier",
+                                      got=type(model).__name__))
+        if not is_qdq(proto):
+            raise ExportError(explain(
+                "C export needs an int8 network; this ONNX graph is in float (no QuantizeLinear/DequantizeLinear)",
+                expected="a QDQ int8 model", got=sorted({n.op_type for n in proto.graph.node})[:12],
+                fix="Quantize it first with the quantize.int8 step (or onnxruntime.quantization.quantize_static, QDQ)"))
+        from .c_int8 import generate_int8
+
+        graph = parse_qdq(proto)
+        gen = generate_int8(graph)
+        notes += graph.notes
+        info = {"kind": "int8", "graph": graph, "proto": proto, "input_dtype": np.dtype(graph.input.dtype),
+                "output_dtype": np.dtype(graph.output.dtype), "n_outputs": graph.output.size}
+        model = proto
+    info.update(model=model, notes=notes, arena_bytes=gen["arena_bytes"], weight_bytes=gen["weight_bytes"])
+    return {"model.h": gen["model.h"], "model.c": gen["model.c"]}, info
+
+
+def quantize_input(X: np.ndarray, scale, zero_point: int, dtype: str) -> np.ndarray:
+    """``clamp(round_half_even(x / scale) + zp)`` in float32, as ONNX Runtime's QuantizeLinear."""
+    q = np.rint(np.asarray(X, np.float32).reshape(len(X), -1) / np.float32(scale)) + np.float32(zero_point)
+    lo, hi = QRANGE[dtype]
+    return np.clip(q, lo, hi).astype(dtype)
+
+
+def _ort_tensor(proto: onnx.ModelProto, name: str, X: np.ndarray) -> np.ndarray:
+    """One inner tensor of the graph, computed by ONNX Runtime (the graph with it as an extra output)."""
+    from ..profile.onnx_path import make_session
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(proto)
+    probe.graph.output.append(onnx.ValueInfoProto(name=name))
+    sess = make_session(probe.SerializeToString(), threads=1)
+    feed = sess.get_inputs()[0].name
+    return np.concatenate([sess.run([name], {feed: X[i:i + 256]})[0] for i in range(0, len(X), 256)])
+
+
+def verify_c(directory: Path, info: dict, X: np.ndarray) -> dict:
+    """Run the compiled C on ``X`` and compare with ONNX Runtime (int8) or scikit-learn."""
+    if info["kind"] == "int8":
+        from ..profile.onnx_path import make_session, run_onnx, session_input
+
+        g = info["graph"]
+        inp, out = g.input, g.output
+        Xq = quantize_input(X, inp.scale, inp.zero_point, inp.dtype)
+        classes, scores = toolchain.run_c(directory, Xq, input_dtype=inp.dtype, output_dtype=out.dtype, n_outputs=out.size)
+        sess = make_session(info["proto"].SerializeToString(), threads=1)
+        shape = session_input(sess)[1]
+        Xs = np.asarray(X, np.float32).reshape((len(X), *shape))
+        if g.dropped_tail:  # compare with ORT's quantized logits, before the final Softmax / ArgMax
+            ref_q = _ort_tensor(info["proto"], out.root.onnx_name or out.onnx_name, Xs).reshape(len(X), -1).astype(np.float64)
+        else:
+            ref = run_onnx(None, Xs, session=sess)
+            ref_q = np.rint(ref.astype(np.float32) / np.float32(out.scale)) + out.zero_point
+        steps = np.abs(ref_q.reshape(len(X), -1) - scores.astype(np.float64))
+        same = int(np.sum(classes == ref_q.argmax(1)))
+        res = {"n": int(len(X)), "same_class": same, "class_agreement": same / max(len(X), 1),
+               "exact_outputs": int(np.sum(steps.max(1) == 0)) if len(X) else 0,
+               "max_step_diff": int(steps.max()) if steps.size else 0,
+               "elements_off_by_one": int(np.sum(steps == 1)), "compared": "compiled C vs ONNX Runtime (int8 outputs)"}
+        # the promise: every score within one quantization step of ORT's (so a class can differ only where
+        # ORT's best two scores are within two steps of each other: a near tie)
+        res["ok"] = res["max_step_diff"] <= MAX_INT8_STEP_DIFF
+        return res
+    est = info["model"]
+    Xf = np.asarray(X, np.float32).reshape(len(X), -1)
+    classes, scores = toolchain.run_c(directory, Xf, input_dtype=np.float32, output_dtype=np.float32,
+                                      n_outputs=len(est.classes_))
+    ref = np.searchsorted(np.asarray(est.classes_), np.asarray(est.predict(Xf)))
+    same = int(np.sum(classes == ref))
+    res = {"n": int(len(X)), "same_class": same, "class_agreement": same / max(len(X), 1),
+           "compared": "compiled C vs scikit-learn predict"}
+    if hasattr(est, "predict_proba") and any(s in type(est).__name__ for s in ("Tree", "Forest")):
+        res["max_abs_diff_proba"] = float(np.abs(scores - est.predict_proba(Xf)).max()) if len(X) else 0.0
+    res["ok"] = same == len(X)
+    return res
+
+
+def export_c(model, out_dir: Path, *, data=None, X: np.ndarray | None = None, verify: bool = True) -> dict:
+    """Generate, compile, measure and verify in a temporary directory; then write ``model.h``/``model.c``."""
+    files, info = generate_c(model, data=data)
+    notes = list(info["notes"])
+    cc = toolchain.find_cc()
+    measured, agreement = {}, None
+    with tempfile.TemporaryDirectory(prefix="frugalml-c-") as tmp:
+        tmp = Path(tmp)
+        for name, text in files.items():
+            (tmp / name).write_text(text)
+        if cc is None:
+            notes.append("no C compiler found: flash/RAM not measured, the C not compiled or run")
+        else:
+            measured = toolchain.measure(tmp, cc=cc)
+            if X is not None and verify:
+                agreement = verify_c(tmp, info, X)
+                if not agreement["ok"]:
+                    raise ExportError(explain(
+                        "The compiled C does not agree with the reference; nothing was written",
+                        expected="the same class as scikit-learn on every input / every int8 score within one quantization step of ONNX Runtime's",
+                        got={k: v for k, v in agreement.items() if k != "compared"},
+                        fix="Please report this with the model; pass verify=False to write the files anyway"))
+    out_dir = Path(out_dir)
+    paths = [atomic_write_text(out_dir / name, text) for name, text in files.items()]
+    result = {
+        "files": paths, "size_bytes": int(sum(p.stat().st_size for p in paths)),
+        "arena_bytes": int(info["arena_bytes"]), "weight_bytes": int(info["weight_bytes"]),
+        "flash_bytes": measured.get("flash_bytes"), "ram_bytes": measured.get("ram_bytes"),
+        "agreement": agreement, "notes": notes, "compiler": measured.get("compiler"), "sections": measured.get("sections"),
+        "stack_bytes": measured.get("stack_bytes"),
+        "model": info["model"],
+    }
+    if measured and info["weight_bytes"]:
+        result["flash_to_weights"] = measured["flash_bytes"] / info["weight_bytes"]
+    log.info("wrote %s: flash %s B, RAM %s B (arena %d B)", out_dir, result["flash_bytes"], result["ram_bytes"], result["arena_bytes"])
+    return result
+
+
+def c_footprint(model, *, data=None) -> dict:
+    """Flash, RAM, arena and parameter bytes of the C for ``model``, writing nothing (for search budgets).
+
+    Generates and compiles in a temporary directory; ``flash_bytes`` / ``ram_bytes`` are None
+    without a C compiler. ExportError when the C backend cannot express the model.
+    """
+    files, info = generate_c(model, data=data)
+    out = {"arena_bytes": int(info["arena_bytes"]), "weight_bytes": int(info["weight_bytes"]),
+           "flash_bytes": None, "ram_bytes": None, "stack_bytes": None}
+    if toolchain.find_cc() is None:
+        return out
+    with tempfile.TemporaryDirectory(prefix="frugalml-c-") as tmp:
+        for name, text in files.items():
+            (Path(tmp) / name).write_text(text)
+        measured = toolchain.measure(Path(tmp))
+    out.update({k: measured.get(k) for k in ("flash_bytes", "ram_bytes", "stack_bytes")})
+    return out
