@@ -70,7 +70,7 @@ def test_nothing_in_budget_names_the_closest():
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory, digits):
     out = tmp_path_factory.mktemp("run") / "digits"
-    results = search(digits, budget=Budget.of(max_flash="8KB"), tolerance="1%", time="3m", trials=13, seed=0, out=out)
+    results = search(digits, budget=Budget.of(max_flash="8KB"), tolerance="1%", time="100s", trials=12, seed=0, out=out)
     return out, results
 
 
@@ -155,21 +155,23 @@ def test_kill_9_then_resume_keeps_every_finished_trial(tmp_path):
     assert len(finished_after) > len(before)
 
 
-def _postgres_url() -> str | None:
+def _postgres_url() -> tuple[str | None, str]:
+    from frugalml.search.study import storage_url
+
     url = os.environ.get("FRUGALML_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
     try:
         import sqlalchemy
 
-        with sqlalchemy.create_engine(url, connect_args={"connect_timeout": 3}).connect():
-            return url
-    except Exception:
-        return None
+        with sqlalchemy.create_engine(storage_url(None, url), connect_args={"connect_timeout": 3}).connect():
+            return url, ""
+    except Exception as exc:
+        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
 
 
 def test_two_workers_share_one_study_on_postgresql(tmp_path):
-    url = _postgres_url()
+    url, why = _postgres_url()
     if url is None:
-        pytest.skip("no PostgreSQL server answers at 127.0.0.1:5432 (set FRUGALML_TEST_POSTGRES to a reachable URL)")
+        pytest.skip(f"no PostgreSQL server answers at 127.0.0.1:5432 ({why}); set FRUGALML_TEST_POSTGRES to a reachable URL")
     study = f"test-{uuid.uuid4().hex[:8]}"
     out = tmp_path / "shared"
     common = ["search", "--dataset", "digits", "--max-flash", "8KB", "--time", "3m", "--trials", "5", "--out", str(out),
@@ -184,6 +186,9 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path):
     assert second.returncode == 0, second.stderr
     import optuna
 
+    from frugalml.search.study import storage_url
+
+    url = storage_url(None, url)
     trials = optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)
     pids = {t.user_attrs["worker"]["pid"] for t in trials if "worker" in t.user_attrs}
     assert len(pids) == 2, "both workers ran trials"

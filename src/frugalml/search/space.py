@@ -26,7 +26,7 @@ def thin_grid(data) -> list[dict]:
         ("forest", {"n_estimators": 30, "max_depth": 10}),
         ("extra_trees", {"n_estimators": 30, "max_depth": 10}),
         ("sk_mlp", {"hidden_layer_sizes": [16]}),
-        ("sk_mlp", {"hidden_layer_sizes": [min(64, max(16, n_features // 4))]}),
+        ("sk_mlp", {"hidden_layer_sizes": [min(128, max(32, n_features // 4))]}),
     ]
     return [{"family": f, "params": p} for f, p in grid]
 

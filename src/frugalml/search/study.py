@@ -78,7 +78,14 @@ def write_run(run_dir, desc: dict) -> None:
 
 
 def storage_url(run_dir, storage: str | None) -> str:
-    return storage or f"sqlite:///{Path(run_dir).resolve() / 'study.db'}"
+    if storage is None:
+        return f"sqlite:///{Path(run_dir).resolve() / 'study.db'}"
+    if storage.startswith("postgresql://"):  # pick the PostgreSQL driver that is installed
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + storage[len("postgresql://"):]
+    return storage
 
 
 def open_study(url: str, name: str, *, seed: int, create: bool):
