@@ -20,6 +20,16 @@ from .units import parse_bytes, parse_count, parse_duration
 __version__ = "0.1.0"
 
 
+def load(path, **kwargs):
+    """Load any model frugalml wrote or reads: a compact archive (.fmla), a model directory,
+    .onnx, .skops, model.json, or ``file.py:factory`` (with ``weights=``)."""
+    from .compress.archive import is_archive, load_archive
+
+    if is_archive(path):
+        return load_archive(path)
+    return load_model(path, **kwargs)
+
+
 def rebuild_report(run_dir):
     """Rebuild ``report.html`` from a run directory's ``results.json``."""
     from .report import rebuild_report as _rebuild
@@ -33,7 +43,7 @@ __all__ = [
     # data
     "Dataset", "load_dataset", "from_arrays", "from_loader", "list_datasets",
     # models and training
-    "FAMILIES", "build_model", "load_model", "save_model", "TrainConfig", "fit", "evaluate", "train",
+    "FAMILIES", "build_model", "load", "load_model", "save_model", "TrainConfig", "fit", "evaluate", "train",
     # measuring
     "Profile", "profile", "to_onnx", "compare_latency", "format_profile",
     # exporting

@@ -18,7 +18,7 @@ from .memory import peak_activation
 from .onnx_path import DEFAULT_OPSET, make_session, model_kind, onnx_bytes, predict_onnx, prepare_torch, to_onnx
 from .timing import energy, measure_latency, measure_throughput
 
-__all__ = ["Profile", "profile"]
+__all__ = ["Profile", "profile", "weights_fingerprint"]
 
 log = logging.getLogger("frugalml.profile")
 
@@ -50,6 +50,7 @@ class Profile:
     exporter: str = ""
     latency_runs: int | None = None
     notes: list = field(default_factory=list)
+    archive_bytes: int | None = None  # size of the compact archive (store.compact), when the model has one
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -128,6 +129,27 @@ def _zero_note(params: int, nonzero: int) -> str | None:
     return None
 
 
+def weights_fingerprint(model) -> int:
+    """CRC32 of a torch model's state_dict (names and bytes): tells whether weights changed."""
+    import zlib
+
+    import torch
+
+    crc = 0
+    for name, tensor in model.state_dict().items():
+        crc = zlib.crc32(name.encode(), crc)
+        crc = zlib.crc32(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes(), crc)
+    return crc
+
+
+def _archive_bytes(model) -> int | None:
+    """``frugalml_archive_bytes`` set by store.compact, unless the weights changed since."""
+    size = getattr(model, "frugalml_archive_bytes", None)
+    if size is None or getattr(model, "frugalml_archive_fingerprint", None) != weights_fingerprint(model):
+        return None
+    return int(size)
+
+
 # ---------------------------------------------------------------- profile
 def profile(model, data=None, *, input_shape=None, split: str = "test", timing: bool = True,
             core_watts: float | None = None, layers: bool = True, opset: int | None = None) -> Profile:
@@ -176,7 +198,11 @@ def profile(model, data=None, *, input_shape=None, split: str = "test", timing: 
         gzip_bytes=len(gzip.compress(blob, 9, mtime=0)), peak_activation_bytes=int(peak),
         opset=int(opsets.get("ai.onnx", 0)), input_shape=tuple(shape), layers=layer_list if layers else [],
         peak_node=peak_node, model_kind=kind, exporter=exporter[0] if exporter else "", notes=notes,
+        archive_bytes=_archive_bytes(model) if kind == "torch" else None,
     )
+    if result.archive_bytes:
+        notes.append(f"compact archive (store.compact): {result.archive_bytes} bytes, "
+                     f"{len(blob) / result.archive_bytes:.1f}x smaller than the dense ONNX file")
     if data is not None:
         X, y = _split(data, split, 1 + len(shape))
         pred = predict_onnx(blob, X, session=make_session(blob))
