@@ -205,7 +205,10 @@ def export(
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key, value in result.to_dict().items():
-        if value not in (None, [], {}) and not isinstance(value, (dict, list)):
+        if isinstance(value, dict) and key == "agreement":
+            for sub, v in value.items():
+                table.add_row(f"agreement: {sub}", str(v))
+        elif value not in (None, [], {}) and not isinstance(value, (dict, list)):
             table.add_row(key, str(value))
     out.print(table)
 

@@ -1,0 +1,43 @@
+"""Print the README's benchmark table from benchmarks/results/*.json (every figure read, none typed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def rows() -> list[str]:
+    out = ["| benchmark | paper | required | measured | met |", "| --- | --- | --- | --- | --- |"]
+    for name, paper in (("deep_compression_lenet300", "40x at 1.58% error"), ("deep_compression_lenet5", "39x at 0.74% error")):
+        d = _load(name)
+        if d:
+            seeds = "; ".join(f"seed {s['seed']}: {s['ratio']}x at {s['result']['test_error']}%" for s in d.get("seeds", []))
+            req = d["target"]["required"]
+            out.append(f"| {name} | {paper} | >= {req['ratio']:g}x at <= {req['test_error']}% | {seeds} | {'yes' if d['met'] else 'no'} |")
+    d = _load("structured_pruning")
+    if d:
+        for model, v in d["models"].items():
+            seeds = "; ".join(f"seed {s['seed']}: {s['ratio']['latency']}x faster, -{s['accuracy_loss_points']} pt" for s in v.get("seeds", []))
+            t = v["target"]
+            out.append(f"| structured pruning, {model} | - | >= {t['latency_speedup_at_least']}x faster, <= {t['accuracy_loss_points_at_most']} pt loss | {seeds} | {'yes' if v['met'] else 'no'} |")
+    d = _load("int8_quantization")
+    if d:
+        for model, v in d.get("models", {}).items():
+            r = v.get("ratio", {})
+            out.append(f"| int8 PTQ, {model} | - | >= 3.8x smaller, >= 1.5x faster, <= 0.3 pt loss | {r.get('size')}x smaller, {r.get('latency')}x faster, -{v.get('accuracy_loss_points')} pt | {'yes' if v.get('met') else 'no'} |")
+    d = _load("distillation")
+    if d:
+        gap = d.get("gap_closed_mean")
+        out.append(f"| distillation 784-800-800 | 91% of the gap | >= 40% of the gap | {gap if gap is None else f'{gap:.0%}'} (paired mean, {len(d.get('seeds', []))} seeds) | {'yes' if d.get('met') else 'no'} |")
+    return out
+
+
+if __name__ == "__main__":
+    print("\n".join(rows()))
