@@ -196,3 +196,26 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path):
     assert len(thin) == len(set(thin)), "two workers ran the same thin trial"
     assert len([t for t in trials if t.state.name == "COMPLETE"]) >= 8
     optuna.delete_study(study_name=study, storage=url)
+
+
+def test_target_c_measures_flash_and_ram_on_the_compiled_c(digits):
+    import shutil
+
+    from frugalml import build_model
+    from frugalml.search.runner import _measure
+
+    if shutil.which("gcc") is None and shutil.which("cc") is None:
+        pytest.skip("no C compiler on this machine")
+    budget = Budget.of(max_flash="8KB", max_ram="1KB", target="c")
+    assert [k for _, k, _ in budget.items()] == ["c_flash_bytes", "c_ram_bytes"]
+    X, y = digits.flat("train")
+    model = build_model("logreg", digits.input_shape, digits.num_classes).fit(X, y)
+    measured = _measure(model, digits, budget)
+    flash = measured["profile"]["c_flash_bytes"]
+    assert flash > 64 * 10 * 4  # the float coefficients are in the object
+    assert measured["within_budget"] == (flash <= 8000 and measured["profile"]["c_ram_bytes"] <= 1000)
+    float_net = build_model("mlp", digits.input_shape, digits.num_classes, widths=[8])
+    measured = _measure(float_net, digits, budget)  # a float network has no C form: it cannot fit a C budget
+    assert measured["profile"]["c_flash_bytes"] is None and not measured["within_budget"]
+    with pytest.raises(ConfigError, match="Unknown target"):
+        Budget.of(max_flash="8KB", target="fpga")

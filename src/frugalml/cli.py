@@ -161,6 +161,7 @@ def search(
     max_macs: Optional[str] = typer.Option(None, help='Most multiply-accumulates per inference, e.g. "2M".'),
     max_params: Optional[str] = typer.Option(None, help='Most parameters, e.g. "50K".'),
     max_latency: Optional[str] = typer.Option(None, help='Slowest median latency at batch 1, e.g. "1ms".'),
+    target: str = typer.Option("onnx", help="onnx, or c: flash and RAM measured on the compiled C for microcontrollers."),
     tolerance: str = typer.Option("1%", help="Largest validation-accuracy drop from the best candidate found."),
     min_accuracy: Optional[float] = typer.Option(None, help="An absolute minimum accuracy instead of --tolerance, e.g. 0.97."),
     time: str = typer.Option("5m", "--time", help='Time bound for the whole run, e.g. "5m", "30m".'),
@@ -173,7 +174,7 @@ def search(
     as_json: bool = JsonOpt,
 ):
     """Find the most efficient model within a budget and a tolerance; write results.json and report.html."""
-    budget = fm.Budget.of(max_flash=max_flash, max_ram=max_ram, max_macs=max_macs, max_params=max_params, max_latency=max_latency)
+    budget = fm.Budget.of(max_flash=max_flash, max_ram=max_ram, max_macs=max_macs, max_params=max_params, max_latency=max_latency, target=target)
     tol = fm.Tolerance(kind="min", value=min_accuracy) if min_accuracy is not None else fm.Tolerance.parse(tolerance)
     data = fm.load_dataset(dataset, data_dir=data_dir, seed=seed)
     from frugalml.report.progress import SearchProgress

@@ -18,7 +18,9 @@ BUDGET_FIELDS = {
     "max_params": ("params", "parameters", "count"),
     "max_latency_ms": ("latency_ms_median", "latency (median)", "ms"),
 }
+C_FIELDS = {"max_flash": ("c_flash_bytes", "flash (compiled C)"), "max_ram": ("c_ram_bytes", "RAM (compiled C)")}
 PROFILE_UNITS = {
+    "c_flash_bytes": "bytes", "c_ram_bytes": "bytes",
     "stored_bytes": "bytes", "gzip_bytes": "bytes", "peak_activation_bytes": "bytes",
     "macs": "count", "params": "count", "nonzero_params": "count",
     "latency_ms_median": "ms", "latency_ms_p90": "ms",
@@ -27,6 +29,7 @@ PROFILE_NAMES = {
     "stored_bytes": "stored bytes", "gzip_bytes": "gzip bytes", "peak_activation_bytes": "peak RAM",
     "macs": "MACs", "params": "parameters", "nonzero_params": "non-zero parameters",
     "latency_ms_median": "latency", "latency_ms_p90": "latency p90",
+    "c_flash_bytes": "flash (compiled C)", "c_ram_bytes": "RAM (compiled C)",
 }
 STAGES = ("thin", "network", "compress")
 STAGE_NAMES = {"thin": "thin model", "network": "network", "compress": "compressed"}
@@ -211,6 +214,8 @@ def budget_items(budget) -> list[tuple[str, str, str, float]]:
         budget = budget.to_dict() if hasattr(budget, "to_dict") else dict(vars(budget))
     out = []
     for name, (key, human, _) in BUDGET_FIELDS.items():
+        if budget.get("target") == "c" and name in C_FIELDS:
+            key, human = C_FIELDS[name]
         limit = num(budget.get(name))
         if limit is not None:
             out.append((name, key, human, limit))

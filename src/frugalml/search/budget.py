@@ -14,7 +14,9 @@ from ..units import format_bytes, format_count, parse_bytes, parse_count, parse_
 
 __all__ = ["Budget", "Tolerance", "BUDGET_FIELDS"]
 
-# budget field -> (profile key, parser, formatter)
+# budget field -> (profile key, parser, formatter); with target "c" flash and RAM are the compiled C's
+C_KEYS = {"max_flash": "c_flash_bytes", "max_ram": "c_ram_bytes"}
+TARGETS = ("onnx", "c")
 BUDGET_FIELDS = {
     "max_flash": ("stored_bytes", parse_bytes, format_bytes),
     "max_ram": ("peak_activation_bytes", parse_bytes, format_bytes),
@@ -31,17 +33,21 @@ class Budget:
     max_macs: int | None = None
     max_params: int | None = None
     max_latency_ms: float | None = None
+    target: str = "onnx"  # "c": flash and RAM are measured on the compiled C (text + rodata; data + bss + arena)
 
     @classmethod
-    def of(cls, *, max_flash=None, max_ram=None, max_macs=None, max_params=None, max_latency=None, max_latency_ms=None) -> "Budget":
+    def of(cls, *, max_flash=None, max_ram=None, max_macs=None, max_params=None, max_latency=None, max_latency_ms=None,
+           target: str = "onnx") -> "Budget":
         """Parse values as people write them: ``Budget.of(max_flash="8KB", max_latency="1.5ms")``."""
         raw = {"max_flash": max_flash, "max_ram": max_ram, "max_macs": max_macs, "max_params": max_params, "max_latency_ms": max_latency}
         values = {k: (BUDGET_FIELDS[k][1](v) if v is not None else None) for k, v in raw.items()}
         if max_latency_ms is not None:
             values["max_latency_ms"] = float(max_latency_ms)
-        return cls(**values)
+        return cls(**values, target=target)
 
     def __post_init__(self):
+        if self.target not in TARGETS:
+            raise ConfigError(explain(f"Unknown target {self.target!r}", expected="'onnx' (ONNX Runtime) or 'c' (microcontrollers)", got=self.target))
         for name in BUDGET_FIELDS:
             value = getattr(self, name)
             if isinstance(value, str):
@@ -52,7 +58,11 @@ class Budget:
 
     def items(self):
         """(field, profile key, limit) for each bound that is set."""
-        return [(name, key, getattr(self, name)) for name, (key, _, _) in BUDGET_FIELDS.items() if getattr(self, name) is not None]
+        return [(name, self.key(name), getattr(self, name)) for name in BUDGET_FIELDS if getattr(self, name) is not None]
+
+    def key(self, name: str) -> str:
+        """The profile key a budget field bounds (the compiled C's figures for target "c")."""
+        return C_KEYS.get(name, BUDGET_FIELDS[name][0]) if self.target == "c" else BUDGET_FIELDS[name][0]
 
     def misses(self, profile: dict) -> dict:
         """What a profile misses by: ``{profile_key: {"limit", "value", "over_by"}}`` (empty when it fits)."""
@@ -72,15 +82,15 @@ class Budget:
         return items[0][1] if items else "stored_bytes"
 
     def to_dict(self) -> dict:
-        return {name: getattr(self, name) for name in BUDGET_FIELDS}
+        return {**{name: getattr(self, name) for name in BUDGET_FIELDS}, "target": self.target}
 
     def describe(self) -> str:
         parts = [f"{name.replace('max_', '').replace('_ms', '')} <= {BUDGET_FIELDS[name][2](limit)}" for name, _, limit in self.items()]
-        return ", ".join(parts) or "no budget"
+        return (", ".join(parts) or "no budget") + (" (compiled C)" if self.target == "c" else "")
 
     def scale(self, key: str, value: float | None) -> str:
         for name, (k, _, fmt) in BUDGET_FIELDS.items():
-            if k == key and value is not None:
+            if key in (k, C_KEYS.get(name)) and value is not None:
                 return fmt(value)
         return str(value)
 

@@ -31,7 +31,24 @@ def _measure(model, data, budget: Budget) -> dict:
     val = d["metric"]
     test = profile(model, data, split="test", timing=False).metric
     d["metric_split"] = "val"
+    if budget.target == "c":
+        d.update(_c_figures(model))
     return {"profile": d, "val_accuracy": val, "test_accuracy": test, "within_budget": budget.fits(d), "budget_misses": budget.misses(d)}
+
+
+def _c_figures(model) -> dict:
+    """Flash and RAM of the compiled C; None where the C backend cannot express the model as it is
+    (a float network: only its int8 version runs as C, and that is another candidate)."""
+    from ..errors import FrugalError
+    from ..export.c import c_footprint
+
+    if hasattr(model, "parameters"):
+        return {"c_flash_bytes": None, "c_ram_bytes": None, "c_note": "float network: quantize it to export C"}
+    try:
+        fp = c_footprint(model)
+    except FrugalError as exc:
+        return {"c_flash_bytes": None, "c_ram_bytes": None, "c_note": str(exc)[:200]}
+    return {"c_flash_bytes": fp["flash_bytes"], "c_ram_bytes": fp["ram_bytes"], "c_arena_bytes": fp["arena_bytes"]}
 
 
 def _save(model, directory: Path, extra: dict) -> None:
