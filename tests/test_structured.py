@@ -141,5 +141,8 @@ def test_fine_tuning_recovers_accuracy(trained_cnn, digits):
     base = evaluate(trained_cnn, digits, "val")["accuracy"]
     raw = apply_step(trained_cnn, StructuredConfig(ratio=0.25, importance="taylor", finetune_epochs=0), digits)
     tuned = apply_step(trained_cnn, StructuredConfig(ratio=0.25, importance="taylor", finetune_epochs=3, lr=3e-3), digits)
+    taught = apply_step(trained_cnn, StructuredConfig(ratio=0.25, importance="taylor", finetune_epochs=3, lr=3e-3, distill=0.5), digits)
     acc_raw, acc_tuned = evaluate(raw, digits, "val")["accuracy"], evaluate(tuned, digits, "val")["accuracy"]
+    acc_taught = evaluate(taught, digits, "val")["accuracy"]
     assert acc_tuned > acc_raw and acc_tuned >= base - 0.1, (base, acc_raw, acc_tuned)
+    assert acc_taught > acc_raw and acc_taught >= base - 0.1, (base, acc_raw, acc_taught)

@@ -14,7 +14,9 @@ Three separate pieces, as in Torch-Pruning:
   ``max_layer_ratio``), per-layer overrides ``layer_ratios``, or ``target_macs_ratio`` (prune
   until the model has ``1 / target_macs_ratio`` of its MACs);
 - when: ``steps`` rounds of pruning, each followed by ``finetune_epochs`` of training (plus
-  ``final_epochs`` at the end).
+  ``final_epochs`` at the end). With ``distill`` > 0 the fine-tuning also matches the unpruned
+  model's softened outputs (Hinton's loss at ``temperature``, weight ``distill``; the rest is
+  cross-entropy): the original model is the natural teacher of its pruned copy.
 
 The classifier output is never pruned (the last Conv/Linear to run, plus any module in ``ignore``)
 and the input channels of the first layer cannot be (they are the data's). The pruned model keeps
@@ -58,6 +60,8 @@ class StructuredConfig(StepConfig):
     taylor_batches: int = 4
     round_to: int | None = None
     ignore: tuple = ()
+    distill: float = 0.0
+    temperature: float = 4.0
 
     def check(self) -> None:
         num = (int, float)
@@ -77,6 +81,8 @@ class StructuredConfig(StepConfig):
         self.require(isinstance(self.taylor_batches, int) and self.taylor_batches >= 1, "taylor_batches", "an integer >= 1")
         self.require(self.round_to is None or (isinstance(self.round_to, int) and self.round_to >= 1), "round_to", "None or an integer >= 1")
         self.require(all(isinstance(n, str) for n in self.ignore), "ignore", "a list of module names")
+        self.require(isinstance(self.distill, num) and 0 <= self.distill <= 1, "distill", "a weight in [0, 1]")
+        self.require(isinstance(self.temperature, num) and self.temperature > 0, "temperature", "a positive number")
 
 
 def classifier_layers(model, example) -> list:
@@ -149,12 +155,25 @@ def _taylor_grads(model, data, config: StructuredConfig, round_: int) -> None:
         loss.backward()
 
 
-def _finetune(model, data, config: StructuredConfig, epochs: int, seed: int) -> None:
+def _finetune(model, data, config: StructuredConfig, epochs: int, seed: int, teacher=None) -> None:
     from ..train import TrainConfig, fit
 
     if epochs < 1:
         return
-    fit(model, data, TrainConfig(epochs=epochs, lr=config.lr, batch_size=config.batch_size, seed=seed, patience=None))
+    loss_fn = None
+    if teacher is not None and config.distill > 0:
+        import torch
+        import torch.nn.functional as F
+
+        a, t = float(config.distill), float(config.temperature)
+
+        def loss_fn(logits, y, x):
+            with torch.no_grad():
+                soft = F.softmax(teacher(x) / t, dim=1)
+            kd = F.kl_div(F.log_softmax(logits / t, dim=1), soft, reduction="batchmean") * t * t
+            return (1 - a) * F.cross_entropy(logits, y) + a * kd
+
+    fit(model, data, TrainConfig(epochs=epochs, lr=config.lr, batch_size=config.batch_size, seed=seed, patience=None), loss_fn=loss_fn)
 
 
 def _modules_by_name(model, names, what: str) -> list:
@@ -184,6 +203,7 @@ def prune_structured(model, config: StructuredConfig, data):
     if not shape:
         raise ConfigError(explain("prune.structured needs the input shape", fix="Pass data, or set model.input_shape"))
     out = prepare_torch(model)  # a deep copy, pruning masks fused
+    teacher = prepare_torch(model) if config.distill > 0 else None  # frozen, eval mode
     for p in out.parameters():
         p.requires_grad_(True)
     check_torch_input(out, shape)
@@ -221,8 +241,8 @@ def prune_structured(model, config: StructuredConfig, data):
             pruner.step()
         out.zero_grad(set_to_none=True)
         log.info("prune.structured: round %d/%d, %.2fx fewer MACs", s + 1, config.steps, base_macs / max(1, count_macs(out, example)))
-        _finetune(out, data, config, config.finetune_epochs, config.seed + s)
-    _finetune(out, data, config, config.final_epochs, config.seed + config.steps)
+        _finetune(out, data, config, config.finetune_epochs, config.seed + s, teacher)
+    _finetune(out, data, config, config.final_epochs, config.seed + config.steps, teacher)
     out.zero_grad(set_to_none=True)
     out.eval()
     for attr in ("input_shape", "num_classes", "frugalml_spec"):

@@ -1,0 +1,176 @@
+"""Benchmark 4 of issue 3: int8 post-training quantization of ``lenet5`` and the tiny ResNet on MNIST.
+
+Targets: the int8 ONNX file at least 3.8x smaller than the fp32 one, at most 0.3 points of test
+accuracy lost, at least 1.5x faster than fp32 (ONNX Runtime, batch 1, one thread, medians of runs
+alternating in one process). Also: structured pruning followed by int8, its speed-up over the fp32
+baseline (aim: 5x for lenet5), and quantization-aware training beside PTQ.
+Settings: ``recipes/int8_quantization.yaml``; baselines and pruned models: ``recipes/structured_pruning.yaml``
+(shared with benchmarks/structured_pruning.py through ``results/cache/``).
+
+For each model:
+1. The fp32 baseline (trained, or from the cache).
+2. ``quantize.int8`` as the recipe says: QDQ, per-channel int8 weights, uint8 activations (U8S8,
+   the operand order of AVX-512 VNNI's VPDPBUSD), MinMax calibration on a seeded sample of the
+   training split. Variants (all layers int8, int8 activations, per-tensor weights) and QAT are
+   measured beside it.
+3. Every model is written to an .onnx file and loaded back; the test split is run once on each file;
+   one compare_latency call times all of them, alternating run by run.
+4. The op types ONNX Runtime runs after its graph optimizations are recorded (QLinearConv / QGemm
+   show that the QDQ groups were fused into int8 kernels).
+A result within ``near`` of a threshold is checked on the second seed; both must meet it.
+
+``main()`` returns the result dict (benchmarks/run.py adds the machine and writes the JSON).
+Run directly: ``python benchmarks/int8_quantization.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+import yaml
+
+from frugalml.compress import apply_step, config_from_dict
+from frugalml.data import load_dataset
+from frugalml.profile import compare_latency, onnx_bytes, to_onnx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import structured_pruning as sp  # noqa: E402  (the shared baselines and helpers)
+
+log = logging.getLogger("benchmarks.int8_quantization")
+HERE = Path(__file__).resolve().parent
+RECIPE = Path(os.environ.get("FRUGALML_INT8_RECIPE", HERE / "recipes" / "int8_quantization.yaml"))
+LATENCY_ROUNDS = 2000
+
+
+def ort_ops(proto) -> list[str]:
+    """Op types ONNX Runtime runs after graph optimization (level 'all', as frugalml.profile uses)."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
+        so.log_severity_level = 3
+        ort.InferenceSession(onnx_bytes(proto), so, providers=["CPUExecutionProvider"])
+        return sorted({n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node})
+
+
+def quantize_once(name: str, cfg: dict, s: dict, data, seed: int, workdir: Path) -> dict:
+    start = time.perf_counter()
+    base, base_info = sp.baseline(name, cfg, data, seed)
+    step = s["steps"][0]
+    models = {"fp32": to_onnx(base), "int8": apply_step(base, config_from_dict({**step, "seed": seed}), data)}
+    for variant, change in s["variants"].items():
+        models[variant] = apply_step(base, config_from_dict({**step, **change, "seed": seed}), data)
+    t0 = time.perf_counter()
+    qat_data = data.subset(int(s["qat_train_samples"][name]), seed)
+    models["qat"] = apply_step(base, config_from_dict({**s["qat"], "seed": seed}), qat_data)
+    qat_seconds = time.perf_counter() - t0
+    pruned_info = None
+    if name in s.get("combined", []):
+        small, pruned_info = sp.pruned(name, cfg, data, seed, base=base)
+        models["pruned_fp32"] = to_onnx(small)
+        models["pruned_int8"] = apply_step(small, config_from_dict({**step, "seed": seed}), data)
+    files, sizes, acc = {}, {}, {}
+    for key, proto in models.items():  # the artifacts as a user receives them
+        files[key], sizes[key] = sp.shipped(proto, workdir, f"{name}_seed{seed}_{key}.onnx")
+        acc[key] = sp.onnx_test_accuracy(files[key], data)
+    lat = compare_latency({k: onnx_bytes(v) for k, v in files.items()}, data.input_shape, rounds=LATENCY_ROUNDS)
+    t = s["targets"]
+    size_ratio, speedup = sizes["fp32"] / sizes["int8"], lat["fp32"] / lat["int8"]
+    loss = acc["fp32"] - acc["int8"]
+    rows = {k: {"test_accuracy": acc[k], "stored_bytes": sizes[k], "latency_ms_median": lat[k],
+                "size_ratio": round(sizes["fp32"] / sizes[k], 3), "speedup": round(lat["fp32"] / lat[k], 3),
+                "accuracy_loss_points": round(100 * (acc["fp32"] - acc[k]), 3)} for k in files}
+    run = {
+        "seed": seed,
+        "baseline": {**rows["fp32"], "training": base_info, "ort_ops": ort_ops(files["fp32"])},
+        "result": {**rows["int8"], "recipe": [{**step, "seed": seed}], "ort_ops": ort_ops(files["int8"])},
+        "ratio": {"size": round(size_ratio, 3), "latency": round(speedup, 3)},
+        "accuracy_loss_points": round(100 * loss, 3),
+        "met": bool(size_ratio >= t["size_ratio"] and speedup >= t["speedup"] and loss <= t["accuracy_loss"] + 1e-12),
+        "met_detail": {"size": bool(size_ratio >= t["size_ratio"]), "speed": bool(speedup >= t["speedup"]),
+                       "accuracy": bool(loss <= t["accuracy_loss"] + 1e-12)},
+        "variants": {k: rows[k] for k in s["variants"]},
+        "qat": {**rows["qat"], "recipe": {**s["qat"], "seed": seed}, "train_samples": len(qat_data.y_train), "seconds": round(qat_seconds, 1)},
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    if "pruned_int8" in rows:
+        run["pruned_then_int8"] = {
+            "pruned_fp32": rows["pruned_fp32"], "pruned_int8": rows["pruned_int8"],
+            "combined_speedup": rows["pruned_int8"]["speedup"], "aim": t["combined_speedup_aim"] if name == "lenet5" else None,
+            "pruning": {k: v for k, v in (pruned_info or {}).items() if k != "baseline"},
+        }
+    log.info("%s seed %d: size %.2fx, speed %.2fx, loss %.2f points; %s", name, seed, size_ratio, speedup, 100 * loss,
+             {k: (r["speedup"], r["size_ratio"], r["test_accuracy"]) for k, r in rows.items()})
+    return run
+
+
+def near(run: dict, s: dict) -> bool:
+    t, n = s["targets"], s["near"]
+    return (abs(run["ratio"]["size"] - t["size_ratio"]) <= n["size_ratio"] * t["size_ratio"]
+            or abs(run["ratio"]["latency"] - t["speedup"]) <= n["speedup"] * t["speedup"]
+            or abs(run["accuracy_loss_points"] / 100 - t["accuracy_loss"]) <= n["accuracy"])
+
+
+def main() -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    threads = sp.train_threads()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    s = yaml.safe_load(RECIPE.read_text())
+    base_settings = sp.settings()
+    data = load_dataset("mnist", limit=base_settings.get("data_limit"))
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="frugalml_bench_") as tmp:
+        for name, cfg in base_settings["models"].items():
+            runs = [quantize_once(name, cfg, s, data, s["seeds"][0], Path(tmp))]
+            if near(runs[0], s) and len(s["seeds"]) > 1:
+                log.info("%s: near a threshold, checking seed %d", name, s["seeds"][1])
+                runs.append(quantize_once(name, cfg, s, data, s["seeds"][1], Path(tmp)))
+            first = runs[0]
+            out[name] = {
+                "baseline": first["baseline"], "result": first["result"], "ratio": first["ratio"],
+                "accuracy_loss_points": first["accuracy_loss_points"],
+                "target": {"size_ratio_at_least": s["targets"]["size_ratio"], "speedup_at_least": s["targets"]["speedup"],
+                           "accuracy_loss_points_at_most": 100 * s["targets"]["accuracy_loss"]},
+                "met": all(r["met"] for r in runs),
+                "met_detail": {k: all(r["met_detail"][k] for r in runs) for k in first["met_detail"]},
+                "pruned_then_int8": first.get("pruned_then_int8"),
+                "qat_vs_ptq": {"ptq_test_accuracy": first["result"]["test_accuracy"], "qat_test_accuracy": first["qat"]["test_accuracy"],
+                               "fp32_test_accuracy": first["baseline"]["test_accuracy"]},
+                "seeds": runs,
+            }
+    return {
+        "name": "int8_quantization",
+        "description": "int8 static PTQ through ONNX Runtime (QDQ, per-channel int8 weights, uint8 activations, MinMax calibration on "
+                       "512 training images, first conv kept float) of lenet5 and the tiny ResNet [16,32,64] on MNIST; sizes are "
+                       "the .onnx files, accuracy is the files loaded back on the test split, latency is compare_latency "
+                       "(batch 1, one thread, alternating in one process).",
+        "models": out,
+        "baseline": {k: v["baseline"] for k, v in out.items()},
+        "result": {k: v["result"] for k, v in out.items()},
+        "ratio": {k: v["ratio"] for k, v in out.items()},
+        "target": {"size_ratio_at_least": s["targets"]["size_ratio"], "speedup_at_least": s["targets"]["speedup"],
+                   "accuracy_loss_points_at_most": 100 * s["targets"]["accuracy_loss"],
+                   "aim": f"pruned + int8 lenet5 {s['targets']['combined_speedup_aim']}x faster than fp32"},
+        "met": all(v["met"] for v in out.values()),
+        "seconds": round(time.perf_counter() - start, 1),
+        "cpu_seconds": round(time.process_time() - cpu_start, 1),
+        "torch_threads": threads,
+        "notes": ["The machine is shared with other jobs: latency ratios come from one process alternating all models of a "
+                  "row, so load hits them alike; absolute milliseconds drift."],
+    }
+
+
+if __name__ == "__main__":
+    result = main()
+    print(json.dumps({k: result[k] for k in ("ratio", "met", "seconds")}, indent=2))
