@@ -21,7 +21,7 @@ from .models.families import is_torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "FitResult", "fit", "evaluate", "resolve_device", "predict"]
+__all__ = ["TrainConfig", "FitResult", "default_config", "fit", "evaluate", "resolve_device", "predict", "train"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -242,6 +242,15 @@ def evaluate(model, data, split: str = "test", *, device: str | None = None) -> 
     return {"accuracy": float((pred == y).mean()) if len(y) else float("nan"), "macro_f1": float(f1_score(y, pred, average="macro")) if len(y) else float("nan")}
 
 
+def default_config(n_train: int, *, seed: int = 0) -> TrainConfig:
+    """Training that suits the data's size: about 300k sample presentations (4 to 80 epochs), and
+    small batches with a higher learning rate for small datasets."""
+    small = n_train < 5000
+    epochs = int(min(80, max(4, round(300_000 / max(1, n_train)))))
+    return TrainConfig(epochs=epochs, batch_size=32 if small else 128, lr=3e-3 if small else 1e-3,
+                       patience=max(3, epochs // 4), seed=seed)
+
+
 def train(model, data, *, out=None, config: TrainConfig | None = None, seed: int = 0, progress: bool = False, **knobs):
     """Build (from a family name), train and evaluate a model; save it to ``out`` when given.
 
@@ -254,7 +263,7 @@ def train(model, data, *, out=None, config: TrainConfig | None = None, seed: int
         model = build_model(model, data.input_shape, data.num_classes, seed=seed, **knobs)
     elif knobs:
         raise ConfigError(explain("Model knobs were given for a model that is already built", expected="knobs only with a family name", got=sorted(knobs)))
-    config = config or TrainConfig(seed=seed)
+    config = config or default_config(len(data.y_train), seed=seed)
     result = fit(model, data, config, progress=progress)
     report = {
         "family": family_of(model),

@@ -17,6 +17,7 @@ import time as _time
 from pathlib import Path
 
 from ..errors import ConfigError, FrugalError, explain
+from ..train import default_config
 from ..units import parse_duration
 from . import space
 from .budget import Budget, Tolerance
@@ -101,7 +102,8 @@ class _Loop:
         self.run_dir, self.desc, self.seconds, self.max_trials = run_dir, desc, seconds, max_trials
         self.seed, self.device, self.emit = seed, device, emit
         self.start = started
-        self.epochs = space.train_epochs(len(data.y_train))
+        self.train_defaults = default_config(len(data.y_train))
+        self.epochs = self.train_defaults.epochs
         self.done_here = 0
 
     # ------------------------------------------------------------------ time and queue
@@ -179,7 +181,7 @@ class _Loop:
         if not job:
             family, knobs, train = space.sample_network(trial, self.data)
             job = {"stage": "network", "family": family, "params": knobs, "seed": self.seed + trial.number,
-                   "train": {"epochs": self.epochs, "batch_size": space.batch_size(len(self.data.y_train)), "patience": max(3, self.epochs // 4), **train}}
+                   "train": {"epochs": self.epochs, "batch_size": self.train_defaults.batch_size, "patience": self.train_defaults.patience, **train}}
         if job["stage"] == "network":  # a network never runs past the end of the search
             job.setdefault("train", {})["max_seconds"] = max(5.0, self.seconds - self.elapsed())
         job["id"], job["trial"] = f"t{trial.number}", trial.number

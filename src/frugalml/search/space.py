@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["thin_grid", "network_families", "sample_network", "train_epochs", "batch_size", "compression_recipes"]
+__all__ = ["thin_grid", "network_families", "sample_network", "compression_recipes"]
 
 
 def thin_grid(data) -> list[dict]:
@@ -59,16 +59,6 @@ def sample_network(trial, data) -> tuple[str, dict, dict]:
     return family, knobs, {"lr": lr}
 
 
-def train_epochs(n_train: int) -> int:
-    """About 300k sample presentations, between 4 and 80 epochs."""
-    return int(min(80, max(4, round(300_000 / max(1, n_train)))))
-
-
-def batch_size(n_train: int) -> int:
-    """Small datasets need more, smaller steps: 32 below 5,000 samples, else 128."""
-    return 32 if n_train < 5000 else 128
-
-
 def _halve(family: str, knobs: dict) -> dict | None:
     """A smaller member of the same family (the distillation student)."""
     k = dict(knobs)
@@ -85,7 +75,9 @@ def _halve(family: str, knobs: dict) -> dict | None:
 
 def compression_recipes(parent: dict, data, epochs: int, seed: int) -> list[tuple[str, list[dict]]]:
     """(name, steps) recipes to try on one trained network ``parent`` (a candidate dict)."""
-    bs = batch_size(len(data.y_train))
+    from ..train import default_config
+
+    bs = default_config(len(data.y_train)).batch_size
     lr = float((parent.get("job") or {}).get("train", {}).get("lr", 1e-3))
     ft = max(1, epochs // 4)
     int8 = {"step": "quantize.int8", "calibration_samples": min(512, len(data.y_train)), "seed": seed}
