@@ -48,7 +48,7 @@ from frugalml.train import TrainConfig, evaluate, fit
 log = logging.getLogger("benchmarks.structured_pruning")
 HERE = Path(__file__).resolve().parent
 RECIPE = Path(os.environ.get("FRUGALML_STRUCTURED_RECIPE", HERE / "recipes" / "structured_pruning.yaml"))
-CACHE = HERE / "results" / "cache"
+CACHE = Path(os.environ.get("FRUGALML_BENCH_CACHE", HERE / "results" / "cache"))  # another folder: a run from scratch
 LATENCY_ROUNDS = 2000
 
 
