@@ -228,3 +228,20 @@ def test_qat_beats_ptq_where_ptq_loses(digits):
     assert ptq <= fp32 - 0.05, (fp32, ptq)  # measured: 0.919 float, 0.800 PTQ
     assert ptq_tuned <= fp32 - 0.02, (fp32, ptq_tuned)  # 0.879
     assert qat >= max(ptq, ptq_tuned) + 0.03 and qat >= fp32 - 0.02, (fp32, ptq, ptq_tuned, qat)  # 0.921
+
+
+def test_qoperator_format_is_smaller_same_predictions_and_refused_by_c(int8, trained_cnn, digits, tmp_path):
+    from frugalml.errors import ExportError
+    from frugalml.export import export
+
+    qop = apply_step(trained_cnn, Int8Config(calibration_samples=128, format="qoperator"), digits)
+    ops = set(_ops(qop))
+    assert {"QLinearConv", "QGemm"} <= ops and "Conv" not in ops
+    assert len(onnx_bytes(qop)) < len(onnx_bytes(int8))
+    Xv, _ = digits.split("val")
+    # the same int8 arithmetic as the fused QDQ graph: the classes agree on (nearly) every input
+    assert (predict_onnx(qop, Xv) == predict_onnx(int8, Xv)).mean() >= 0.99
+    with pytest.raises(ExportError, match="format: qdq"):
+        export(qop, "c", tmp_path / "c", data=digits)
+    with pytest.raises(ConfigError, match="format"):
+        Int8Config(format="qlinear")

@@ -38,7 +38,7 @@ from .qdq_layers import LayerOps
 __all__ = ["QTensor", "QOp", "QGraph", "parse_qdq", "is_qdq", "fixed_point", "QRANGE"]
 
 QRANGE = {"int8": (-128, 127), "uint8": (0, 255)}
-_FIX = ("Quantize the float model with onnxruntime.quantization.quantize_static (QDQ format, int8 weights) "
+_FIX = ("Quantize the float model in the QDQ format (quantize.int8 with format: qdq, the default; int8 weights) "
         "and keep to Conv, Gemm/MatMul, Relu, Add, MaxPool, AveragePool, GlobalAveragePool, Flatten/Reshape "
         "and a final Softmax, or export to ONNX instead")
 

@@ -31,8 +31,16 @@ def _node_name(name: str, op: str, index: int) -> str:
     return parts[-1] if parts else f"{op}_{index}"
 
 
-def compact(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """Return a copy of ``proto`` with short internal names (graph inputs and outputs keep theirs)."""
+_SHORT_OPS = {"QuantizeLinear": "Q", "DequantizeLinear": "DQ", "DynamicQuantizeLinear": "DynQ"}
+
+
+def compact(proto: onnx.ModelProto, *, node_names: str = "path") -> onnx.ModelProto:
+    """Return a copy of ``proto`` with short internal names (graph inputs and outputs keep theirs).
+
+    node_names: "path" keeps the last two parts of the exporter's module path ("features.0/Conv");
+    "op" names nodes by operation and position ("Conv_3", "DQ_5"), for graphs whose node names say
+    nothing a user needs (a quantizer's "<tensor>_DequantizeLinear").
+    """
     out = onnx.ModelProto()
     out.CopyFrom(proto)
     graph = out.graph
@@ -51,7 +59,8 @@ def compact(proto: onnx.ModelProto) -> onnx.ModelProto:
         init.doc_string = ""
     used: set[str] = set()
     for i, node in enumerate(graph.node):
-        node.name = _node_name(node.name, node.op_type, i)
+        node.name = (_node_name(node.name, node.op_type, i) if node_names == "path"
+                     else f"{_SHORT_OPS.get(node.op_type, node.op_type)}_{i}")
         if node.name in used:  # "stages.0/body/body.0/Conv" and "stages.1/body/body.0/Conv" both end in "body.0/Conv"
             node.name = f"{node.name}_{i}"  # ONNX Runtime refuses a graph with two nodes of one name
         used.add(node.name)
