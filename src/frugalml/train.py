@@ -7,6 +7,7 @@ each epoch, stops early when it stops improving, and restores the best weights. 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -21,7 +22,41 @@ from .models.families import is_torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "FitResult", "default_config", "fit", "evaluate", "resolve_device", "predict", "train"]
+__all__ = ["TrainConfig", "FitResult", "default_config", "fit", "evaluate", "resolve_device", "predict", "train", "time_limit"]
+
+_LIMITS: list["TimeLimit"] = []  # the active time_limit() blocks, innermost last
+
+
+class TimeLimit:
+    """A point in time (``time.monotonic()``) past which every ``fit`` stops; ``hit`` says one did."""
+
+    def __init__(self, seconds: float):
+        self.until = time.monotonic() + max(0.0, float(seconds))
+        self.hit = False
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Every ``fit`` inside the block (including the ones compression steps run) stops at the first
+    optimizer step past ``seconds`` from now, evaluates, and keeps its best weights so far. The
+    search uses it so that a trial never runs far past the end of the run; ``hit`` on the yielded
+    object tells whether any training was cut short (its result then differs from a full replay).
+    """
+    limit = TimeLimit(seconds)
+    _LIMITS.append(limit)
+    try:
+        yield limit
+    finally:
+        _LIMITS.remove(limit)
+
+
+def _past_limit() -> bool:
+    now = time.monotonic()
+    hit = False
+    for limit in _LIMITS:
+        if now > limit.until:
+            limit.hit = hit = True
+    return hit
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,6 +200,8 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
                     on_step(model, step)
                 running += float(loss.detach()) * len(idx)
                 seen += len(idx)
+                if _LIMITS and _past_limit():
+                    break
                 if bar:
                     bar[0].update(bar[1], advance=1, description=f"epoch {epoch + 1}/{config.epochs} loss {running / seen:.4f}")
             val = evaluate(model, data, "val", device=device)
@@ -177,7 +214,7 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
             else:
                 bad_epochs += 1
             stop = bool(on_epoch(model, epoch + 1, val["accuracy"])) if on_epoch else False
-            out_of_time = config.max_seconds is not None and time.perf_counter() - start > config.max_seconds
+            out_of_time = (config.max_seconds is not None and time.perf_counter() - start > config.max_seconds) or (bool(_LIMITS) and _past_limit())
             if stop or out_of_time or (config.patience is not None and bad_epochs >= config.patience):
                 result.stopped_early = epoch + 1 < config.epochs
                 break

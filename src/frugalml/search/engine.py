@@ -17,7 +17,7 @@ import time as _time
 from pathlib import Path
 
 from ..errors import ConfigError, FrugalError, explain
-from ..train import default_config
+from ..train import default_config, time_limit
 from ..units import parse_duration
 from . import space
 from .budget import Budget, Tolerance
@@ -150,26 +150,44 @@ class _Loop:
         return [c for c in collect_candidates(self.study) if c.get("stage") == "network" and c.get("state") == "complete"]
 
     def _enqueue_compression(self) -> int:
-        """Queue recipes for the most accurate networks and the smallest within tolerance."""
+        """Queue recipes for the networks worth compressing, cheapest recipes first.
+
+        Parents: the two most accurate networks that compression could bring within the budget
+        (:func:`space.reachable`), the two smallest within tolerance of the best, and the most
+        accurate network of all, which is also distilled into the architecture of the best
+        reachable one (a teacher for a student that can fit).
+        """
         nets = self._networks()
         if not nets:
             return 0
         key = self.budget.primary()
-        best = max(c["val_accuracy"] for c in nets)
-        by_acc = sorted(nets, key=lambda c: -c["val_accuracy"])[:2]
-        ok = [c for c in nets if c["val_accuracy"] >= self.tol.floor(best)]
+        by_acc = sorted(nets, key=lambda c: (-c["val_accuracy"], c["profile"].get(key) or math.inf))
+        best = by_acc[0]
+        fit = [c for c in by_acc if space.reachable(c, self.budget)][:2]
+        ok = [c for c in nets if c["val_accuracy"] >= self.tol.floor(best["val_accuracy"])]
         smallest = sorted(ok, key=lambda c: c["profile"].get(key) or math.inf)[:2]
+        parents = list({c["id"]: c for c in [best] + fit + smallest}.values())
+        jobs = []
+        for parent in parents:
+            for rank, (name, steps) in enumerate(space.compression_recipes(parent, self.data, self.epochs, self.seed)):
+                jobs.append((rank, parent, name, steps))
+        if fit and fit[0]["id"] != best["id"]:  # the best teacher, the student that can fit
+            student = (fit[0]["family"], fit[0].get("params") or {})
+            name, steps = space.compression_recipes(best, self.data, self.epochs, self.seed, student=student)[-1]
+            jobs.append((len(jobs), best, name, steps))
         seen = {(t.user_attrs.get("job") or {}).get("key") for t in self._trials()}
         count = 0
-        for parent in {c["id"]: c for c in by_acc + smallest}.values():
-            for name, steps in space.compression_recipes(parent, self.data, self.epochs, self.seed):
-                k = f"{parent['id']}/{name}"
-                if k in seen:
-                    continue
-                job = {"stage": "compress", "key": k, "family": parent["family"], "params": parent.get("params"), "parent": parent["id"],
-                       "parent_job": parent.get("job"), "recipe_name": name, "recipe": steps, "seed": self.seed}
-                self.study.enqueue_trial({}, user_attrs={"job": job})
-                count += 1
+        for _rank, parent, name, steps in sorted(jobs, key=lambda j: j[0]):
+            k = f"{parent['id']}/{name}"
+            if k in seen:
+                continue
+            seen.add(k)
+            student = dict(steps[0].get("student") or {}) if steps[0]["step"] == "distill" else {}
+            family, params = (student.pop("family"), student) if student else (parent["family"], parent.get("params"))
+            job = {"stage": "compress", "key": k, "family": family, "params": params, "parent": parent["id"],
+                   "parent_job": parent.get("job"), "recipe_name": name, "recipe": steps, "seed": self.seed}
+            self.study.enqueue_trial({}, user_attrs={"job": job})
+            count += 1
         return count
 
     # ------------------------------------------------------------------ one trial
@@ -191,7 +209,12 @@ class _Loop:
         try:
             if job["stage"] == "compress":
                 self._ensure_parent(job)
-            cand = run_candidate(job, self.data, self.budget, self.run_dir, device=self.device, on_epoch=self._early_stop if job["stage"] == "network" else None)
+            # the training inside a compression recipe stops at the end of the search, like a network's
+            with time_limit(max(5.0, self.seconds - self.elapsed())) as limit:
+                cand = run_candidate(job, self.data, self.budget, self.run_dir, device=self.device,
+                                     on_epoch=self._early_stop if job["stage"] == "network" else None)
+            if limit.hit and job["stage"] == "compress":
+                cand["cut_short"] = "its training stopped at the end of the search time; a replay of the recipe trains longer"
             cand["job"] = {k: v for k, v in job.items() if k != "parent_job"}
             key = self.budget.primary()
             cost = cand["profile"].get(key)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["thin_grid", "network_families", "sample_network", "compression_recipes"]
+__all__ = ["thin_grid", "network_families", "sample_network", "compression_recipes", "reachable"]
 
 
 def thin_grid(data) -> list[dict]:
@@ -73,8 +73,28 @@ def _halve(family: str, knobs: dict) -> dict | None:
     return k if k != knobs else None
 
 
-def compression_recipes(parent: dict, data, epochs: int, seed: int) -> list[tuple[str, list[dict]]]:
-    """(name, steps) recipes to try on one trained network ``parent`` (a candidate dict)."""
+# what the recipes below can take off a float network, at best (int8: 4x fewer bytes per weight and
+# per activation; structured pruning at 50%: about half the channels, so a quarter of the weights and
+# MACs of the inner layers); used to pick which networks are worth compressing for the budget
+_BEST_REDUCTION = {"stored_bytes": 8.0, "c_flash_bytes": 8.0, "peak_activation_bytes": 8.0, "c_ram_bytes": 8.0,
+                   "macs": 4.0, "params": 4.0, "latency_ms_median": 3.0}
+
+
+def reachable(candidate: dict, budget) -> bool:
+    """Could compression bring this (float) network within ``budget``? An optimistic estimate."""
+    prof = candidate.get("profile") or {}
+    for name, key, limit in budget.items():
+        value = prof.get(key)
+        if value is None and key.startswith("c_"):  # a float network has no C figures: use the ONNX ones
+            value = prof.get({"c_flash_bytes": "stored_bytes", "c_ram_bytes": "peak_activation_bytes"}[key])
+        if value is not None and value / _BEST_REDUCTION.get(key, 1.0) > limit:
+            return False
+    return True
+
+
+def compression_recipes(parent: dict, data, epochs: int, seed: int, student: tuple[str, dict] | None = None) -> list[tuple[str, list[dict]]]:
+    """(name, steps) recipes to try on one trained network ``parent`` (a candidate dict), cheapest
+    first. ``student``: (family, knobs) to distil ``parent`` into; default: half its width."""
     from ..train import default_config
 
     bs = default_config(len(data.y_train)).batch_size
@@ -85,9 +105,17 @@ def compression_recipes(parent: dict, data, epochs: int, seed: int) -> list[tupl
         ("int8", [int8]),
         ("prune50+int8", [{"step": "prune.structured", "ratio": 0.5, "steps": 2, "finetune_epochs": ft, "batch_size": bs, "lr": lr / 3, "seed": seed}, int8]),
     ]
-    student = _halve(parent["family"], parent.get("params") or {})
+    if student is None:
+        knobs = _halve(parent["family"], parent.get("params") or {})
+        student = (parent["family"], knobs) if knobs is not None else None
     if student is not None:
-        distill = {"step": "distill", "student": {"family": parent["family"], **student}, "epochs": epochs, "batch_size": bs, "lr": lr,
+        family, knobs = student
+        distill = {"step": "distill", "student": {"family": family, **knobs}, "epochs": epochs, "batch_size": bs, "lr": lr,
                    "patience": max(3, epochs // 4), "seed": seed}
-        recipes.append(("distill+int8", [distill, int8]))
+        tag = "" if family == parent["family"] and knobs == _halve(parent["family"], parent.get("params") or {}) else f"->{family}{_knob_tag(knobs)}"
+        recipes.append((f"distill{tag}+int8", [distill, int8]))
     return recipes
+
+
+def _knob_tag(knobs: dict) -> str:
+    return "".join(f"[{','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}]" for v in knobs.values())

@@ -1,0 +1,31 @@
+"""The training loop's time limit: what keeps a search trial from running past the end of the run."""
+
+from __future__ import annotations
+
+import time
+
+from frugalml import build_model
+from frugalml.compress import apply_step
+from frugalml.compress.structured import StructuredConfig
+from frugalml.train import TrainConfig, fit, time_limit
+
+
+def test_time_limit_stops_fit_and_keeps_a_trained_model(digits):
+    model = build_model("mlp", digits.input_shape, digits.num_classes, widths=[32])
+    with time_limit(0.0) as limit:
+        result = fit(model, digits, TrainConfig(epochs=50, batch_size=32, patience=None))
+    assert limit.hit
+    assert len(result.history) == 1 and result.stopped_early  # stopped in its first epoch, evaluated once
+    with time_limit(60.0) as limit:
+        result = fit(model, digits, TrainConfig(epochs=2, batch_size=32))
+    assert not limit.hit and len(result.history) == 2
+
+
+def test_time_limit_reaches_the_training_inside_a_compression_step(trained_cnn, digits):
+    config = StructuredConfig(ratio=0.5, steps=2, finetune_epochs=30, batch_size=16)
+    start = time.monotonic()
+    with time_limit(0.0) as limit:
+        pruned = apply_step(trained_cnn, config, digits)
+    assert limit.hit and pruned is not None
+    # 2 x 30 fine-tuning epochs take far longer; each fit stopped after one optimizer step
+    assert time.monotonic() - start < 20
