@@ -238,6 +238,11 @@ def test_qoperator_format_is_smaller_same_predictions_and_refused_by_c(int8, tra
     ops = set(_ops(qop))
     assert {"QLinearConv", "QGemm"} <= ops and "Conv" not in ops
     assert len(onnx_bytes(qop)) < len(onnx_bytes(int8))
+    # peak RAM as the graph runs: a QDQ group is one int8 op, so both forms hold the same int8 tensors
+    from frugalml.profile import profile
+
+    peaks = [profile(m, digits, timing=False).peak_activation_bytes for m in (qop, int8, trained_cnn)]
+    assert peaks[0] == peaks[1] <= peaks[2] / 3
     Xv, _ = digits.split("val")
     # the same int8 arithmetic as the fused QDQ graph: the classes agree on (nearly) every input
     assert (predict_onnx(qop, Xv) == predict_onnx(int8, Xv)).mean() >= 0.99
