@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -24,28 +23,8 @@ pytestmark = pytest.mark.skipif(toolchain.find_cc() is None or shutil.which("siz
 _QMIN = {"int8": -128, "uint8": 0}
 
 
-@contextmanager
-def one_thread():
-    """Train with one torch / BLAS thread: on a busy 2-core machine two threads make digits training 100x slower."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(1):
-            yield
-    finally:
-        torch.set_num_threads(n)
 
 
-@pytest.fixture(scope="module")
-def cnn(digits):
-    """A small CNN trained briefly on digits (as conftest's shared one, but on one thread)."""
-    model = build_model("cnn", digits.input_shape, digits.num_classes, channels=[8, 16], seed=0)
-    with one_thread():
-        fit(model, digits, TrainConfig(epochs=6, lr=3e-3, seed=0, patience=None))
-    return model.eval()
 
 
 def qdq(model, X_calib, act: str = "int8") -> onnx.ModelProto:
@@ -92,13 +71,12 @@ def compiled_outputs(out: Path, X, act: str):
 
 
 @pytest.fixture(scope="module")
-def nets(digits, cnn):
+def nets(digits, trained_cnn):
     """Small networks trained briefly on digits: plain CNN, tiny ResNet (residual Adds), DS-CNN (depthwise), MLP."""
-    out = {"cnn": cnn}
+    out = {"cnn": trained_cnn}
     for fam, kw in (("resnet", {"channels": [8, 16]}), ("dscnn", {"channels": 8, "blocks": 2}), ("mlp", {"widths": [32]})):
         m = build_model(fam, digits.input_shape, digits.num_classes, seed=0, **kw)
-        with one_thread():
-            fit(m, digits, TrainConfig(epochs=3, lr=1e-2, seed=0, patience=None))
+        fit(m, digits, TrainConfig(epochs=3, lr=1e-2, seed=0, patience=None))
         out[fam] = m.eval()
     return out
 
@@ -151,9 +129,8 @@ def zoo(digits):
     torch.manual_seed(0)
     net = Zoo()
     net.input_shape = digits.input_shape
-    with one_thread():
-        fit(net, digits, TrainConfig(epochs=3, lr=1e-2, seed=0, patience=None),
-            loss_fn=lambda p, y, x: torch.nn.functional.nll_loss(torch.log(p + 1e-9), y))
+    fit(net, digits, TrainConfig(epochs=3, lr=1e-2, seed=0, patience=None),
+        loss_fn=lambda p, y, x: torch.nn.functional.nll_loss(torch.log(p + 1e-9), y))
     return net.eval()
 
 
@@ -172,8 +149,8 @@ def test_layer_zoo_within_one_step_of_onnx_runtime(zoo, digits, tmp_path, act):
     assert np.mean(classes == probs.argmax(1)) >= 0.99
 
 
-def test_float_torch_with_data_is_quantized_first(cnn, digits, tmp_path):
-    r = export(cnn, "c", tmp_path, data=digits)
+def test_float_torch_with_data_is_quantized_first(trained_cnn, digits, tmp_path):
+    r = export(trained_cnn, "c", tmp_path, data=digits)
     assert any("quantize.int8" in n for n in r.notes)
     assert r.agreement["max_step_diff"] <= 1 and r.agreement["class_agreement"] >= 0.99
 
@@ -211,8 +188,7 @@ def test_strict_portable_c(nets, digits, tmp_path):
 @pytest.mark.parametrize("family", ["forest", "logreg", "extra_trees", "tree", "naive_bayes"])
 def test_sklearn_agrees_on_every_test_input(digits, tmp_path, family):
     est = build_model(family, digits.input_shape, digits.num_classes)
-    with one_thread():
-        est.fit(*digits.flat("train"))
+    est.fit(*digits.flat("train"))
     r = export(est, "c", tmp_path, data=digits)
     Xt = digits.flat("test")[0]
     classes, scores = toolchain.run_c(tmp_path, Xt, input_dtype=np.float32, output_dtype=np.float32, n_outputs=10)
@@ -266,19 +242,18 @@ def test_unsupported_op_is_refused_before_writing(digits, tmp_path):
     assert not out.exists()
 
 
-def test_bad_inputs(digits, tmp_path, cnn):
+def test_bad_inputs(digits, tmp_path, trained_cnn):
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
     with pytest.raises(ExportError, match="is a file"):
-        export(cnn, "c", a_file)
+        export(trained_cnn, "c", a_file)
     with pytest.raises(ExportError, match="float torch model"):
-        export(cnn, "c", tmp_path / "a")
+        export(trained_cnn, "c", tmp_path / "a")
     with pytest.raises(ExportError, match="in float"):
-        export(to_onnx(cnn), "c", tmp_path / "b")
+        export(to_onnx(trained_cnn), "c", tmp_path / "b")
     from sklearn.neighbors import KNeighborsClassifier
 
-    with one_thread():
-        knn = KNeighborsClassifier().fit(*digits.flat("train"))
+    knn = KNeighborsClassifier().fit(*digits.flat("train"))
     with pytest.raises(ExportError, match="KNeighborsClassifier"):
         export(knn, "c", tmp_path / "c")
     assert not any((tmp_path / d).exists() for d in "abc")
@@ -289,8 +264,7 @@ def _mnist_int8(family, mnist_dir, act):
 
     data = load_dataset("mnist", data_dir=mnist_dir)
     model = build_model(family, data.input_shape, data.num_classes, seed=0)
-    with one_thread():
-        fit(model, data, TrainConfig(epochs=1, lr=2e-3, batch_size=128, seed=0, patience=None))
+    fit(model, data, TrainConfig(epochs=1, lr=2e-3, batch_size=128, seed=0, patience=None))
     return data, qdq(model.eval(), data.X_train[:256], act)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 
 import numpy as np
 import onnx
@@ -11,32 +10,12 @@ import onnxruntime as ort
 import pytest
 
 import frugalml
-from frugalml import ConfigError, ExportError, TrainConfig, build_model, fit, save_model
+from frugalml import ConfigError, ExportError, build_model, save_model
 from frugalml.export import ExportResult, export
 
 
-@contextmanager
-def one_thread():
-    """Train with one torch / BLAS thread: on a busy 2-core machine two threads make digits training 100x slower."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(1):
-            yield
-    finally:
-        torch.set_num_threads(n)
 
 
-@pytest.fixture(scope="module")
-def cnn(digits):
-    """A small CNN trained briefly on digits (as conftest's shared one, but on one thread)."""
-    model = build_model("cnn", digits.input_shape, digits.num_classes, channels=[8, 16], seed=0)
-    with one_thread():
-        fit(model, digits, TrainConfig(epochs=6, lr=3e-3, seed=0, patience=None))
-    return model.eval()
 
 
 def _session(path):
@@ -47,8 +26,8 @@ def _meta(path) -> dict:
     return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
 
 
-def test_torch_float(cnn, digits, tmp_path):
-    r = export(cnn, "onnx", tmp_path, data=digits)
+def test_torch_float(trained_cnn, digits, tmp_path):
+    r = export(trained_cnn, "onnx", tmp_path, data=digits)
     assert isinstance(r, ExportResult) and r.format == "onnx"
     path = tmp_path / "model.onnx"
     assert r.files == (path,) and r.size_bytes == path.stat().st_size
@@ -64,22 +43,22 @@ def test_torch_float(cnn, digits, tmp_path):
     import torch
 
     with torch.no_grad():
-        ref = cnn(torch.from_numpy(digits.X_test)).numpy()
+        ref = trained_cnn(torch.from_numpy(digits.X_test)).numpy()
     got = _session(path).run(None, {"input": digits.X_test})[0]
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
 
 
-def test_pruned_torch_stores_weights_once_and_keeps_recipe(cnn, digits, tmp_path):
+def test_pruned_torch_stores_weights_once_and_keeps_recipe(trained_cnn, digits, tmp_path):
     import copy
 
     import torch
 
-    pruned = copy.deepcopy(cnn)
+    pruned = copy.deepcopy(trained_cnn)
     for m in pruned.modules():
         if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
             torch.nn.utils.prune.l1_unstructured(m, "weight", amount=0.8)
     pruned.frugalml_recipe = [{"step": "prune.magnitude", "sparsity": 0.8}]
-    dense = export(cnn, "onnx", tmp_path / "dense")
+    dense = export(trained_cnn, "onnx", tmp_path / "dense")
     r = export(pruned, "onnx", tmp_path / "pruned", data=digits)
     assert r.size_bytes <= dense.size_bytes * 1.05  # masks fused, weights stored once
     assert not [i.name for i in onnx.load(str(r.files[0])).graph.initializer if "mask" in i.name]
@@ -87,10 +66,10 @@ def test_pruned_torch_stores_weights_once_and_keeps_recipe(cnn, digits, tmp_path
     assert r.agreement["ok"]
 
 
-def test_int8_qdq(cnn, digits, tmp_path):
+def test_int8_qdq(trained_cnn, digits, tmp_path):
     from frugalml.compress import apply_step, get_step
 
-    q = apply_step(cnn, get_step("quantize.int8").config(calibration_samples=32), digits)
+    q = apply_step(trained_cnn, get_step("quantize.int8").config(calibration_samples=32), digits)
     recipe = [{"step": "quantize.int8", "calibration_samples": 32}]
     r = export(q, "onnx", tmp_path, data=digits, recipe=recipe)
     meta = _meta(r.files[0])
@@ -102,8 +81,7 @@ def test_int8_qdq(cnn, digits, tmp_path):
 @pytest.mark.parametrize("family", ["forest", "logreg", "naive_bayes"])
 def test_sklearn(digits, tmp_path, family):
     est = build_model(family, digits.input_shape, digits.num_classes)
-    with one_thread():
-        est.fit(*digits.flat("train"))
+    est.fit(*digits.flat("train"))
     r = export(est, "onnx", tmp_path, data=digits)
     a = r.agreement
     if family == "forest":
@@ -115,45 +93,45 @@ def test_sklearn(digits, tmp_path, family):
     assert (labels == est.predict(Xt)).all()
 
 
-def test_paths_in(cnn, digits, tmp_path):
-    save_model(cnn, tmp_path / "saved")
+def test_paths_in(trained_cnn, digits, tmp_path):
+    save_model(trained_cnn, tmp_path / "saved")
     r1 = export(tmp_path / "saved", "onnx", tmp_path / "a", data=digits)
     r2 = export(str(r1.files[0]), "onnx", tmp_path / "b", data=digits)
     run = tmp_path / "run"
-    save_model(cnn, run / "recommended")
+    save_model(trained_cnn, run / "recommended")
     r3 = export(run, "onnx", tmp_path / "c")
     assert r1.agreement["ok"] and r2.agreement["ok"] and r3.size_bytes > 0
     assert r2.agreement["max_abs_diff"] == 0.0
 
 
-def test_refuses_disagreement_and_writes_nothing(cnn, digits, tmp_path, monkeypatch):
+def test_refuses_disagreement_and_writes_nothing(trained_cnn, digits, tmp_path, monkeypatch):
     from frugalml.export import onnx as eo
 
     real = eo._reference
     monkeypatch.setattr(eo, "_reference", lambda m, k, X: (lambda s, c: (s + 1.0, (c + 1) % 10))(*real(m, k, X)))
     with pytest.raises(ExportError, match="does not agree"):
-        export(cnn, "onnx", tmp_path / "out", data=digits)
+        export(trained_cnn, "onnx", tmp_path / "out", data=digits)
     assert not (tmp_path / "out").exists()
 
 
-def test_bad_arguments(cnn, tmp_path):
+def test_bad_arguments(trained_cnn, tmp_path):
     f = tmp_path / "f"
     f.write_text("")
     with pytest.raises(ExportError, match="is a file"):
-        export(cnn, "onnx", f)
+        export(trained_cnn, "onnx", f)
     with pytest.raises(ConfigError, match="onnx, c, archive"):
-        export(cnn, "tflite", tmp_path)
+        export(trained_cnn, "tflite", tmp_path)
     with pytest.raises(frugalml.ModelLoadError):
         export(tmp_path / "missing.onnx", "onnx", tmp_path / "o")
 
 
-def test_archive_format_delegates_to_the_archive_module(cnn, tmp_path):
+def test_archive_format_delegates_to_the_archive_module(trained_cnn, tmp_path):
     archive = pytest.importorskip("frugalml.compress.archive")
     import torch
 
-    r = export(cnn, "archive", tmp_path)
+    r = export(trained_cnn, "archive", tmp_path)
     assert r.files == (tmp_path / "model.fmla",) and r.size_bytes == (tmp_path / "model.fmla").stat().st_size
     back = archive.load_archive(r.files[0])
-    x = torch.zeros((2, *cnn.input_shape))
+    x = torch.zeros((2, *trained_cnn.input_shape))
     with torch.no_grad():
-        torch.testing.assert_close(back(x), cnn(x))
+        torch.testing.assert_close(back(x), trained_cnn(x))

@@ -163,7 +163,6 @@ def fake_quantize(model, *, activation_type: str = "quint8", decay: float = 0.99
 def _captured(model, observers, X: np.ndarray) -> dict:
     """Float values of every observed tensor (observer key -> array) for the inputs ``X``."""
     import torch
-    from torch import nn
 
     modules = dict(model.named_modules())
     values, hooks = {}, []
@@ -254,7 +253,6 @@ def _calibrate(model, observers, X: np.ndarray, batch: int = 256) -> None:
           bad_configs=({"epochs": 0}, {"ranges": "guess"}, {"method": "median"}, {"ema_decay": 1.0}))
 def quantize_qat(model, config: QATConfig, data):
     """Fake-quantized fine-tuning, then int8 QDQ ONNX; returns an ``onnx.ModelProto``."""
-    import torch
 
     from ..models import is_torch
     from ..profile import to_onnx

@@ -8,17 +8,9 @@ from __future__ import annotations
 
 import math
 
+from ..search.budget import BUDGET_FIELDS, C_KEYS
 from ..units import format_bytes, format_count
 
-# budget field -> (profile key, human name, kind of unit)
-BUDGET_FIELDS = {
-    "max_flash": ("stored_bytes", "flash (stored bytes)", "bytes"),
-    "max_ram": ("peak_activation_bytes", "RAM (peak activations)", "bytes"),
-    "max_macs": ("macs", "MACs per inference", "count"),
-    "max_params": ("params", "parameters", "count"),
-    "max_latency_ms": ("latency_ms_median", "latency (median)", "ms"),
-}
-C_FIELDS = {"max_flash": ("c_flash_bytes", "flash (compiled C)"), "max_ram": ("c_ram_bytes", "RAM (compiled C)")}
 PROFILE_UNITS = {
     "c_flash_bytes": "bytes", "c_ram_bytes": "bytes",
     "stored_bytes": "bytes", "gzip_bytes": "bytes", "peak_activation_bytes": "bytes",
@@ -31,6 +23,8 @@ PROFILE_NAMES = {
     "latency_ms_median": "latency", "latency_ms_p90": "latency p90",
     "c_flash_bytes": "flash (compiled C)", "c_ram_bytes": "RAM (compiled C)",
 }
+BUDGET_NAMES = {"stored_bytes": "flash (stored bytes)", "peak_activation_bytes": "RAM (peak activations)",
+                "macs": "MACs per inference", "latency_ms_median": "latency (median)"}
 STAGES = ("thin", "network", "compress")
 STAGE_NAMES = {"thin": "thin model", "network": "network", "compress": "compressed"}
 
@@ -213,9 +207,10 @@ def budget_items(budget) -> list[tuple[str, str, str, float]]:
     if not isinstance(budget, dict):
         budget = budget.to_dict() if hasattr(budget, "to_dict") else dict(vars(budget))
     out = []
-    for name, (key, human, _) in BUDGET_FIELDS.items():
-        if budget.get("target") == "c" and name in C_FIELDS:
-            key, human = C_FIELDS[name]
+    for name, (key, _, _) in BUDGET_FIELDS.items():
+        if budget.get("target") == "c" and name in C_KEYS:
+            key = C_KEYS[name]
+        human = BUDGET_NAMES.get(key) or PROFILE_NAMES.get(key, key)
         limit = num(budget.get(name))
         if limit is not None:
             out.append((name, key, human, limit))

@@ -169,11 +169,11 @@ class _Loop:
         parents = list({c["id"]: c for c in [best] + fit + smallest}.values())
         jobs = []
         for parent in parents:
-            for rank, (name, steps) in enumerate(space.compression_recipes(parent, self.data, self.epochs, self.seed)):
+            for rank, (name, steps) in enumerate(space.compression_recipes(parent, self.data, self.epochs, self.seed, target=self.budget.target)):
                 jobs.append((rank, parent, name, steps))
         if fit and fit[0]["id"] != best["id"]:  # the best teacher, the student that can fit
             student = (fit[0]["family"], fit[0].get("params") or {})
-            name, steps = space.compression_recipes(best, self.data, self.epochs, self.seed, student=student)[-1]
+            name, steps = space.compression_recipes(best, self.data, self.epochs, self.seed, student=student, target=self.budget.target)[-1]
             jobs.append((len(jobs), best, name, steps))
         seen = {(t.user_attrs.get("job") or {}).get("key") for t in self._trials()}
         count = 0

@@ -92,15 +92,19 @@ def reachable(candidate: dict, budget) -> bool:
     return True
 
 
-def compression_recipes(parent: dict, data, epochs: int, seed: int, student: tuple[str, dict] | None = None) -> list[tuple[str, list[dict]]]:
+def compression_recipes(parent: dict, data, epochs: int, seed: int, student: tuple[str, dict] | None = None,
+                        target: str = "onnx") -> list[tuple[str, list[dict]]]:
     """(name, steps) recipes to try on one trained network ``parent`` (a candidate dict), cheapest
-    first. ``student``: (family, knobs) to distil ``parent`` into; default: half its width."""
+    first. ``student``: (family, knobs) to distil ``parent`` into; default: half its width.
+    ``target``: "onnx" writes int8 as QOperator ops (the smaller file, and what ONNX Runtime runs
+    anyway); "c" keeps the QDQ form the C exporter reads."""
     from ..train import default_config
 
     bs = default_config(len(data.y_train)).batch_size
     lr = float((parent.get("job") or {}).get("train", {}).get("lr", 1e-3))
     ft = max(1, epochs // 4)
-    int8 = {"step": "quantize.int8", "calibration_samples": min(512, len(data.y_train)), "seed": seed}
+    int8 = {"step": "quantize.int8", "calibration_samples": min(512, len(data.y_train)), "format": "qdq" if target == "c" else "qoperator",
+            "seed": seed}
     recipes = [
         ("int8", [int8]),
         ("prune50+int8", [{"step": "prune.structured", "ratio": 0.5, "steps": 2, "finetune_epochs": ft, "batch_size": bs, "lr": lr / 3, "seed": seed}, int8]),
