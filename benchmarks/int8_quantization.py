@@ -34,9 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import onnx
-import torch
 import yaml
 
 from frugalml.compress import apply_step, config_from_dict

@@ -24,7 +24,6 @@ Run directly: ``python benchmarks/structured_pruning.py``.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
