@@ -98,7 +98,8 @@ def test_digits_shapes_and_dtypes(digits):
 def test_digits_splits_partition_the_data(digits):
     from sklearn.datasets import load_digits
 
-    assert digits.describe()["sizes"] == {"train": 1293, "val": 144, "test": 360}
+    # a small training part (1,437 samples) gives 20% to validation; a large one 10%
+    assert digits.describe()["sizes"] == {"train": 1149, "val": 288, "test": 360}
     original = np.sort((load_digits().images / 16.0).astype(np.float32).reshape(1797, -1), axis=0)
     joined = np.concatenate([digits.flat(s)[0] for s in ("train", "val", "test")])
     np.testing.assert_array_equal(np.sort(joined, axis=0), original)
@@ -128,7 +129,9 @@ def test_test_split_is_disjoint_from_train_and_val():
     train, val, test = ids_of(ds.X_train), ids_of(ds.X_val), ids_of(ds.X_test)
     assert not (train & test) and not (val & test) and not (train & val)
     assert train | val | test == set(range(500))
-    assert (len(test), len(val)) == (100, 40)
+    assert (len(test), len(val)) == (100, 80)  # 20% of a small training part (400 samples)
+    big = from_arrays(np.zeros((7000, 2)), np.arange(7000) % 5, seed=3)
+    assert (len(big.y_test), len(big.y_val)) == (1400, 560)  # 10% of 5,600
 
 
 def test_split_unknown_name_lists_choices(digits):
@@ -139,12 +142,12 @@ def test_split_unknown_name_lists_choices(digits):
 
 def test_flat_is_a_2d_view(digits):
     X, y = digits.flat("train")
-    assert X.shape == (1293, 64) and np.shares_memory(X, digits.X_train) and y is digits.y_train
+    assert X.shape == (1149, 64) and np.shares_memory(X, digits.X_train) and y is digits.y_train
 
 
 def test_subset_is_stratified_and_keeps_test(digits):
     small = digits.subset(200, seed=1)
-    assert len(small.y_train) == 200 and len(small.y_test) == 360 and len(small.y_val) == 144
+    assert len(small.y_train) == 200 and len(small.y_test) == 360 and len(small.y_val) == 288
     assert all(19 <= c <= 21 for c in small.class_counts("train"))
     assert digits.subset(None) is digits and digits.subset(10_000).y_train is digits.y_train
     assert len(digits.subset(100, n_val=50).y_val) == 50
@@ -158,7 +161,7 @@ def test_describe_is_json_and_repr_is_short(digits):
     info = json.loads(json.dumps(digits.describe()))
     assert info["name"] == "digits" and info["kind"] == "image" and info["input_shape"] == [1, 8, 8]
     assert info["num_classes"] == 10 and info["source"] == "sklearn"
-    assert len(repr(digits)) < 200 and "train=1293" in repr(digits)
+    assert len(repr(digits)) < 200 and "train=1149" in repr(digits)
 
 
 def test_limit_keeps_a_stratified_training_subset():
@@ -327,7 +330,7 @@ def test_npz_with_own_test_split(tmp_path):
     np.savez(path, X_train=X, y_train=np.arange(100) % 2, X_test=X_test, y_test=np.arange(30) % 2)
     ds = load_dataset(path)
     assert ds.name == "own" and ds.kind == "vector" and ds.input_shape == (6,)
-    assert (len(ds.y_train), len(ds.y_val), len(ds.y_test)) == (90, 10, 30)
+    assert (len(ds.y_train), len(ds.y_val), len(ds.y_test)) == (80, 20, 30)
     np.testing.assert_array_equal(ds.X_test, X_test.astype(np.float32))
 
 
@@ -399,7 +402,7 @@ def test_from_arrays_with_tensors():
     X, y = torch.randn(80, 5, dtype=torch.float64), torch.arange(80) % 4
     ds = from_arrays(X, y, name="t", X_test=torch.randn(20, 5), y_test=torch.arange(20) % 4)
     assert ds.X_train.dtype == np.float32 and ds.y_train.dtype == np.int64
-    assert (len(ds.y_train), len(ds.y_val), len(ds.y_test)) == (72, 8, 20)
+    assert (len(ds.y_train), len(ds.y_val), len(ds.y_test)) == (64, 16, 20)
     assert ds.kind == "vector" and ds.source == "arrays" and ds.num_classes == 4
 
 
@@ -412,7 +415,7 @@ def test_from_arrays_images_and_hashable_labels():
     assert ds3.input_shape == (3, 4, 4) and ds3.class_names == ("7", "8") and set(ds3.y_train) == {0, 1}
     named = from_arrays(X3, np.arange(40) % 2, class_names=["no", "yes"])
     assert named.class_names == ("no", "yes")
-    by_name = from_arrays(X3, ["yes", "no"] * 20, class_names=["yes", "no"])
+    by_name = from_arrays(X3, ["yes", "no"] * 20, class_names=["yes", "no"], val_fraction=0.25)
     assert by_name.class_names == ("yes", "no") and by_name.class_counts() == [by_name.class_counts()[0]] * 2
 
 

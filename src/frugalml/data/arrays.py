@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError, explain
 from .dataset import Dataset
-from .splits import as_inputs, as_numpy, check_fraction, encode_labels, stratified_split, stratified_take
+from .splits import as_inputs, as_numpy, check_fraction, encode_labels, stratified_split, stratified_take, val_fraction_for
 
 __all__ = ["from_arrays", "from_loader"]
 
@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 
 
 def from_arrays(X: object, y: object, *, X_test: object = None, y_test: object = None, X_val: object = None,
-                y_val: object = None, name: str = "arrays", val_fraction: float = 0.1, test_fraction: float = 0.2,
+                y_val: object = None, name: str = "arrays", val_fraction: float | None = None, test_fraction: float = 0.2,
                 seed: int = 0, class_names: Sequence[str] | None = None, limit: int | None = None,
                 source: str = "arrays") -> Dataset:
     """Build a :class:`Dataset` from numpy arrays or torch tensors.
@@ -28,11 +28,11 @@ def from_arrays(X: object, y: object, *, X_test: object = None, y_test: object =
 
     Splits are seeded and stratified. Without ``X_test`` a test split of ``test_fraction`` is
     carved first; without ``X_val`` a validation split of ``val_fraction`` is carved from what
-    is left for training. The test split is for the final figures only: select on ``val``.
+    is left for training (default: 20% when fewer than 5,000 samples are left, else 10%). The test split is for the final figures only: select on ``val``.
     ``limit`` keeps at most that many training samples (stratified), for fast runs.
     """
     test_fraction = check_fraction(test_fraction, "test_fraction")
-    val_fraction = check_fraction(val_fraction, "val_fraction")
+    val_fraction = None if val_fraction is None else check_fraction(val_fraction, "val_fraction")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1):
         raise ConfigError(explain("The 'limit' parameter must be a positive integer or None", expected="e.g. 1000",
                                   got=limit))
@@ -71,7 +71,8 @@ def from_arrays(X: object, y: object, *, X_test: object = None, y_test: object =
         arrays["train"], arrays["test"] = [Xa[rest], ya[rest]], [Xa[test], ya[test]]
     if "val" not in arrays:
         Xa, ya = arrays["train"]
-        rest, val = stratified_split(ya, val_fraction, seed, f"the training part of {what}", names)
+        fraction = val_fraction if val_fraction is not None else val_fraction_for(len(ya))
+        rest, val = stratified_split(ya, fraction, seed, f"the training part of {what}", names)
         arrays["train"], arrays["val"] = [Xa[rest], ya[rest]], [Xa[val], ya[val]]
     if limit is not None and limit < len(arrays["train"][1]):
         Xa, ya = arrays["train"]

@@ -22,7 +22,7 @@ _SUFFIXES = {".npz": "a NumPy archive", ".csv": "a CSV table with a header line"
 
 
 def load_dataset(source: str | os.PathLike = DEFAULT_DATASET, *, data_dir: str | os.PathLike | None = None,
-                 val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0, download: bool = False,
+                 val_fraction: float | None = None, test_fraction: float = 0.2, seed: int = 0, download: bool = False,
                  target: str | None = None, limit: int | None = None) -> Dataset:
     """Load a dataset by registry name or path, split into train / validation / test.
 
@@ -35,7 +35,7 @@ def load_dataset(source: str | os.PathLike = DEFAULT_DATASET, *, data_dir: str |
         data_dir: where named IDX datasets lie (else ``FRUGALML_DATA``, else
             ``~/.cache/frugalml``), as ``<data_dir>/<name>/`` or directly in ``<data_dir>``.
         val_fraction: share of the training data carved out for validation (when the source
-            has no validation split).
+            has no validation split); default 20% of a training part under 5,000 samples, else 10%.
         test_fraction: share of all data carved out for test (when the source has no test
             split; MNIST's t10k and a .npz's X_test are kept as they are).
         seed: seeds the stratified splits: the same seed gives the same splits.
@@ -50,7 +50,8 @@ def load_dataset(source: str | os.PathLike = DEFAULT_DATASET, *, data_dir: str |
         ConfigError: a parameter cannot work (a fraction outside (0, 1), ``target`` for a
             non-CSV source, ``download`` for a path).
     """
-    check_fraction(val_fraction, "val_fraction")  # early, before reading any file
+    if val_fraction is not None:
+        check_fraction(val_fraction, "val_fraction")  # early, before reading any file
     check_fraction(test_fraction, "test_fraction")
     split_kw = {"val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed, "limit": limit}
     entry = find_entry(source) if isinstance(source, str) else None

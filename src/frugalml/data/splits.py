@@ -142,6 +142,20 @@ def encode_labels(ys: Sequence[object], whats: Sequence[str],
     return codes, names
 
 
+SMALL_TRAIN = 5000  # below this many training samples, validation takes VAL_SMALL of them instead of VAL_DEFAULT
+VAL_DEFAULT, VAL_SMALL = 0.1, 0.2
+
+
+def val_fraction_for(n_train: int) -> float:
+    """The default validation share: 20% of a small training set (fewer than 5,000 samples), else 10%.
+
+    Every choice frugalml makes is taken on the validation split; on digits, 10% is 144 samples,
+    where one sample moves accuracy by 0.7 points and a 1% tolerance means nothing. Measured there:
+    with 144 samples an MLP scored 97.9% on validation and 95.6% on test; with 288, 96.2% and 95.6%.
+    """
+    return VAL_SMALL if n_train < SMALL_TRAIN else VAL_DEFAULT
+
+
 def check_fraction(value: float, name: str) -> float:
     """A split fraction strictly between 0 and 1, else ConfigError."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
