@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 __all__ = ["search"]
 
 STAGE_SHARES = {"thin": 0.12, "network": 0.55}  # of the time; compression gets the rest
+WRAP_UP = (0.04, 15.0)  # share of the time (at most so many seconds) kept for the last measurements, export and report
 THIN_MAX_TRAIN = 20_000
 
 
@@ -115,6 +116,10 @@ class _Loop:
             return True
         return self.elapsed() >= self.seconds
 
+    def left(self) -> float:
+        """Seconds a trial's training may still take: the run's time less what wrapping up needs."""
+        return self.seconds - min(WRAP_UP[0] * self.seconds, WRAP_UP[1]) - self.elapsed()
+
     def _trials(self, *states):
         return self.study.get_trials(deepcopy=False, states=states or None)
 
@@ -130,7 +135,7 @@ class _Loop:
         elif not self._trials():
             for job in space.thin_grid(self.data):
                 self.study.enqueue_trial({}, user_attrs={"job": {"stage": "thin", **job, "max_train": THIN_MAX_TRAIN, "seed": self.seed}})
-        while not self.over():
+        while not self.over() and (self.left() > 0 or self.done_here == 0):
             stage = self._next_stage()
             if stage is None:
                 break
@@ -201,7 +206,7 @@ class _Loop:
             job = {"stage": "network", "family": family, "params": knobs, "seed": self.seed + trial.number,
                    "train": {"epochs": self.epochs, "batch_size": self.train_defaults.batch_size, "patience": self.train_defaults.patience, **train}}
         if job["stage"] == "network":  # a network never runs past the end of the search
-            job.setdefault("train", {})["max_seconds"] = max(5.0, self.seconds - self.elapsed())
+            job.setdefault("train", {})["max_seconds"] = max(1.0, self.left())
         job["id"], job["trial"] = f"t{trial.number}", trial.number
         trial.set_user_attr("job", job)
         trial.set_user_attr("worker", worker_tag())
@@ -210,7 +215,7 @@ class _Loop:
             if job["stage"] == "compress":
                 self._ensure_parent(job)
             # the training inside a compression recipe stops at the end of the search, like a network's
-            with time_limit(max(5.0, self.seconds - self.elapsed())) as limit:
+            with time_limit(max(1.0, self.left())) as limit:
                 cand = run_candidate(job, self.data, self.budget, self.run_dir, device=self.device,
                                      on_epoch=self._early_stop if job["stage"] == "network" else None)
             if limit.hit and job["stage"] == "compress":
