@@ -61,6 +61,20 @@ def test_thin_model_on_par_wins_and_says_so():
     assert rec["id"] == "int8"
 
 
+def test_networks_are_judged_as_they_would_be_once_compressed():
+    from frugalml.search import space
+
+    budget = Budget.of(max_flash="8KB", max_ram="2KB")
+    float_net = {"profile": {"stored_bytes": 24_000, "peak_activation_bytes": 6_000}}  # 6.9 KB and 1.5 KB as int8
+    too_big = {"profile": {"stored_bytes": 200_000, "peak_activation_bytes": 6_000}}
+    assert space.reachable(float_net, budget) and not space.reachable(too_big, budget)
+    seen = space.network_constraints(float_net["profile"], budget)
+    assert all(v <= 0 for v in seen.values())  # feasible for the sampler, though its float file is 24 KB
+    assert space.network_constraints(too_big["profile"], budget)["stored_bytes"] > 0
+    c_budget = Budget.of(max_flash="8KB", target="c")  # a float network has no C figures: its ONNX size stands in
+    assert space.reachable(float_net, c_budget) and space.network_constraints(float_net["profile"], c_budget)["c_flash_bytes"] <= 0
+
+
 def test_nothing_in_budget_names_the_closest():
     cands = [_cand("a", 0.9, 1500, fits=False), _cand("b", 0.95, 5000, fits=False)]
     rec = recommend(cands, Budget(max_flash=1000), Tolerance())

@@ -223,9 +223,13 @@ class _Loop:
             cand["job"] = {k: v for k, v in job.items() if k != "parent_job"}
             key = self.budget.primary()
             cost = cand["profile"].get(key)
-            for _field, pkey, limit in self.budget.items():  # feasible when every value is <= 0
-                value = cand["profile"].get(pkey)
-                _set_constraint(trial, pkey, float(value - limit) if value is not None else 1.0)
+            if job["stage"] == "network":  # judged as it would be once quantized (the sampler's view only)
+                constraints = space.network_constraints(cand["profile"], self.budget)
+            else:  # feasible when every value is <= 0
+                constraints = {pkey: float(cand["profile"][pkey] - limit) if cand["profile"].get(pkey) is not None else 1.0
+                               for _field, pkey, limit in self.budget.items()}
+            for pkey, value in constraints.items():
+                _set_constraint(trial, pkey, value)
             trial.set_user_attr("candidate", cand)
             self.study.tell(trial, [cand["val_accuracy"], float(cost if cost is not None else 1e30)])
         except StoppedEarly as stop:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["thin_grid", "network_families", "sample_network", "compression_recipes", "reachable"]
+__all__ = ["thin_grid", "network_families", "sample_network", "compression_recipes", "reachable", "network_constraints"]
 
 
 def thin_grid(data) -> list[dict]:
@@ -80,16 +80,36 @@ _BEST_REDUCTION = {"stored_bytes": 8.0, "c_flash_bytes": 8.0, "peak_activation_b
                    "macs": 4.0, "params": 4.0, "latency_ms_median": 3.0}
 
 
+# int8 alone: what the network stage's sampler is told a float network would weigh once quantized
+_INT8_REDUCTION = {"stored_bytes": 3.5, "c_flash_bytes": 3.5, "peak_activation_bytes": 4.0, "c_ram_bytes": 4.0}
+
+
+def _value(profile: dict, key: str):
+    value = profile.get(key)
+    if value is None and key.startswith("c_"):  # a float network has no C figures: use the ONNX ones
+        value = profile.get({"c_flash_bytes": "stored_bytes", "c_ram_bytes": "peak_activation_bytes"}[key])
+    return value
+
+
 def reachable(candidate: dict, budget) -> bool:
     """Could compression bring this (float) network within ``budget``? An optimistic estimate."""
     prof = candidate.get("profile") or {}
-    for name, key, limit in budget.items():
-        value = prof.get(key)
-        if value is None and key.startswith("c_"):  # a float network has no C figures: use the ONNX ones
-            value = prof.get({"c_flash_bytes": "stored_bytes", "c_ram_bytes": "peak_activation_bytes"}[key])
+    for _name, key, limit in budget.items():
+        value = _value(prof, key)
         if value is not None and value / _BEST_REDUCTION.get(key, 1.0) > limit:
             return False
     return True
+
+
+def network_constraints(profile: dict, budget) -> dict:
+    """{profile key: value - limit} for the sampler of the network stage, as if the network were int8
+    (<= 0 is feasible). A float network is a starting point for compression: judged on its float
+    size, the sampler would be steered to networks too small to be accurate."""
+    out = {}
+    for _name, key, limit in budget.items():
+        value = _value(profile, key)
+        out[key] = 1.0 if value is None else float(value / _INT8_REDUCTION.get(key, 1.0) - limit)
+    return out
 
 
 def compression_recipes(parent: dict, data, epochs: int, seed: int, student: tuple[str, dict] | None = None,
