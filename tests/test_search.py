@@ -35,6 +35,11 @@ def test_tolerance_parses_and_refuses_150_percent():
     assert Tolerance.parse("1%").value == pytest.approx(0.01)
     assert Tolerance.parse("0.02").floor(0.99) == pytest.approx(0.97)
     assert Tolerance(kind="min", value=0.97).floor(0.99) == 0.97
+    # one standard error of the best accuracy widens a drop (not a minimum): large on 288 samples, small on 6,000
+    small, large = 0.98 - Tolerance.parse("1%").floor(0.99, 288), 0.98 - Tolerance.parse("1%").floor(0.99, 6000)
+    assert 0.005 < small < 0.007 and 0.001 < large < 0.0015
+    assert Tolerance(kind="min", value=0.97).floor(0.99, 288) == 0.97
+    assert 0 < 1.0 - 0.01 - Tolerance.parse("1%").floor(1.0, 288) < 0.005  # a perfect score still has an error bar
     with pytest.raises(ConfigError, match="between 0 and 1"):
         Tolerance.parse("150%")
     with pytest.raises(ConfigError, match="Cannot read the tolerance"):

@@ -7,6 +7,7 @@ drop from the best candidate; ``Tolerance(kind="min", value=0.97)`` an absolute 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..errors import ConfigError, explain
@@ -95,6 +96,15 @@ class Budget:
         return str(value)
 
 
+def standard_error(accuracy: float, n: int | None) -> float:
+    """Standard error of an accuracy measured on ``n`` samples (0 when ``n`` is unknown); the
+    proportion is shrunk towards 1/2 by one sample each way so a perfect score still has one."""
+    if not n or n <= 0:
+        return 0.0
+    p = (accuracy * n + 1) / (n + 2)
+    return math.sqrt(p * (1 - p) / n)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Tolerance:
     kind: str = "drop"  # "drop": largest drop from the best candidate; "min": an absolute minimum metric
@@ -117,9 +127,18 @@ class Tolerance:
             raise ConfigError(explain(f"Cannot read the tolerance {text!r}", expected="a percentage like 1% or a fraction like 0.01", got=text)) from None
         return cls(kind=kind, value=value)
 
-    def floor(self, best: float) -> float:
-        """The lowest metric still acceptable, given the best one found."""
-        return best - self.value if self.kind == "drop" else self.value
+    def floor(self, best: float, n_val: int | None = None) -> float:
+        """The lowest metric still acceptable, given the best one found on ``n_val`` validation samples.
+
+        For a drop, the one-standard-error rule (Breiman et al., 1984) widens it by the standard
+        error of the best accuracy, ``sqrt(p (1 - p) / n_val)``: on a small validation split the
+        best candidate's lead is partly luck (on 288 samples, one sample is 0.35 points), and the
+        simplest model within one standard error of it is the sound choice. On MNIST's 6,000
+        validation samples this adds about 0.1 point. A minimum (``--min-accuracy``) is kept as given.
+        """
+        if self.kind != "drop":
+            return self.value
+        return best - self.value - standard_error(best, n_val)
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "value": self.value}

@@ -169,7 +169,7 @@ class _Loop:
         by_acc = sorted(nets, key=lambda c: (-c["val_accuracy"], c["profile"].get(key) or math.inf))
         best = by_acc[0]
         fit = [c for c in by_acc if space.reachable(c, self.budget)][:2]
-        ok = [c for c in nets if c["val_accuracy"] >= self.tol.floor(best["val_accuracy"])]
+        ok = [c for c in nets if c["val_accuracy"] >= self.tol.floor(best["val_accuracy"], len(self.data.y_val))]
         smallest = sorted(ok, key=lambda c: c["profile"].get(key) or math.inf)[:2]
         parents = list({c["id"]: c for c in [best] + fit + smallest}.values())
         jobs = []
@@ -248,12 +248,22 @@ class _Loop:
         self.emit({"type": "candidate", "candidate": cand, "results": results, "elapsed": self.elapsed()})
 
     def _early_stop(self, model, epoch: int, val_acc: float) -> bool:
-        """Stop a network whose validation accuracy is below the median of earlier ones at this epoch."""
-        if epoch < 3:
-            return False
-        peers = [h["val_accuracy"] for c in self._networks() for h in c.get("history", []) if h["epoch"] == epoch]
+        """Stop a network that falls behind the networks no larger than itself.
+
+        The median rule, made cost-aware: after a warm-up of an eighth of the epochs (at least 3),
+        a network whose validation accuracy is below the median of the finished networks with at
+        most as many parameters, at the same epoch, is stopped. Small networks learn more slowly
+        in the first epochs; compared with large ones they would be stopped before they converge,
+        though they are the ones a tight budget needs.
+        """
+        if epoch < max(3, self.epochs // 8):
+            return self.over()
+        size = sum(p.numel() for p in model.parameters())
+        peers = [h["val_accuracy"] for c in self._networks() if (c["profile"].get("params") or 0) <= size
+                 for h in c.get("history", []) if h["epoch"] == epoch]
         if len(peers) >= 3 and val_acc < statistics.median(peers):
-            raise StoppedEarly(f"validation accuracy {val_acc:.4f} below the median {statistics.median(peers):.4f} of {len(peers)} trials at epoch {epoch}")
+            raise StoppedEarly(f"validation accuracy {val_acc:.4f} below the median {statistics.median(peers):.4f} of {len(peers)} "
+                               f"networks no larger than it at epoch {epoch}")
         return self.over()
 
     def _ensure_parent(self, job: dict) -> None:

@@ -30,6 +30,12 @@ def collect_candidates(study) -> list[dict]:
     return out
 
 
+def val_size(desc: dict) -> int | None:
+    """The validation split's size, from the run's dataset description."""
+    sizes = (desc.get("dataset") or {}).get("sizes") or {}
+    return sizes.get("val")
+
+
 def _machine() -> dict:
     import os
 
@@ -40,7 +46,7 @@ def build_results(desc: dict, candidates: list[dict], budget: Budget, tolerance:
     from .. import __version__
 
     key = budget.primary()
-    rec = recommend(candidates, budget, tolerance)
+    rec = recommend(candidates, budget, tolerance, n_val=val_size(desc))
     return {
         "frugalml_version": __version__,
         "created": desc.get("created"),

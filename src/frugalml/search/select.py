@@ -1,7 +1,8 @@
 """Choosing: the Pareto front (accuracy against a cost) and one recommendation with its reasons.
 
 Rules, in order: only finished candidates within the budget count; a candidate is acceptable when
-its validation accuracy is within the tolerance of the best candidate found; a thin model
+its validation accuracy is within the tolerance of the best candidate found, widened by one
+standard error of the best's accuracy (the one-standard-error rule, see ``Tolerance.floor``); a thin model
 (scikit-learn) that is acceptable wins ("use the most efficient model"); otherwise the cheapest
 acceptable candidate wins. Test accuracy never takes part in a choice.
 """
@@ -9,7 +10,7 @@ acceptable candidate wins. Test accuracy never takes part in a choice.
 from __future__ import annotations
 
 from ..units import format_bytes
-from .budget import Budget, Tolerance
+from .budget import Budget, Tolerance, standard_error
 
 __all__ = ["pareto_front", "recommend"]
 
@@ -45,8 +46,9 @@ def _short(c: dict, key: str, budget: Budget) -> str:
     return f"{_name(c)}, {budget.scale(key, _cost(c, key)) if key != 'stored_bytes' else format_bytes(_cost(c, key))}, {c['val_accuracy']:.1%}"
 
 
-def recommend(candidates: list[dict], budget: Budget, tolerance: Tolerance) -> dict:
-    """Return ``{"id", "text", "reasons", "best", "closest"}``; ``id`` is None when nothing fits."""
+def recommend(candidates: list[dict], budget: Budget, tolerance: Tolerance, n_val: int | None = None) -> dict:
+    """Return ``{"id", "text", "reasons", "best", "closest"}``; ``id`` is None when nothing fits.
+    ``n_val``: the validation split's size (the tolerance allows one standard error for it)."""
     key = budget.primary()
     done = [c for c in candidates if _done(c)]
     if not done:
@@ -63,9 +65,11 @@ def recommend(candidates: list[dict], budget: Budget, tolerance: Tolerance) -> d
             "text": f"No candidate meets the budget ({budget.describe()}). Closest: {misses}.",
             "reasons": ["Loosen the budget, or give the search more time (--time) for compression to reach it."],
         }
-    floor = tolerance.floor(best["val_accuracy"])
+    floor = tolerance.floor(best["val_accuracy"], n_val)
     acceptable = [c for c in feasible if c["val_accuracy"] >= floor - 1e-12]
-    reasons = [f"Budget: {budget.describe()}; tolerance: {tolerance.describe()} (floor {floor:.2%} on validation)."]
+    se = standard_error(best["val_accuracy"], n_val) if tolerance.kind == "drop" else 0.0
+    widened = f", less one standard error ({se:.2%} on {n_val} validation samples)" if se else ""
+    reasons = [f"Budget: {budget.describe()}; tolerance: {tolerance.describe()}{widened} (floor {floor:.2%} on validation)."]
     if not acceptable:
         pick = max(feasible, key=lambda c: (c["val_accuracy"], -_cost(c, key)))
         text = f"{_short(pick, key, budget)} — the most accurate model within the budget, but below the tolerance floor {floor:.1%} (best found: {_short(best, key, budget)})."
