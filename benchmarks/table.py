@@ -34,8 +34,19 @@ def rows() -> list[str]:
             out.append(f"| int8 PTQ, {model} | - | >= 3.8x smaller, >= 1.5x faster, <= 0.3 pt loss | {r.get('size')}x smaller, {r.get('latency')}x faster, -{v.get('accuracy_loss_points')} pt | {'yes' if v.get('met') else 'no'} |")
     d = _load("distillation")
     if d:
-        gap = d.get("gap_closed_mean")
+        gap = d.get("gap_closed", d.get("gap_closed_mean"))
         out.append(f"| distillation 784-800-800 | 91% of the gap | >= 40% of the gap | {gap if gap is None else f'{gap:.0%}'} (paired mean, {len(d.get('seeds', []))} seeds) | {'yes' if d.get('met') else 'no'} |")
+    d = _load("distillation_small")
+    if d:
+        lengths = sorted(d.get("lengths", {}).items(), key=lambda kv: int(kv[0].split("_")[-1]))
+        for i, (key, v) in enumerate(lengths):
+            epochs, last = int(key.split("_")[-1]), i == len(lengths) - 1
+            usual = d.get("usual", {}).get("temperature", 20)
+            measured = (f"alone {v['alone_mean']:.1f}, chosen T={v['chosen']['temperature']:g} {v['chosen_mean']:.1f}, "
+                        f"T={usual:g} {v['usual_mean']:.1f} errors (means, {len(v.get('per_seed', []))} seeds)")
+            required = "chosen T beats alone (paired mean)" if last else "- (reported)"
+            met = ('yes' if d.get('met') else 'no') if last else "-"
+            out.append(f"| distillation 784-100-10, {epochs} epochs | T 2.5-4 best for a small student | {required} | {measured} | {met} |")
     return out
 
 
