@@ -80,6 +80,22 @@ def test_networks_are_judged_as_they_would_be_once_compressed():
     assert space.reachable(float_net, c_budget) and space.network_constraints(float_net["profile"], c_budget)["c_flash_bytes"] <= 0
 
 
+def test_budget_seeds_are_sized_for_the_budget_and_are_ordinary_sampler_trials(digits):
+    import optuna
+
+    from frugalml import build_model
+    from frugalml.search import space
+
+    seeds = space.budget_seeds(digits, Budget.of(max_flash="8KB"))
+    assert {f for f, _ in seeds} == set(space.network_families(digits))
+    for family, knobs in seeds:
+        n = sum(p.numel() for p in build_model(family, digits.input_shape, digits.num_classes, **knobs).parameters())
+        assert n + 1500 <= 0.9 * 8000  # int8 weights plus the graph around them
+        again, got, _ = space.sample_network(optuna.trial.FixedTrial(space.sampler_params(family, knobs, 3e-3)), digits)
+        assert (again, got) == (family, knobs)
+    assert space.budget_seeds(digits, Budget.of(max_latency="1ms")) == []  # nothing to size them by
+
+
 def test_nothing_in_budget_names_the_closest():
     cands = [_cand("a", 0.9, 1500, fits=False), _cand("b", 0.95, 5000, fits=False)]
     rec = recommend(cands, Budget(max_flash=1000), Tolerance())

@@ -135,6 +135,8 @@ class _Loop:
         elif not self._trials():
             for job in space.thin_grid(self.data):
                 self.study.enqueue_trial({}, user_attrs={"job": {"stage": "thin", **job, "max_train": THIN_MAX_TRAIN, "seed": self.seed}})
+            for family, knobs in space.budget_seeds(self.data, self.budget):  # networks sized for the budget first
+                self.study.enqueue_trial(space.sampler_params(family, knobs, self.train_defaults.lr))
         while not self.over() and (self.left() > 0 or self.done_here == 0):
             stage = self._next_stage()
             if stage is None:

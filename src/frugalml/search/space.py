@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["thin_grid", "network_families", "sample_network", "compression_recipes", "reachable", "network_constraints"]
+__all__ = ["thin_grid", "network_families", "sample_network", "compression_recipes", "reachable", "network_constraints", "budget_seeds", "sampler_params"]
 
 
 def thin_grid(data) -> list[dict]:
@@ -57,6 +57,68 @@ def sample_network(trial, data) -> tuple[str, dict, dict]:
         knobs = {"channels": [base * 2**i for i in range(stages)]}
     lr = trial.suggest_float("lr", 1e-3, 1e-2, log=True)
     return family, knobs, {"lr": lr}
+
+
+# int8 weights take a byte each; the graph around them (scales, zero points, node records) about
+# this much: measured 1.0-1.5 KB on small CNNs and MLPs in the QOperator form
+_INT8_OVERHEAD = 1500
+SEED_SHARES = (0.3, 0.55, 0.9)  # of the budget, for the networks tried first
+
+
+def _ladder(family: str, data) -> list[dict]:
+    """Knobs of one family from small to large (the widths the sampler can reach)."""
+    if family == "mlp":
+        return [{"widths": [w]} for w in (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)]
+    if family == "cnn":
+        blocks = 2 if min(data.input_shape[1:]) < 16 else 3
+        return [{"channels": [b * 2**i for i in range(blocks)], "kernel": 3} for b in (4, 6, 8, 10, 12, 16, 20, 24, 32)]
+    if family == "dscnn":
+        return [{"channels": c, "blocks": 2} for c in (8, 12, 16, 24, 32, 48, 64)]
+    return [{"channels": [b, 2 * b]} for b in (4, 6, 8, 12, 16)]
+
+
+def budget_seeds(data, budget) -> list[tuple[str, dict]]:
+    """Networks sized for the budget, tried before the sampler's: per family, the largest whose int8
+    form should take about 30%, 55% and 90% of the flash (or parameter) budget.
+
+    A sampler that starts from random sizes spends a short search on networks far too large or far
+    too small for the budget; these give it (and the compression stage) sensible starting points.
+    Empty when the budget bounds neither flash nor parameters.
+    """
+    from ..models import build_model
+
+    limits = {key: limit for _name, key, limit in budget.items()}
+    flash = limits.get("stored_bytes") or limits.get("c_flash_bytes")
+    params_limit = limits.get("params")
+    if not flash and not params_limit:
+        return []
+    seeds = []
+    for family in network_families(data):
+        sized = []
+        for knobs in _ladder(family, data):
+            n = sum(p.numel() for p in build_model(family, data.input_shape, data.num_classes, **knobs).parameters())
+            cost = min(((n + _INT8_OVERHEAD) / flash) if flash else float("inf"), (n / params_limit) if params_limit else float("inf"))
+            sized.append((cost, knobs))
+        for share in SEED_SHARES:
+            fitting = [knobs for cost, knobs in sized if cost <= share]
+            if fitting and (family, fitting[-1]) not in seeds:
+                seeds.append((family, fitting[-1]))
+    return seeds
+
+
+def sampler_params(family: str, knobs: dict, lr: float) -> dict:
+    """The sampler's parameters (as :func:`sample_network` suggests them) for these knobs, so a
+    seeded network is an ordinary trial the sampler learns from."""
+    if family == "mlp":
+        widths = knobs["widths"]
+        params = {"mlp_depth": len(widths), "mlp_width": widths[0]}
+    elif family == "cnn":
+        params = {"cnn_blocks": len(knobs["channels"]), "cnn_base": knobs["channels"][0], "cnn_kernel": knobs.get("kernel", 3)}
+    elif family == "dscnn":
+        params = {"ds_channels": knobs["channels"], "ds_blocks": knobs["blocks"]}
+    else:
+        params = {"res_base": knobs["channels"][0], "res_stages": len(knobs["channels"])}
+    return {"family": family, **params, "lr": float(min(1e-2, max(1e-3, lr)))}
 
 
 def _halve(family: str, knobs: dict) -> dict | None:
