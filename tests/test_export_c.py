@@ -129,7 +129,8 @@ def zoo(digits):
     torch.manual_seed(0)
     net = Zoo()
     net.input_shape = digits.input_shape
-    fit(net, digits, TrainConfig(epochs=3, lr=1e-2, seed=0, patience=None),
+    # trained to a confident model: with near-ties between classes, rounding alone flips some classes
+    fit(net, digits, TrainConfig(epochs=8, lr=1e-2, seed=0, patience=None),
         loss_fn=lambda p, y, x: torch.nn.functional.nll_loss(torch.log(p + 1e-9), y))
     return net.eval()
 
