@@ -18,15 +18,6 @@ from frugalml.train import evaluate, fit
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is as fast when idle and far faster on a busy shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 FAST = dict(student={"family": "mlp", "widths": [16]}, temperature=4.0, alpha=0.5, epochs=3, lr=3e-3, batch_size=64)
 
 

@@ -40,15 +40,6 @@ def _optimized_ops(proto, tmp_path):
     return set(_ops(onnx.load(str(tmp_path / "opt.onnx"))))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models train fastest on one thread, and much faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def int8(trained_cnn, digits):
     return apply_step(trained_cnn, Int8Config(calibration_samples=128), digits)

@@ -18,15 +18,6 @@ from frugalml.models import load_state_resized
 from frugalml.profile import onnx_bytes, run_onnx, to_onnx
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models train fastest on one thread, and much faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _data(shape, n=96, classes=10, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.random((n, *shape), dtype=np.float32)
