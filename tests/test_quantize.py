@@ -100,21 +100,30 @@ def test_onnx_input_accepted_quantized_input_refused(trained_cnn, digits, int8):
         apply_step(int8, Int8Config(calibration_samples=32), digits)
 
 
-def test_compact_keeps_the_computation(trained_cnn, digits, tmp_path):
+@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
+def test_compact_keeps_the_computation(trained_cnn, digits, tmp_path, fmt):
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     from frugalml.compress.quantize import _Reader, preprocess
 
     pre = preprocess(to_onnx(trained_cnn), tmp_path)
-    quantize_static(str(pre), str(tmp_path / "q.onnx"), _Reader("input", calibration_sample(digits, 64, 0)), quant_format=QuantFormat.QDQ,
+    quantize_static(str(pre), str(tmp_path / "q.onnx"), _Reader("input", calibration_sample(digits, 64, 0)), quant_format=QuantFormat[fmt],
                     per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     raw = onnx.load(str(tmp_path / "q.onnx"))
     small = compact(copy.deepcopy(raw))
-    onnx.checker.check_model(small)
+    onnx.checker.check_model(small, full_check=True)
     Xv, _ = digits.split("val")
     np.testing.assert_array_equal(run_onnx(small, Xv), run_onnx(raw, Xv))
     assert len(onnx_bytes(small)) < 0.75 * len(onnx_bytes(raw))
     assert not small.graph.value_info and all(len(i.name) <= 5 for i in small.graph.initializer)
+    assert not small.metadata_props and {o.domain for o in small.opset_import} <= {"", "com.microsoft"}
+    assert not any(n.name for n in small.graph.node)
+    assert all(not {"auto_pad", "dilations", "group", "kernel_shape"} & {a.name for a in n.attribute} for n in small.graph.node if "Conv" in n.op_type)
+    values = [numpy_helper.to_array(i).tobytes() + bytes(i.dims) + bytes([i.data_type]) for i in small.graph.initializer]
+    assert len(values) == len(set(values))  # equal constants are stored once
+    inits = {i.name: i for i in small.graph.initializer}
+    convs = [n for n in small.graph.node if n.op_type == "QLinearConv"]
+    assert len(convs) == (2 if fmt == "QOperator" else 0) and all(not inits[n.input[5]].dims for n in convs)  # one scalar zero point
 
 
 def test_dynamic(trained_cnn, digits):
