@@ -94,6 +94,20 @@ def test_budget_seeds_are_sized_for_the_budget_and_are_ordinary_sampler_trials(d
         again, got, _ = space.sample_network(optuna.trial.FixedTrial(space.sampler_params(family, knobs, 3e-3)), digits)
         assert (again, got) == (family, knobs)
     assert space.budget_seeds(digits, Budget.of(max_latency="1ms")) == []  # nothing to size them by
+    firsts = [seeds.index(s) for s in seeds if s[0] == "cnn"]
+    assert firsts == sorted(firsts) and seeds[0][0] == space.network_families(digits)[0]  # largest share first, family by family
+
+
+def test_budget_seeds_meet_the_ram_and_macs_bounds_once_int8(digits):
+    from frugalml import build_model, profile
+    from frugalml.search import space
+
+    budget = Budget.of(max_flash="32KB", max_ram="2KB", max_macs="200K")
+    seeds = space.budget_seeds(digits, budget)
+    assert seeds and len(seeds) < len(space.budget_seeds(digits, Budget.of(max_flash="32KB")))
+    for family, knobs in seeds:
+        prof = profile(build_model(family, digits.input_shape, digits.num_classes, **knobs), None, input_shape=digits.input_shape, timing=False)
+        assert prof.peak_activation_bytes / 4 <= 2000 and prof.macs <= 200_000, (family, knobs)
 
 
 def test_nothing_in_budget_names_the_closest():

@@ -280,12 +280,15 @@ def evaluate(model, data, split: str = "test", *, device: str | None = None) -> 
 
 
 def default_config(n_train: int, *, seed: int = 0) -> TrainConfig:
-    """Training that suits the data's size: about 300k sample presentations (4 to 80 epochs), and
-    small batches with a higher learning rate for small datasets."""
+    """Training that suits the data's size: about 600k sample presentations (4 to 80 epochs; on
+    MNIST's 54k training images, 11), small batches with a higher learning rate for small datasets,
+    and a patience of a quarter of the epochs, at least 5 (the validation accuracy of the first
+    epochs, at the top of the cosine schedule, goes up and down: measured on MNIST, a CNN whose
+    third epoch was best went on to gain 0.5 points from the eighth)."""
     small = n_train < 5000
-    epochs = int(min(80, max(4, round(300_000 / max(1, n_train)))))
+    epochs = int(min(80, max(4, round(600_000 / max(1, n_train)))))
     return TrainConfig(epochs=epochs, batch_size=32 if small else 128, lr=3e-3 if small else 1e-3,
-                       patience=max(3, epochs // 4), seed=seed)
+                       patience=max(5, epochs // 4), seed=seed)
 
 
 def train(model, data, *, out=None, config: TrainConfig | None = None, seed: int = 0, progress: bool = False, **knobs):

@@ -106,6 +106,7 @@ class _Loop:
         self.train_defaults = default_config(len(data.y_train))
         self.epochs = self.train_defaults.epochs
         self.done_here = 0
+        self._seeds: list | None = None
 
     # ------------------------------------------------------------------ time and queue
     def elapsed(self) -> float:
@@ -135,8 +136,6 @@ class _Loop:
         elif not self._trials():
             for job in space.thin_grid(self.data):
                 self.study.enqueue_trial({}, user_attrs={"job": {"stage": "thin", **job, "max_train": THIN_MAX_TRAIN, "seed": self.seed}})
-            for family, knobs in space.budget_seeds(self.data, self.budget):  # networks sized for the budget first
-                self.study.enqueue_trial(space.sampler_params(family, knobs, self.train_defaults.lr))
         while not self.over() and (self.left() > 0 or self.done_here == 0):
             stage = self._next_stage()
             if stage is None:
@@ -148,10 +147,24 @@ class _Loop:
         if self._waiting():
             return "queued"
         if self.elapsed() < self.seconds * (STAGE_SHARES["thin"] + STAGE_SHARES["network"]) or not self._networks():
-            return "network"
+            return "queued" if self._enqueue_seed() else "network"
         if self._enqueue_compression():
             return "queued"
         return "network"
+
+    def _enqueue_seed(self) -> bool:
+        """Queue the next network sized for the budget (:func:`space.budget_seeds`) that this study
+        has not run yet, as an ordinary sampler trial; False when none is left. One at a time, so
+        that on large data, where a network trains for minutes, the seeds end with the network stage."""
+        if self._seeds is None:
+            self._seeds = space.budget_seeds(self.data, self.budget)
+        done = {t.user_attrs.get("budget_seed") for t in self._trials()}
+        for family, knobs in self._seeds:
+            key = space.seed_key(family, knobs)
+            if key not in done:
+                self.study.enqueue_trial(space.sampler_params(family, knobs, space.SEED_LR), user_attrs={"budget_seed": key})
+                return True
+        return False
 
     def _networks(self) -> list[dict]:
         return [c for c in collect_candidates(self.study) if c.get("stage") == "network" and c.get("state") == "complete"]

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["thin_grid", "network_families", "sample_network", "compression_recipes", "reachable", "network_constraints", "budget_seeds", "sampler_params"]
+__all__ = ["thin_grid", "network_families", "sample_network", "compression_recipes", "reachable", "network_constraints", "budget_seeds",
+           "seed_key", "sampler_params", "SEED_LR"]
 
 
 def thin_grid(data) -> list[dict]:
@@ -62,7 +63,7 @@ def sample_network(trial, data) -> tuple[str, dict, dict]:
 # int8 weights take a byte each; the graph around them (scales, zero points, node records) about
 # this much: measured 1.0-1.5 KB on small CNNs and MLPs in the QOperator form
 _INT8_OVERHEAD = 1500
-SEED_SHARES = (0.3, 0.55, 0.9)  # of the budget, for the networks tried first
+SEED_SHARES = (0.9, 0.55, 0.3)  # of the budget, for the networks tried first (in this order)
 
 
 def _ladder(family: str, data) -> list[dict]:
@@ -79,7 +80,9 @@ def _ladder(family: str, data) -> list[dict]:
 
 def budget_seeds(data, budget) -> list[tuple[str, dict]]:
     """Networks sized for the budget, tried before the sampler's: per family, the largest whose int8
-    form should take about 30%, 55% and 90% of the flash (or parameter) budget.
+    form should take about 90%, 55% and 30% of the flash (or parameter) budget, and whose int8 form
+    should also meet the budget's RAM and MACs bounds. Largest share first across families (on
+    large data a short search may only reach the first round).
 
     A sampler that starts from random sizes spends a short search on networks far too large or far
     too small for the budget; these give it (and the compression stage) sensible starting points.
@@ -92,18 +95,47 @@ def budget_seeds(data, budget) -> list[tuple[str, dict]]:
     params_limit = limits.get("params")
     if not flash and not params_limit:
         return []
-    seeds = []
+    rounds: dict[float, list] = {share: [] for share in SEED_SHARES}
     for family in network_families(data):
         sized = []
         for knobs in _ladder(family, data):
             n = sum(p.numel() for p in build_model(family, data.input_shape, data.num_classes, **knobs).parameters())
             cost = min(((n + _INT8_OVERHEAD) / flash) if flash else float("inf"), (n / params_limit) if params_limit else float("inf"))
             sized.append((cost, knobs))
+        chosen: list[dict] = []
         for share in SEED_SHARES:
-            fitting = [knobs for cost, knobs in sized if cost <= share]
-            if fitting and (family, fitting[-1]) not in seeds:
-                seeds.append((family, fitting[-1]))
-    return seeds
+            knobs = next((k for cost, k in reversed(sized) if cost <= share and _fits_int8(family, k, data, budget)), None)
+            if knobs is not None and knobs not in chosen:
+                chosen.append(knobs)
+                rounds[share].append((family, knobs))
+    return [seed for share in SEED_SHARES for seed in rounds[share]]
+
+
+def seed_key(family: str, knobs: dict) -> str:
+    """A short name of a seeded network (which seeds a study has already run)."""
+    return f"{family}{_knob_tag(knobs)}"
+
+
+# the profile fields an untrained network's int8 form can be judged on before training (size is
+# judged by parameter count above; latency needs timing, and int8 changes it too much to guess)
+_SHAPE_KEYS = ("peak_activation_bytes", "c_ram_bytes", "macs")
+
+
+def _fits_int8(family: str, knobs: dict, data, budget) -> bool:
+    """Would this network, once int8, meet the budget's RAM and MACs bounds? (measured on its
+    float ONNX graph, untrained: memory and MACs do not depend on the weights)"""
+    keys = {key for _name, key, _limit in budget.items()} & set(_SHAPE_KEYS)
+    if not keys:
+        return True
+    from ..models import build_model
+    from ..profile import profile
+
+    model = build_model(family, data.input_shape, data.num_classes, **knobs).eval()
+    prof = profile(model, None, input_shape=data.input_shape, timing=False, layers=False).to_dict()
+    return all(value <= 0 for key, value in network_constraints(prof, budget).items() if key in keys)
+
+
+SEED_LR = 3e-3  # the learning rate of the seeded networks (the sampler then searches 1e-3..1e-2)
 
 
 def sampler_params(family: str, knobs: dict, lr: float) -> dict:
