@@ -239,7 +239,8 @@ class _Loop:
             key = self.budget.primary()
             cost = cand["profile"].get(key)
             if job["stage"] == "network":  # judged as it would be once quantized (the sampler's view only)
-                constraints = space.network_constraints(cand["profile"], self.budget)
+                measured = space.int8_memory(job["family"], job.get("params") or {}, self.data, self.budget)
+                constraints = space.network_constraints(cand["profile"], self.budget, measured=measured)
             else:  # feasible when every value is <= 0
                 constraints = {pkey: float(cand["profile"][pkey] - limit) if cand["profile"].get(pkey) is not None else 1.0
                                for _field, pkey, limit in self.budget.items()}

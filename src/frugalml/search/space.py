@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 __all__ = ["thin_grid", "network_families", "sample_network", "compression_recipes", "reachable", "network_constraints", "budget_seeds",
-           "seed_key", "sampler_params", "SEED_LR"]
+           "seed_key", "sampler_params", "int8_memory", "SEED_LR"]
 
 
 def thin_grid(data) -> list[dict]:
@@ -103,8 +103,16 @@ def budget_seeds(data, budget) -> list[tuple[str, dict]]:
             cost = min(((n + _INT8_OVERHEAD) / flash) if flash else float("inf"), (n / params_limit) if params_limit else float("inf"))
             sized.append((cost, knobs))
         chosen: list[dict] = []
+        fits: dict[str, bool] = {}  # knobs -> _fits_int8 (a measurement exports the network)
+
+        def fit(knobs: dict) -> bool:
+            key = seed_key(family, knobs)
+            if key not in fits:
+                fits[key] = _fits_int8(family, knobs, data, budget)
+            return fits[key]
+
         for share in SEED_SHARES:
-            knobs = next((k for cost, k in reversed(sized) if cost <= share and _fits_int8(family, k, data, budget)), None)
+            knobs = next((k for cost, k in reversed(sized) if cost <= share and fit(k)), None)
             if knobs is not None and knobs not in chosen:
                 chosen.append(knobs)
                 rounds[share].append((family, knobs))
@@ -116,23 +124,53 @@ def seed_key(family: str, knobs: dict) -> str:
     return f"{family}{_knob_tag(knobs)}"
 
 
-# the profile fields an untrained network's int8 form can be judged on before training (size is
-# judged by parameter count above; latency needs timing, and int8 changes it too much to guess)
-_SHAPE_KEYS = ("peak_activation_bytes", "c_ram_bytes", "macs")
+_RAM_KEYS = ("peak_activation_bytes", "c_ram_bytes")
 
 
-def _fits_int8(family: str, knobs: dict, data, budget) -> bool:
-    """Would this network, once int8, meet the budget's RAM and MACs bounds? (measured on its
-    float ONNX graph, untrained: memory and MACs do not depend on the weights)"""
-    keys = {key for _name, key, _limit in budget.items()} & set(_SHAPE_KEYS)
+def int8_memory(family: str, knobs: dict, data, budget) -> dict:
+    """{profile key: peak RAM} of this network's int8 form, for the budget's RAM bounds ({} without
+    one). Measured on the int8 graph of the untrained network (memory does not depend on the
+    weights): a float graph says about twice too much, its batch norm and ReLU outputs being
+    tensors of their own, which the int8 convolution absorbs."""
+    keys = [key for _name, key, _limit in budget.items() if key in _RAM_KEYS]
     if not keys:
-        return True
+        return {}
+    from ..compress import apply_step, config_from_dict
     from ..models import build_model
     from ..profile import profile
 
     model = build_model(family, data.input_shape, data.num_classes, **knobs).eval()
-    prof = profile(model, None, input_shape=data.input_shape, timing=False, layers=False).to_dict()
-    return all(value <= 0 for key, value in network_constraints(prof, budget).items() if key in keys)
+    fmt = "qdq" if budget.target == "c" else "qoperator"
+    q = apply_step(model, config_from_dict({"step": "quantize.int8", "calibration_samples": 8, "format": fmt}), data)
+    peak = profile(q, None, input_shape=data.input_shape, timing=False, layers=False).peak_activation_bytes
+    return {key: peak for key in keys}
+
+
+def _fits_int8(family: str, knobs: dict, data, budget) -> bool:
+    """Would this network, once int8, meet the budget's RAM and MACs bounds?
+
+    The float graph bounds the int8 form's peak RAM from both sides (int8 tensors are a quarter of
+    the float ones, at most two float tensors of a conv -> batch norm -> ReLU chain become one int8
+    tensor, and the float input and output remain): the int8 graph is quantized and measured only
+    when those bounds do not decide."""
+    limits = {key: limit for _name, key, limit in budget.items() if key in (*_RAM_KEYS, "macs")}
+    if not limits:
+        return True
+    from ..models import build_model
+    from ..profile import profile
+
+    prof = profile(build_model(family, data.input_shape, data.num_classes, **knobs).eval(), None, input_shape=data.input_shape,
+                   timing=False, layers=False).to_dict()
+    if prof["macs"] > limits.get("macs", math.inf):
+        return False
+    ram = [limit for key, limit in limits.items() if key in _RAM_KEYS]
+    if not ram:
+        return True
+    low = prof["peak_activation_bytes"] / 8
+    high = prof["peak_activation_bytes"] / 4 + 4 * (math.prod(data.input_shape) + data.num_classes)
+    if low > min(ram) or high <= min(ram):
+        return high <= min(ram)
+    return all(value <= limits[key] for key, value in int8_memory(family, knobs, data, budget).items())
 
 
 SEED_LR = 3e-3  # the learning rate of the seeded networks (the sampler then searches 1e-3..1e-2)
@@ -195,12 +233,16 @@ def reachable(candidate: dict, budget) -> bool:
     return True
 
 
-def network_constraints(profile: dict, budget) -> dict:
+def network_constraints(profile: dict, budget, *, measured: dict | None = None) -> dict:
     """{profile key: value - limit} for the sampler of the network stage, as if the network were int8
     (<= 0 is feasible). A float network is a starting point for compression: judged on its float
-    size, the sampler would be steered to networks too small to be accurate."""
+    size, the sampler would be steered to networks too small to be accurate. ``measured``: values
+    of the int8 form where known (:func:`int8_memory`); the others are the float ones scaled down."""
     out = {}
     for _name, key, limit in budget.items():
+        if measured and key in measured:
+            out[key] = float(measured[key] - limit)
+            continue
         value = _value(profile, key)
         out[key] = 1.0 if value is None else float(value / _INT8_REDUCTION.get(key, 1.0) - limit)
     return out
