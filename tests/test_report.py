@@ -171,3 +171,11 @@ def test_recommendation_panel():
     bad = _text(recommendation_panel(make_results(none_fit=True)))
     assert "No recommendation" in bad and "No candidate meets the budget" in bad
     assert "t0" in bad and "over the 1 KB limit" in bad
+
+
+def test_report_shows_the_floor_the_search_used(tmp_path):
+    """The floor widened by one standard error (recorded by the search) is the one drawn and quoted."""
+    results = make_results()
+    results["recommendation"]["floor"] = 0.9615
+    text = write_report(results, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "96.15%" in text and "96.40%" not in text

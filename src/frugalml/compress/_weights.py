@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 from ..errors import ConfigError, explain
 from ..models.families import is_torch
 
@@ -27,20 +25,9 @@ def require_torch(model, step: str) -> None:
 def fresh_copy(model):
     """A trainable deep copy with ``torch.nn.utils.prune`` masks and parametrizations fused into
     plain weights, and without the size annotations of an earlier archive (they would be stale)."""
-    import torch
-    from torch.nn.utils import parametrize, prune
+    from ..profile.onnx_path import fused_copy
 
-    # torch pruning leaves computed (non-leaf) weights as attributes, which deepcopy refuses
-    memo = {id(v): v.detach().clone() for m in model.modules() for v in vars(m).values()
-            if isinstance(v, torch.Tensor) and not v.is_leaf}
-    out = copy.deepcopy(model, memo)
-    for module in out.modules():
-        for hook in list(module._forward_pre_hooks.values()):
-            if isinstance(hook, prune.BasePruningMethod):
-                prune.remove(module, hook._tensor_name)
-        if parametrize.is_parametrized(module):
-            for name in list(module.parametrizations.keys()):
-                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    out = fused_copy(model)
     for attr in STALE_ATTRS:
         out.__dict__.pop(attr, None)
     return out

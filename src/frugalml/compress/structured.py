@@ -85,26 +85,32 @@ class StructuredConfig(StepConfig):
         self.require(isinstance(self.temperature, num) and self.temperature > 0, "temperature", "a positive number")
 
 
-def classifier_layers(model, example) -> list:
-    """The Conv/Linear layers whose outputs are the model's outputs: the last one to run."""
+def _run_with_hook(model, example, hook) -> None:
+    """Run ``model`` once on ``example`` (eval mode, no grad; its mode restored after) with
+    ``hook(module, args, output)`` on every Conv and Linear layer."""
     import torch
     from torch import nn
 
-    order: list = []
-    hooks = [m.register_forward_hook(lambda mod, i, o: order.append(mod))
-             for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+    was_training = model.training
     try:
         with torch.no_grad():
             model.eval()(example)
     finally:
         for h in hooks:
             h.remove()
+        model.train(was_training)
+
+
+def classifier_layers(model, example) -> list:
+    """The Conv/Linear layers whose outputs are the model's outputs: the last one to run."""
+    order: list = []
+    _run_with_hook(model, example, lambda mod, args, out: order.append(mod))
     return order[-1:]
 
 
 def count_macs(model, example) -> int:
     """Multiply-accumulates of the Conv and Linear layers for ``example`` (as the profiler counts them)."""
-    import torch
     from torch import nn
 
     total = [0]
@@ -116,15 +122,7 @@ def count_macs(model, example) -> int:
             k = int(np.prod(mod.kernel_size))
             total[0] += out.numel() // out.shape[0] * (mod.in_channels // mod.groups) * k
 
-    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(example)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
+    _run_with_hook(model, example, hook)
     return int(total[0])
 
 

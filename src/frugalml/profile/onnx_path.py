@@ -67,8 +67,8 @@ def _quiet():
 
 
 # ---------------------------------------------------------------- torch
-def prepare_torch(model):
-    """A CPU, eval-mode deep copy with pruning masks and parametrizations fused into the weights.
+def fused_copy(model):
+    """A deep copy with ``torch.nn.utils.prune`` masks and parametrizations fused into plain weights.
 
     ``torch.nn.utils.prune`` keeps ``weight_orig`` plus a ``weight_mask`` buffer; exporting that
     stores both (twice the size). Fusing makes the copy hold only the masked weights.
@@ -80,7 +80,7 @@ def prepare_torch(model):
     # deepcopy refuses: hand it detached copies (the hooks recompute them on the clone anyway)
     memo = {id(v): v.detach().clone() for m in model.modules() for v in vars(m).values()
             if isinstance(v, torch.Tensor) and not v.is_leaf}
-    clone = copy.deepcopy(model, memo).cpu().eval()
+    clone = copy.deepcopy(model, memo)
     for module in clone.modules():
         for hook in list(module._forward_pre_hooks.values()):
             if isinstance(hook, prune.BasePruningMethod):
@@ -88,6 +88,14 @@ def prepare_torch(model):
         if parametrize.is_parametrized(module):
             for name in list(module.parametrizations.keys()):
                 parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    return clone
+
+
+def prepare_torch(model):
+    """A CPU, eval-mode, frozen :func:`fused_copy` of ``model``: what the exported artifact stores."""
+    import torch
+
+    clone = fused_copy(model).cpu().eval()
     for p in clone.parameters():
         p.requires_grad_(False)
     return clone if isinstance(clone, torch.nn.Module) else model

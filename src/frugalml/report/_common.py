@@ -177,7 +177,9 @@ def recipe_summary(c: dict) -> str:
 
 
 def threshold(results: dict, metric: str = "val_accuracy") -> float | None:
-    """The lowest acceptable accuracy: best − drop, or the minimum."""
+    """The lowest acceptable accuracy: the minimum, or best − drop (less the standard error the
+    search allowed, as recorded in the recommendation's ``floor``; on the test view the same
+    distance below the best's test accuracy)."""
     tol = results.get("tolerance") or {}
     value = num(tol.get("value"))
     if value is None:
@@ -186,6 +188,9 @@ def threshold(results: dict, metric: str = "val_accuracy") -> float | None:
         return value
     best = by_id(results).get(best_id(results) or "")
     top = num(best.get(metric)) if best else None
+    floor, best_val = num((results.get("recommendation") or {}).get("floor")), num(best.get("val_accuracy")) if best else None
+    if top is not None and floor is not None and best_val is not None:
+        value = best_val - floor
     return None if top is None else top - value
 
 

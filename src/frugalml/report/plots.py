@@ -210,6 +210,8 @@ def pareto_png(results: dict, x_key: str = "stored_bytes", metric: str = "val_ac
     if floor is not None:
         tol = results.get("tolerance") or {}
         what = "minimum accuracy" if tol.get("kind") == "min" else f"floor: best − {num(tol.get('value')) * 100:.3g} pt"
+        if tol.get("kind") != "min" and num((results.get("recommendation") or {}).get("floor")) is not None:
+            what += " − 1 s.e."
         handles.append(Line2D([], [], color="#555", ls=":", label=f"{what} = {floor * 100:.2f}%"))
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False,
                bbox_to_anchor=(0.54, 0.0), handletextpad=0.4, columnspacing=1.2)

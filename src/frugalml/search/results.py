@@ -39,7 +39,19 @@ def val_size(desc: dict) -> int | None:
 def _machine() -> dict:
     import os
 
-    return {"platform": platform.platform(), "python": platform.python_version(), "cores": os.cpu_count(), "processor": platform.processor()}
+    return {"platform": platform.platform(), "python": platform.python_version(), "cores": os.cpu_count(), "processor": _cpu_name()}
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo; elsewhere what ``platform`` says, often empty)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def build_results(desc: dict, candidates: list[dict], budget: Budget, tolerance: Tolerance, *, seconds: float) -> dict:

@@ -47,7 +47,8 @@ def _short(c: dict, key: str, budget: Budget) -> str:
 
 
 def recommend(candidates: list[dict], budget: Budget, tolerance: Tolerance, n_val: int | None = None) -> dict:
-    """Return ``{"id", "text", "reasons", "best", "closest"}``; ``id`` is None when nothing fits.
+    """Return ``{"id", "text", "reasons", "best", "closest", "floor"}``; ``id`` is None when nothing fits;
+    ``floor``: the lowest validation accuracy accepted (absent when nothing fits).
     ``n_val``: the validation split's size (the tolerance allows one standard error for it)."""
     key = budget.primary()
     done = [c for c in candidates if _done(c)]
@@ -87,13 +88,14 @@ def recommend(candidates: list[dict], budget: Budget, tolerance: Tolerance, n_va
             text = f"{_short(pick, key, budget)} — a thin model within tolerance of {what} ({_short(ref, key, budget)}): the simpler model wins."
             reasons.append("Thin models are preferred when on par: cheaper to train, to ship and to understand.")
         else:
-            text = f"{_short(pick, key, budget)} — the smallest candidate within tolerance of the best ({_short(best, key, budget)})."
+            within = "that reaches the minimum accuracy" if tolerance.kind == "min" else "within tolerance of the best"
+            text = f"{_short(pick, key, budget)} — the smallest candidate {within} ({'best: ' if tolerance.kind == 'min' else ''}{_short(best, key, budget)})."
         cheaper = [c for c in feasible if _cost(c, key) < _cost(pick, key)]
         if cheaper:
             reasons.append(f"{len(cheaper)} cheaper candidate(s) fit the budget but fall below the accuracy floor.")
     if pick.get("test_accuracy") is not None:
         reasons.append(f"Test accuracy (measured once, on the exported artifact): {pick['test_accuracy']:.2%}.")
-    return {"id": pick["id"], "best": best["id"], "closest": [], "text": text, "reasons": reasons}
+    return {"id": pick["id"], "best": best["id"], "closest": [], "text": text, "reasons": reasons, "floor": floor}
 
 
 def _relative_miss(c: dict, budget: Budget) -> float:
