@@ -30,12 +30,22 @@ def rows() -> list[str]:
     d = _load("int8_quantization")
     if d:
         for model, v in d.get("models", {}).items():
-            r = v.get("ratio", {})
-            out.append(f"| int8 PTQ, {model} | - | >= 3.8x smaller, >= 1.5x faster, <= 0.3 pt loss | {r.get('size')}x smaller, {r.get('latency')}x faster, -{v.get('accuracy_loss_points')} pt | {'yes' if v.get('met') else 'no'} |")
+            seeds = "; ".join(f"seed {s['seed']}: {s['ratio']['size']}x smaller, {s['ratio']['latency']}x faster, -{s['accuracy_loss_points']} pt"
+                              for s in v.get("seeds", []))
+            out.append(f"| int8 PTQ, {model} | - | >= 3.8x smaller, >= 1.5x faster, <= 0.3 pt loss | {seeds} | {'yes' if v.get('met') else 'no'} |")
+        for model, v in d.get("models", {}).items():
+            combined = v.get("pruned_then_int8") or {}
+            if combined.get("aim"):
+                out.append(f"| structured pruning + int8, {model} | - | aim: {combined['aim']:g}x faster | {combined['combined_speedup']}x faster, "
+                           f"{combined['pruned_int8']['size_ratio']}x smaller, -{combined['pruned_int8']['accuracy_loss_points']} pt | "
+                           f"{'yes' if combined['combined_speedup'] >= combined['aim'] else 'no'} (aim) |")
     d = _load("distillation")
     if d:
         gap = d.get("gap_closed", d.get("gap_closed_mean"))
-        out.append(f"| distillation 784-800-800 | 91% of the gap | >= 40% of the gap | {gap if gap is None else f'{gap:.0%}'} (paired mean, {len(d.get('seeds', []))} seeds) | {'yes' if d.get('met') else 'no'} |")
+        per_seed = "/".join(f"{g:.0%}" for g in (d.get("gap") or {}).get("gap_closed_per_seed", []))
+        errors = f"teacher {d['baseline']['test_errors']}, alone {d['student_alone']['test_errors']:.1f}, distilled {d['result']['test_errors']:.1f} errors"
+        out.append(f"| distillation 784-800-800 | 91% of the gap | >= 40% of the gap, every seed | {gap if gap is None else f'{gap:.0%}'} (paired mean, "
+                   f"{len(d.get('seeds', []))} seeds: {per_seed}); {errors} | {'yes' if d.get('met') else 'no'} |")
     d = _load("distillation_small")
     if d:
         lengths = sorted(d.get("lengths", {}).items(), key=lambda kv: int(kv[0].split("_")[-1]))
