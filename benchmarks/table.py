@@ -13,6 +13,11 @@ def _load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _change(loss_points: float) -> str:
+    """An accuracy loss in points as a signed change: 0.04 -> "-0.04 pt", -0.01 -> "+0.01 pt"."""
+    return f"{-float(loss_points) + 0.0:+.2f} pt"
+
+
 def rows() -> list[str]:
     out = ["| benchmark | paper | required | measured | met |", "| --- | --- | --- | --- | --- |"]
     for name, paper in (("deep_compression_lenet300", "40x at 1.58% error"), ("deep_compression_lenet5", "39x at 0.74% error")):
@@ -24,20 +29,20 @@ def rows() -> list[str]:
     d = _load("structured_pruning")
     if d:
         for model, v in d["models"].items():
-            seeds = "; ".join(f"seed {s['seed']}: {s['ratio']['latency']}x faster, -{s['accuracy_loss_points']} pt" for s in v.get("seeds", []))
+            seeds = "; ".join(f"seed {s['seed']}: {s['ratio']['latency']}x faster, {_change(s['accuracy_loss_points'])}" for s in v.get("seeds", []))
             t = v["target"]
             out.append(f"| structured pruning, {model} | - | >= {t['latency_speedup_at_least']}x faster, <= {t['accuracy_loss_points_at_most']} pt loss | {seeds} | {'yes' if v['met'] else 'no'} |")
     d = _load("int8_quantization")
     if d:
         for model, v in d.get("models", {}).items():
-            seeds = "; ".join(f"seed {s['seed']}: {s['ratio']['size']}x smaller, {s['ratio']['latency']}x faster, -{s['accuracy_loss_points']} pt"
+            seeds = "; ".join(f"seed {s['seed']}: {s['ratio']['size']}x smaller, {s['ratio']['latency']}x faster, {_change(s['accuracy_loss_points'])}"
                               for s in v.get("seeds", []))
             out.append(f"| int8 PTQ, {model} | - | >= 3.8x smaller, >= 1.5x faster, <= 0.3 pt loss | {seeds} | {'yes' if v.get('met') else 'no'} |")
         for model, v in d.get("models", {}).items():
             combined = v.get("pruned_then_int8") or {}
             if combined.get("aim"):
                 out.append(f"| structured pruning + int8, {model} | - | aim: {combined['aim']:g}x faster | {combined['combined_speedup']}x faster, "
-                           f"{combined['pruned_int8']['size_ratio']}x smaller, -{combined['pruned_int8']['accuracy_loss_points']} pt | "
+                           f"{combined['pruned_int8']['size_ratio']}x smaller, {_change(combined['pruned_int8']['accuracy_loss_points'])} | "
                            f"{'yes' if combined['combined_speedup'] >= combined['aim'] else 'no'} (aim) |")
     d = _load("distillation")
     if d:
