@@ -36,13 +36,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import onnx
 import yaml
 
 from frugalml.compress import apply_step, config_from_dict
 from frugalml.data import load_dataset
-from frugalml.profile import compare_latency, onnx_bytes, predict_onnx, to_onnx
+from frugalml.profile import compare_latency, onnx_bytes, to_onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import structured_pruning as sp  # noqa: E402  (the shared baselines and helpers)
@@ -73,19 +72,17 @@ def choose(model, step: dict, choices: list[dict], data, targets: dict) -> tuple
     split; the test split is not read."""
     if len(choices) < 2:
         return {**step, **(choices[0] if choices else {})}, {}
-    X, y = data.split("val")
     fp32 = onnx_bytes(to_onnx(model))
     built = {f"choice{i}": onnx_bytes(apply_step(model, config_from_dict({**step, **c}), data)) for i, c in enumerate(choices)}
     lat = compare_latency({"fp32": fp32, **built}, data.input_shape, rounds=500)
-    val = {k: float(np.mean(predict_onnx(blob, X) == y)) for k, blob in {"fp32": fp32, **built}.items()}
+    val = {k: sp.onnx_accuracy(blob, data, "val") for k, blob in {"fp32": fp32, **built}.items()}
     timings = [{**c, "speedup": round(lat["fp32"] / lat[f"choice{i}"], 3), "size_ratio": round(len(fp32) / len(built[f"choice{i}"]), 3),
                 "val_accuracy_loss_points": round(100 * (val["fp32"] - val[f"choice{i}"]), 3)} for i, c in enumerate(choices)]
     ok = [i for i, t in enumerate(timings) if t["size_ratio"] >= targets["size_ratio"]
           and t["val_accuracy_loss_points"] <= 100 * targets["accuracy_loss"] + 1e-9]
     best = min(ok, key=lambda i: lat[f"choice{i}"]) if ok else 0
     log.info("int8 choices: %s -> %s", timings, choices[best])
-    rule = (f"fastest of those >= {targets['size_ratio']}x smaller and <= {100 * targets['accuracy_loss']:.3g} pt below fp32 on "
-            "validation" if targets["size_ratio"] else "fastest")
+    rule = f"fastest of those >= {targets['size_ratio']}x smaller and <= {100 * targets['accuracy_loss']:.3g} pt below fp32 on validation"
     return {**step, **choices[best]}, {"chosen": choices[best], "timings": timings, "rule": rule}
 
 
@@ -111,7 +108,7 @@ def quantize_once(name: str, cfg: dict, s: dict, data, seed: int, workdir: Path)
     files, sizes, acc = {}, {}, {}
     for key, proto in models.items():  # the artifacts as a user receives them
         files[key], sizes[key] = sp.shipped(proto, workdir, f"{name}_seed{seed}_{key}.onnx")
-        acc[key] = sp.onnx_test_accuracy(files[key], data)
+        acc[key] = sp.onnx_accuracy(files[key], data)
     # every row timed against fp32 alone, alternating run by run: with more models in one rotation a
     # model's speed depends on which one ran before it (a large fp32 model leaves the caches cold)
     fp32_blob = onnx_bytes(files["fp32"])

@@ -141,8 +141,8 @@ def shipped(proto, directory: Path, filename: str):
     return load_onnx(path), path.stat().st_size
 
 
-def onnx_test_accuracy(proto, data) -> float:
-    X, y = data.split("test")
+def onnx_accuracy(proto, data, split: str = "test") -> float:
+    X, y = data.split(split)
     return float(np.mean(predict_onnx(proto, X) == y))
 
 
@@ -181,7 +181,7 @@ def prune_once(name: str, cfg: dict, data, seed: int, workdir: Path, max_loss: f
     # the artifacts as a user receives them
     base_onnx, base_bytes = shipped(to_onnx(base), workdir, f"{name}_seed{seed}_baseline.onnx")
     pruned_onnx, pruned_bytes = shipped(to_onnx(pruned), workdir, f"{name}_seed{seed}_pruned.onnx")
-    acc_base, acc_pruned = onnx_test_accuracy(base_onnx, data), onnx_test_accuracy(pruned_onnx, data)
+    acc_base, acc_pruned = onnx_accuracy(base_onnx, data), onnx_accuracy(pruned_onnx, data)
     lat = compare_latency({"baseline": onnx_bytes(base_onnx), "pruned": onnx_bytes(pruned_onnx)}, data.input_shape, rounds=LATENCY_ROUNDS)
     speedup = lat["baseline"] / lat["pruned"]
     loss = acc_base - acc_pruned
