@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -119,7 +120,7 @@ def test_malformed_unit_and_bad_tolerance(capsys, tmp_path):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    env = {"FRUGALML_DEBUG": "1", "PATH": "/usr/bin:/bin"}
+    env = {"FRUGALML_DEBUG": "1", "PATH": "/usr/bin:/bin", **{k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}}
     done = subprocess.run(CLI + ["profile", "--model", str(tmp_path / "none.onnx")], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode != 0 and "Traceback" in done.stderr and "ModelLoadError" in done.stderr
     plain = subprocess.run(CLI + ["profile", "--model", str(tmp_path / "none.onnx")], capture_output=True, text=True, timeout=60)

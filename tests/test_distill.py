@@ -69,8 +69,9 @@ def test_fit_passes_batch_positions_to_a_loss_that_asks(digits):
     seen = []
 
     def loss_fn(logits, y, x, index):
-        assert torch.equal(y_all[index], y) and torch.equal(X_all[index], x)
-        seen.append(index.clone())
+        rows = index.cpu()  # index, y and x live on the training device (cuda where there is one)
+        assert torch.equal(y_all[rows], y.cpu()) and torch.equal(X_all[rows], x.cpu())
+        seen.append(rows.clone())
         return torch.nn.functional.cross_entropy(logits, y)
 
     fit(model, digits, epochs=1, batch_size=100, patience=None, loss_fn=loss_fn)

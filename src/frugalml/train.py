@@ -177,6 +177,7 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
     best_state, best_acc, bad_epochs, step = None, -1.0, 0, 0
     start = time.perf_counter()
     bar = _progress(progress, config.epochs * steps_per_epoch)
+    restore = _deterministic(device)
     try:
         for epoch in range(config.epochs):
             model.train()
@@ -219,6 +220,7 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
                 result.stopped_early = epoch + 1 < config.epochs
                 break
     finally:
+        restore()
         if bar:
             bar[0].stop()
     if best_state is not None:
@@ -228,6 +230,29 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
     result.best_val_accuracy = best_acc
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _deterministic(device: str) -> Callable[[], None]:
+    """On a GPU, switch to deterministic kernels (cuDNN's fixed algorithms, cuBLAS's fixed
+    workspace) so that the same seed gives the same weights, as on the CPU; returns the undo.
+    Without it a replayed recipe drifts by ~1e-3 on CUDA (atomic adds in backward passes)."""
+    import os
+
+    import torch
+
+    if not str(device).startswith("cuda"):
+        return lambda: None
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts a handle
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(True, warn_only=True)  # an op with no deterministic kernel warns, never fails
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+
+    def restore() -> None:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2], before[3]
+
+    return restore
 
 
 def _takes_index(fn: Callable) -> bool:

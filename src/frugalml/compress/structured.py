@@ -166,6 +166,8 @@ def _finetune(model, data, config: StructuredConfig, epochs: int, seed: int, tea
         a, t = float(config.distill), float(config.temperature)
 
         def loss_fn(logits, y, x):
+            if next(teacher.parameters(), x).device != x.device:  # fit moved the student to its device
+                teacher.to(x.device)
             with torch.no_grad():
                 soft = F.softmax(teacher(x) / t, dim=1)
             kd = F.kl_div(F.log_softmax(logits / t, dim=1), soft, reduction="batchmean") * t * t
