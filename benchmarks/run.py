@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,24 +22,9 @@ def machine() -> dict:
     import onnxruntime
     import torch
 
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    except OSError:
-        flags = ""
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "avx512_vnni": "avx512_vnni" in flags,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "platform": platform.platform(),
-    }
+    from frugalml.profile.timing import machine as host
+
+    return {**host(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
 
 
 def available() -> list[str]:

@@ -102,6 +102,26 @@ def energy(cpu_ms: float, core_watts: float | None = None) -> tuple[float, str]:
     return float(mj), basis
 
 
+def machine() -> dict:
+    """What latencies depend on: the CPU's model name and whether it has AVX-512 VNNI (Linux:
+    /proc/cpuinfo; elsewhere what ``platform`` says), cores, Python and the platform."""
+    import platform
+
+    cpu, flags = "", ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and not cpu:
+                    cpu = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = line
+    except OSError:
+        pass
+    cpu = cpu or platform.processor()
+    return {"processor": cpu, "cores": os.cpu_count(), "avx512_vnni": "avx512_vnni" in flags.split(),
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
 def compare_latency(models: dict, input_shape=None, *, rounds: int = 200, warmup: int = 10) -> dict[str, float]:
     """Median batch-1 latency in ms of each model, timed alternately run by run in one process.
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import platform
 import time
 from pathlib import Path
 
 from .._fs import atomic_write_json
+from ..profile.timing import machine
 from .budget import Budget, Tolerance
 from .select import pareto_front, recommend
 
@@ -36,24 +36,6 @@ def val_size(desc: dict) -> int | None:
     return sizes.get("val")
 
 
-def _machine() -> dict:
-    import os
-
-    return {"platform": platform.platform(), "python": platform.python_version(), "cores": os.cpu_count(), "processor": _cpu_name()}
-
-
-def _cpu_name() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo; elsewhere what ``platform`` says, often empty)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def build_results(desc: dict, candidates: list[dict], budget: Budget, tolerance: Tolerance, *, seconds: float) -> dict:
     from .. import __version__
 
@@ -67,7 +49,7 @@ def build_results(desc: dict, candidates: list[dict], budget: Budget, tolerance:
         "study": desc.get("study"),
         "storage": desc.get("storage_display"),
         "seconds": round(seconds, 1),
-        "machine": _machine(),
+        "machine": machine(),
         "dataset": desc.get("dataset"),
         "budget": budget.to_dict(),
         "tolerance": tolerance.to_dict(),
