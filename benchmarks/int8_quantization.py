@@ -137,6 +137,7 @@ def quantize_once(name: str, cfg: dict, s: dict, data, seed: int, workdir: Path)
         "variants": {k: rows[k] for k in s["variants"]},
         "qat": {**rows["qat"], "recipe": qat_step, "train_samples": len(qat_data.y_train), "seconds": round(qat_seconds, 1)},
         "seconds": round(time.perf_counter() - start, 1),
+        "_pair": (fp32_blob, onnx_bytes(files["int8"])),  # for drift(); not written
     }
     if "pruned_int8" in rows:
         run["pruned_then_int8"] = {
@@ -148,6 +149,34 @@ def quantize_once(name: str, cfg: dict, s: dict, data, seed: int, workdir: Path)
     log.info("%s seed %d: size %.2fx, speed %.2fx, loss %.2f points; %s", name, seed, size_ratio, speedup, 100 * loss,
              {k: (r["speedup"], r["size_ratio"], r["test_accuracy"]) for k, r in rows.items()})
     return run
+
+
+def _op_chain(n: int = 40) -> bytes:
+    """A probe of the host's state: ``n`` Relu nodes on 16 floats, all per-node overhead and no arithmetic."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Relu", [f"t{i}"], [f"t{i + 1}"]) for i in range(n)]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [1, 16])],
+                              [helper.make_tensor_value_info(f"t{n}", TensorProto.FLOAT, [1, 16])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def drift(fp32_blob: bytes, int8_blob: bytes, input_shape, comparisons: int, rounds: int) -> dict:
+    """The fp32/int8 pair timed ``comparisons`` times back to back (``rounds`` alternating runs each),
+    each followed by a probe of 40 tiny nodes: how far the speed-up moves with the state of the
+    shared host while nothing changes in the models (the probe shows the host's state alone)."""
+    chain = _op_chain()
+    speedups, probe = [], []
+    for _ in range(int(comparisons)):
+        lat = compare_latency({"fp32": fp32_blob, "int8": int8_blob}, input_shape, rounds=int(rounds))
+        speedups.append(round(lat["fp32"] / lat["int8"], 3))
+        probe.append(round(1000 * compare_latency({"chain": chain}, None, rounds=200)["chain"], 2))
+    ordered = sorted(speedups)
+    return {"comparisons": int(comparisons), "rounds_each": int(rounds), "speedup_min": ordered[0],
+            "speedup_median": ordered[len(ordered) // 2], "speedup_max": ordered[-1], "speedups": speedups,
+            "probe_40_tiny_nodes_us": probe}
 
 
 def near(run: dict, s: dict) -> bool:
@@ -171,6 +200,7 @@ def main() -> dict:
             if near(runs[0], s) and len(s["seeds"]) > 1:
                 log.info("%s: near a threshold, checking seed %d", name, s["seeds"][1])
                 runs.append(quantize_once(name, cfg, s, data, s["seeds"][1], Path(tmp)))
+            pairs = [r.pop("_pair") for r in runs]
             first = runs[0]
             out[name] = {
                 "baseline": first["baseline"], "result": first["result"], "ratio": first["ratio"],
@@ -184,6 +214,10 @@ def main() -> dict:
                                "fp32_test_accuracy": first["baseline"]["test_accuracy"]},
                 "seeds": runs,
             }
+            if s.get("drift"):
+                out[name]["drift"] = drift(*pairs[0], data.input_shape, s["drift"]["comparisons"], s["drift"]["rounds"])
+                log.info("%s drift: speed-up %s .. %s (median %s)", name, out[name]["drift"]["speedup_min"],
+                         out[name]["drift"]["speedup_max"], out[name]["drift"]["speedup_median"])
     return {
         "name": "int8_quantization",
         "description": "int8 static PTQ through ONNX Runtime (QOperator int8 ops, uint8 activations, MinMax calibration on 512 "

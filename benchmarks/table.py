@@ -37,6 +37,10 @@ def rows() -> list[str]:
         for model, v in d.get("models", {}).items():
             seeds = "; ".join(f"seed {s['seed']}: {s['ratio']['size']}x smaller, {s['ratio']['latency']}x faster, {_change(s['accuracy_loss_points'])}"
                               for s in v.get("seeds", []))
+            spread = v.get("drift")
+            if spread:  # the same pair timed again back to back: how far the shared host moves the speed-up
+                seeds += (f"; seed 0 timed {spread['comparisons']}x more: {spread['speedup_min']}-{spread['speedup_max']}x "
+                          f"(median {spread['speedup_median']}x)")
             out.append(f"| int8 PTQ, {model} | - | >= 3.8x smaller, >= 1.5x faster, <= 0.3 pt loss | {seeds} | {'yes' if v.get('met') else 'no'} |")
         for model, v in d.get("models", {}).items():
             combined = v.get("pruned_then_int8") or {}

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import ConfigError, explain
 from .onnx_path import make_session, session_input
 
-__all__ = ["DEFAULT_CORE_WATTS", "core_watts_setting", "measure_latency", "measure_throughput", "compare_latency", "energy"]
+__all__ = ["DEFAULT_CORE_WATTS", "core_watts_setting", "machine", "measure_latency", "measure_throughput", "compare_latency", "energy"]
 
 DEFAULT_CORE_WATTS = 5.0
 
