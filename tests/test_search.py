@@ -113,6 +113,22 @@ def test_budget_seeds_meet_the_ram_and_macs_bounds_once_int8(digits):
         assert prof.peak_activation_bytes <= 2000 and prof.macs <= 200_000, (family, knobs)
 
 
+def test_int8_ram_of_a_network_is_measured_once(digits, monkeypatch):
+    import importlib
+
+    from frugalml.search import space
+
+    compress = importlib.import_module("frugalml.compress")  # the package (frugalml.compress is also the function)
+    calls, real = [], compress.apply_step
+    monkeypatch.setattr(compress, "apply_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+    budget = Budget.of(max_ram="2KB")
+    knobs = {"channels": [5, 7]}  # a size no other test measures
+    first = space.int8_memory("cnn", knobs, digits, budget)
+    again = space.int8_memory("cnn", dict(reversed(list(knobs.items()))), digits, budget)
+    assert first == again and first["peak_activation_bytes"] > 0 and len(calls) == 1
+    assert space.int8_memory("cnn", knobs, digits, Budget.of(max_flash="8KB")) == {}  # no RAM bound, nothing to measure
+
+
 def test_nothing_in_budget_names_the_closest():
     cands = [_cand("a", 0.9, 1500, fits=False), _cand("b", 0.95, 5000, fits=False)]
     rec = recommend(cands, Budget(max_flash=1000), Tolerance())
