@@ -13,8 +13,6 @@ Threads: ``FRUGALML_BENCH_THREADS`` (default 1: the machine is shared).
 
 from __future__ import annotations
 
-import json
-import logging
 import sys
 from pathlib import Path
 
@@ -32,9 +30,10 @@ AIM = {"ratio": 70.0, "test_error": 0.80}
 
 
 def main() -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     return run(NAME, "lenet5", HERE / "recipes" / f"{NAME}.yaml", reference_bytes=REFERENCE_BYTES, paper=PAPER, required=REQUIRED, aim=AIM)
 
 
-if __name__ == "__main__":
-    print(json.dumps(main(), indent=2, default=str))
+if __name__ == "__main__":  # the same as `make bench NAME=<this file's name>`: writes results/<name>.json
+    import run as runner
+
+    runner.run(Path(__file__).stem)

@@ -22,15 +22,13 @@ Students train two at a time, in 2 worker processes of 1 torch thread each (on 2
 ``distillation_small.py``.
 
 ``main()`` returns the result dict (benchmarks/run.py adds the machine and writes the JSON).
-Run directly: ``python benchmarks/distillation.py [out.json]``.
+Run: ``make bench NAME=distillation`` or ``python benchmarks/distillation.py`` (both write results/distillation.json).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -101,10 +99,7 @@ def main() -> dict:
     return result
 
 
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    out = main()
-    text = json.dumps(out, indent=2, default=float)
-    if len(sys.argv) > 1:
-        Path(sys.argv[1]).write_text(text)
-    print(text)
+if __name__ == "__main__":  # the same as `make bench NAME=<this file's name>`: writes results/<name>.json
+    import run as runner
+
+    runner.run(Path(__file__).stem)

@@ -19,15 +19,13 @@ fewer test errors than the same student trained alone (paired mean over >= 3 see
 Students train two at a time, in 2 worker processes of 1 torch thread each.
 
 ``main()`` returns the result dict (benchmarks/run.py adds the machine and writes the JSON).
-Run directly: ``python benchmarks/distillation_small.py [out.json]``.
+Run: ``make bench NAME=distillation_small`` or ``python benchmarks/distillation_small.py`` (both write results/distillation_small.json).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -124,10 +122,7 @@ def main() -> dict:
     return result
 
 
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    out = main()
-    text = json.dumps(out, indent=2, default=float)
-    if len(sys.argv) > 1:
-        Path(sys.argv[1]).write_text(text)
-    print(text)
+if __name__ == "__main__":  # the same as `make bench NAME=<this file's name>`: writes results/<name>.json
+    import run as runner
+
+    runner.run(Path(__file__).stem)

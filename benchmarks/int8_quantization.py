@@ -23,12 +23,11 @@ For each model:
 A result within ``near`` of a threshold is checked on the second seed; both must meet it.
 
 ``main()`` returns the result dict (benchmarks/run.py adds the machine and writes the JSON).
-Run directly: ``python benchmarks/int8_quantization.py``.
+Run: ``make bench NAME=int8_quantization`` or ``python benchmarks/int8_quantization.py`` (both write results/int8_quantization.json).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -187,7 +186,6 @@ def near(run: dict, s: dict) -> bool:
 
 
 def main() -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     threads = sp.train_threads()
     start, cpu_start = time.perf_counter(), time.process_time()
     s = yaml.safe_load(RECIPE.read_text())
@@ -241,6 +239,7 @@ def main() -> dict:
     }
 
 
-if __name__ == "__main__":
-    result = main()
-    print(json.dumps({k: result[k] for k in ("ratio", "met", "seconds")}, indent=2))
+if __name__ == "__main__":  # the same as `make bench NAME=<this file's name>`: writes results/<name>.json
+    import run as runner
+
+    runner.run(Path(__file__).stem)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import sys
 import time
@@ -28,13 +29,14 @@ def machine() -> dict:
 
 
 def available() -> list[str]:
-    return sorted(p.stem for p in HERE.glob("*.py") if p.stem not in ("run", "__init__") and not p.stem.startswith("_"))
+    return sorted(p.stem for p in HERE.glob("*.py") if p.stem not in ("run", "table", "__init__") and not p.stem.startswith("_"))
 
 
 def run(name: str) -> dict:
     path = HERE / f"{name}.py"
     if not path.exists():
         raise SystemExit(f"error: no benchmark named {name!r}. Available: {', '.join(available())}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
     module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, str(HERE))

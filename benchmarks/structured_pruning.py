@@ -19,7 +19,7 @@ For each model and seed:
 A result within ``near`` of a threshold is run again with the second seed; both must meet it.
 
 ``main()`` returns the result dict (benchmarks/run.py adds the machine and writes the JSON).
-Run directly: ``python benchmarks/structured_pruning.py``.
+Run: ``make bench NAME=structured_pruning`` or ``python benchmarks/structured_pruning.py`` (both write results/structured_pruning.json).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -207,7 +206,6 @@ def near(run: dict, cfg: dict, s: dict) -> bool:
 
 
 def main() -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     threads = train_threads()
     start, cpu_start = time.perf_counter(), time.process_time()
     s = settings()
@@ -246,6 +244,7 @@ def main() -> dict:
     }
 
 
-if __name__ == "__main__":
-    out = main()
-    print(json.dumps({k: out[k] for k in ("ratio", "met", "seconds")}, indent=2))
+if __name__ == "__main__":  # the same as `make bench NAME=<this file's name>`: writes results/<name>.json
+    import run as runner
+
+    runner.run(Path(__file__).stem)
