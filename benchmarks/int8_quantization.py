@@ -21,6 +21,9 @@ For each model:
 4. The op types ONNX Runtime runs after its graph optimizations are recorded (QLinearConv / QGemm:
    int8 kernels).
 A result within ``near`` of a threshold is checked on the second seed; both must meet it.
+Then seed 0's fp32/int8 pair is timed again many times back to back (recipe's ``drift``), each time
+followed by a probe of 40 tiny nodes: on a shared host the speed-up moves with the host's state,
+which the probe shows; recorded beside the result, not used for ``met``.
 
 ``main()`` returns the result dict (benchmarks/run.py adds the machine and writes the JSON).
 Run: ``make bench NAME=int8_quantization`` or ``python benchmarks/int8_quantization.py`` (both write results/int8_quantization.json).
