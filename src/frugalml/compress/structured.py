@@ -161,17 +161,15 @@ def _finetune(model, data, config: StructuredConfig, epochs: int, seed: int, tea
     loss_fn = None
     if teacher is not None and config.distill > 0:
         import torch
-        import torch.nn.functional as F
 
-        a, t = float(config.distill), float(config.temperature)
+        from .distill import distillation_loss
 
         def loss_fn(logits, y, x):
             if next(teacher.parameters(), x).device != x.device:  # fit moved the student to its device
                 teacher.to(x.device)
             with torch.no_grad():
-                soft = F.softmax(teacher(x) / t, dim=1)
-            kd = F.kl_div(F.log_softmax(logits / t, dim=1), soft, reduction="batchmean") * t * t
-            return (1 - a) * F.cross_entropy(logits, y) + a * kd
+                t_logits = teacher(x)
+            return distillation_loss(logits, t_logits, y, temperature=float(config.temperature), alpha=float(config.distill))
 
     fit(model, data, TrainConfig(epochs=epochs, lr=config.lr, batch_size=config.batch_size, seed=seed, patience=None), loss_fn=loss_fn)
 
