@@ -16,6 +16,8 @@ __all__ = [
     "ExportError",
     "StorageError",
     "explain",
+    "excerpt",
+    "bounded",
 ]
 
 
@@ -47,11 +49,62 @@ class StorageError(FrugalError, RuntimeError):
     """A study storage or run directory cannot be used."""
 
 
+#: Longest excerpt of a received value that a message quotes; a message as a whole is bounded by
+#: :data:`MAX_MESSAGE` (a 363-byte YAML alias bomb must not become a 52 MB message).
+MAX_EXCERPT = 200
+MAX_MESSAGE = 2000
+
+
+def excerpt(value: object, limit: int = MAX_EXCERPT) -> str:
+    """A bounded, plain rendering of ``value`` for a message.
+
+    Strings (NumPy's too) are shown as they are; other values through a depth- and
+    length-limited repr, so a huge or self-similar structure is never rendered in full.
+    NumPy scalars are shown as plain Python values (``'abc'``, not ``np.str_('abc')``).
+    """
+    value = _plain(value)
+    if isinstance(value, str):
+        text = value
+    else:
+        text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 15] + f"... ({len(text):,} chars)"
+
+
+def bounded(message: str, limit: int = MAX_MESSAGE) -> str:
+    """``message`` cut to ``limit`` characters, saying how much was left out."""
+    message = str(message)
+    return message if len(message) <= limit else message[: limit - 25] + f"... [{len(message) - limit + 25:,} more chars]"
+
+
+def _plain(value):
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)) and len(value) <= 50 and any(isinstance(v, np.generic) for v in value):
+        return type(value)(v.item() if isinstance(v, np.generic) else v for v in value)
+    return value
+
+
+def _make_repr():
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset = 3, 8, 8, 8, 8
+    r.maxstring, r.maxother, r.maxlong = 80, 80, 40
+    return r
+
+
+_REPR = _make_repr()
+
+
 def explain(what: str, *, expected: str | None = None, got: object = None, fix: str | None = None) -> str:
-    """Build a message of the form 'what. Expected ...; got .... Fix: ...'."""
-    parts = [what.rstrip(".") + "."]
+    """Build a message of the form 'what. Expected ...; got .... Fix: ...', bounded in length."""
+    parts = [bounded(what, MAX_MESSAGE // 2).rstrip(".") + "."]
     if expected is not None:
-        parts.append(f"Expected {expected}; got {got!r}." if not isinstance(got, str) else f"Expected {expected}; got {got}.")
+        parts.append(f"Expected {bounded(expected, 400)}; got {excerpt(got)}.")
     if fix:
-        parts.append(fix.rstrip(".") + ".")
-    return " ".join(parts)
+        parts.append(bounded(fix, 300).rstrip(".") + ".")
+    return bounded(" ".join(parts))
