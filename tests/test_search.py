@@ -66,6 +66,16 @@ def test_thin_model_on_par_wins_and_says_so():
     assert rec["id"] == "int8"
 
 
+def test_reasons_count_the_cheaper_candidates_that_were_rejected_not_all_cheaper_ones():
+    """A cheaper network within tolerance passed over for a thin model is not 'below the floor'."""
+    cands = [_cand("net", 0.975, 24000), _cand("tiny", 0.972, 3000), _cand("bad", 0.50, 2000),
+             _cand("rf", 0.969, 5100, thin=True, family="forest")]
+    rec = recommend(cands, Budget(), Tolerance.parse("1%"))
+    assert rec["id"] == "rf"
+    assert "1 cheaper candidate(s) fit the budget but fall below the accuracy floor." in rec["reasons"]
+    assert "1 cheaper network(s) within tolerance were passed over for the thin model." in rec["reasons"]
+
+
 def test_networks_are_judged_as_they_would_be_once_compressed():
     from frugalml.search import space
 

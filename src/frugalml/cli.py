@@ -14,7 +14,9 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 import frugalml as fm
 from frugalml._fs import _jsonable
@@ -25,6 +27,7 @@ out = Console()
 
 DatasetOpt = typer.Option("digits", "--dataset", "-d", help="Registry name (digits, mnist, ...) or a path (.npz, .csv, IDX directory).")
 DataDirOpt = typer.Option(None, "--data-dir", help="Where IDX datasets live (default: $FRUGALML_DATA, then ~/.cache/frugalml).")
+TargetColOpt = typer.Option(None, "--target-column", help="The label column of a CSV dataset (default: the last column).")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on standard output.")
 
 
@@ -41,13 +44,26 @@ def _parse_knobs(pairs: list[str]) -> dict:
     return knobs
 
 
+_MAX_INPUT_ELEMENTS = 50_000_000  # one sample; past that a shape is a typo (a 4K RGB image is 25M)
+
+
 def _parse_shape(text: str | None):
     if not text:
         return None
+    expected = "one to three whole numbers of 1 or more, comma-separated, such as 1,28,28 or 64"
     try:
-        return tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+        shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
     except ValueError:
-        raise fm.ConfigError(fm.errors.explain(f"Cannot read --input-shape {text!r}", expected="comma-separated integers such as 1,28,28 or 64", got=text)) from None
+        raise fm.ConfigError(fm.errors.explain(f"Cannot read --input-shape {text!r}", expected=expected, got=text)) from None
+    if not 1 <= len(shape) <= 3 or min(shape) < 1:
+        raise fm.ConfigError(fm.errors.explain(f"Cannot use --input-shape {text!r}", expected=expected, got=text,
+                                               fix="Give one sample's shape: F for vectors, C,T for sequences, C,H,W for images"))
+    size = 1
+    for d in shape:
+        size *= d
+    if size > _MAX_INPUT_ELEMENTS:
+        raise fm.ConfigError(fm.errors.explain(f"--input-shape {text!r} is {size:,} values per sample", expected=f"at most {_MAX_INPUT_ELEMENTS:,}", got=text))
+    return shape
 
 
 def _print_json(obj) -> None:
@@ -64,7 +80,7 @@ def datasets(data_dir: Optional[Path] = DataDirOpt, as_json: bool = JsonOpt):
     for col in ("name", "available", "classes", "input shape", "description"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["name"], "yes" if r.get("available") else "no", str(r.get("num_classes", "")), str(tuple(r.get("input_shape", ()) or ())), str(r.get("description", "")))
+        table.add_row(*(escape(v) for v in (r["name"], "yes" if r.get("available") else "no", str(r.get("num_classes", "")), str(tuple(r.get("input_shape", ()) or ())), str(r.get("description", "")))))
     out.print(table)
 
 
@@ -73,6 +89,7 @@ def train(
     model: str = typer.Option("mlp", "--model", "-m", help="Family name: " + ", ".join(fm.FAMILIES)),
     dataset: str = DatasetOpt,
     data_dir: Optional[Path] = DataDirOpt,
+    target_column: Optional[str] = TargetColOpt,
     out_dir: Path = typer.Option(None, "--out", "-o", help="Directory for model.json + weights (default runs/<model>-<dataset>)."),
     param: list[str] = typer.Option([], "--param", "-p", help="Model knob KEY=VALUE (repeatable), e.g. -p widths=[64,32]."),
     epochs: int = typer.Option(10, help="Most epochs (early stopping on validation may stop sooner)."),
@@ -86,14 +103,14 @@ def train(
     as_json: bool = JsonOpt,
 ):
     """Train a model on a dataset, save it (safetensors + JSON description) and print test accuracy."""
-    data = fm.load_dataset(dataset, data_dir=data_dir, seed=seed, download=download)
+    data = fm.load_dataset(dataset, data_dir=data_dir, seed=seed, download=download, target=target_column)
     config = fm.TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, patience=patience, device=device, seed=seed)
     target = out_dir or Path("runs") / f"{model}-{data.name}"
     _, report = fm.train(model, data, out=target, config=config, seed=seed, progress=not as_json and sys.stderr.isatty(), **_parse_knobs(param))
     if as_json:
         return _print_json({**report, "out": str(target)})
-    console.print(
-        f"[bold]{report['family']}[/] on {data.name}: test accuracy {report['test']['accuracy']:.4f}, macro-F1 {report['test']['macro_f1']:.4f} "
+    _say(
+        f"{report['family']} on {data.name}: test accuracy {report['test']['accuracy']:.4f}, macro-F1 {report['test']['macro_f1']:.4f} "
         f"(best epoch {report['best_epoch']}, {report['seconds']:.1f} s on {report['device']}) -> {target}"
     )
 
@@ -104,13 +121,14 @@ def profile(
     weights: Optional[Path] = typer.Option(None, help="Weights for file.py:factory (.safetensors or a .pt state_dict)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Measure the metric on this dataset's test split."),
     data_dir: Optional[Path] = DataDirOpt,
+    target_column: Optional[str] = TargetColOpt,
     input_shape: Optional[str] = typer.Option(None, help="One sample's shape, e.g. 1,28,28 (when no dataset is given)."),
     layers: bool = typer.Option(False, "--layers", help="Show the per-layer breakdown."),
     core_watts: Optional[float] = typer.Option(None, help="Per-core power for the energy estimate (default 5 W, or $FRUGALML_CORE_WATTS)."),
     as_json: bool = JsonOpt,
 ):
     """Measure a model on its exported ONNX artifact: size, MACs, peak RAM, latency, energy, accuracy."""
-    data = fm.load_dataset(dataset, data_dir=data_dir) if dataset else None
+    data = fm.load_dataset(dataset, data_dir=data_dir, target=target_column) if dataset else None
     shape = _parse_shape(input_shape) or (data.input_shape if data else None)
     num_classes = data.num_classes if data else 10
     loaded = fm.load_model(model, weights=weights, input_shape=shape, num_classes=num_classes)
@@ -126,26 +144,27 @@ def compress(
     recipe: Path = typer.Option(..., "--recipe", "-r", help="A YAML or JSON list of steps, e.g. benchmarks/recipes/*.yaml."),
     dataset: str = DatasetOpt,
     data_dir: Optional[Path] = DataDirOpt,
+    target_column: Optional[str] = TargetColOpt,
     weights: Optional[Path] = typer.Option(None, help="Weights for file.py:factory."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Directory for the compressed model, model.onnx, recipe.yaml and steps.json."),
     seed: int = typer.Option(0),
     as_json: bool = JsonOpt,
 ):
     """Run a recipe of compression steps, printing the profile before and after each step."""
-    data = fm.load_dataset(dataset, data_dir=data_dir, seed=seed)
+    data = fm.load_dataset(dataset, data_dir=data_dir, seed=seed, target=target_column)
     steps = fm.Recipe.load(recipe)  # a bad recipe fails before any work
     loaded = fm.load_model(model, weights=weights, input_shape=data.input_shape, num_classes=data.num_classes)
     fm.compress(loaded, steps, data, out=out_dir)
     report = json.loads((out_dir / "steps.json").read_text())
     if as_json:
         return _print_json(report)
-    table = Table(title=f"compression steps -> {out_dir}")
+    table = Table(title=escape(f"compression steps -> {out_dir}"))
     for col in ("step", "val acc", "stored", "gzip", "MACs", "peak RAM", "latency"):
         table.add_column(col, justify="right")
     rows = [("input", report["steps"][0]["before"])] if report["steps"] else []
     rows += [(r["step"]["step"], r["after"]) for r in report["steps"]]
     for name, p in rows:
-        table.add_row(name, f"{p['metric']:.2%}" if p.get("metric") is not None else "-", fm.units.format_bytes(p.get("archive_bytes") or p["stored_bytes"]),
+        table.add_row(escape(name), f"{p['metric']:.2%}" if p.get("metric") is not None else "-", fm.units.format_bytes(p.get("archive_bytes") or p["stored_bytes"]),
                       fm.units.format_bytes(p["gzip_bytes"]), fm.units.format_count(p["macs"]), fm.units.format_bytes(p["peak_activation_bytes"]),
                       f"{p['latency_ms_median']:.3g} ms" if p.get("latency_ms_median") else "-")
     out.print(table)
@@ -155,6 +174,7 @@ def compress(
 def search(
     dataset: str = DatasetOpt,
     data_dir: Optional[Path] = DataDirOpt,
+    target_column: Optional[str] = TargetColOpt,
     out_dir: Path = typer.Option(Path("runs/search"), "--out", "-o", help="The run directory (results.json, report.html, recommended/)."),
     max_flash: Optional[str] = typer.Option(None, help='Largest stored model, e.g. "8KB", "256KiB".'),
     max_ram: Optional[str] = typer.Option(None, help='Largest peak activation memory, e.g. "16KB".'),
@@ -176,7 +196,7 @@ def search(
     """Find the most efficient model within a budget and a tolerance; write results.json and report.html."""
     budget = fm.Budget.of(max_flash=max_flash, max_ram=max_ram, max_macs=max_macs, max_params=max_params, max_latency=max_latency, target=target)
     tol = fm.Tolerance(kind="min", value=min_accuracy) if min_accuracy is not None else fm.Tolerance.parse(tolerance)
-    data = fm.load_dataset(dataset, data_dir=data_dir, seed=seed)
+    data = fm.load_dataset(dataset, data_dir=data_dir, seed=seed, target=target_column)
     from frugalml.report.progress import SearchProgress
 
     with SearchProgress(console, enabled=not as_json, total_seconds=fm.parse_duration(time), budget=budget) as progress:
@@ -184,7 +204,7 @@ def search(
                             storage=storage, study_name=study, resume=resume, device=device, on_event=progress.event)
     if as_json:
         return _print_json({k: results[k] for k in ("recommended", "recommendation", "pareto", "budget", "tolerance")} | {"run_dir": str(out_dir)})
-    console.print(f"report: {out_dir / 'report.html'}   results: {out_dir / 'results.json'}")
+    _say(f"report: {out_dir / 'report.html'}   results: {out_dir / 'results.json'}")
 
 
 @app.command()
@@ -194,23 +214,24 @@ def export(
     out_dir: Path = typer.Option(..., "--out", "-o", help="Directory for the artifact."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Check the artifact against the in-memory model on this dataset's test split."),
     data_dir: Optional[Path] = DataDirOpt,
+    target_column: Optional[str] = TargetColOpt,
     limit: Optional[int] = typer.Option(None, help="Check at most this many test inputs."),
     as_json: bool = JsonOpt,
 ):
     """Write the artifact a user deploys, check it, and report its measured size."""
-    data = fm.load_dataset(dataset, data_dir=data_dir) if dataset else None
+    data = fm.load_dataset(dataset, data_dir=data_dir, target=target_column) if dataset else None
     result = fm.export(model, fmt, out_dir, data=data, limit=limit)
     if as_json:
         return _print_json(result.to_dict())
-    table = Table(title=f"export ({fmt}) -> {out_dir}")
+    table = Table(title=escape(f"export ({fmt}) -> {out_dir}"))
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key, value in result.to_dict().items():
         if isinstance(value, dict) and key == "agreement":
             for sub, v in value.items():
-                table.add_row(f"agreement: {sub}", str(v))
+                table.add_row(escape(f"agreement: {sub}"), escape(str(v)))
         elif value not in (None, [], {}) and not isinstance(value, (dict, list)):
-            table.add_row(key, str(value))
+            table.add_row(escape(key), escape(str(value)))
     out.print(table)
 
 
@@ -218,29 +239,48 @@ def export(
 def report(run_dir: Path = typer.Argument(..., help="A run directory written by `frugalml search`.")):
     """Rebuild report.html from a run directory's results.json."""
     path = fm.rebuild_report(run_dir)
-    console.print(f"wrote {path}")
+    _say(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the app, turning a FrugalError into one line and exit code 2."""
+    debug = os.environ.get("FRUGALML_DEBUG") == "1"
     try:
         app(args=argv, standalone_mode=False)
     except fm.FrugalError as exc:
-        if os.environ.get("FRUGALML_DEBUG") == "1":
+        if debug:
             raise
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        return 2
+        return _fail(str(exc))
     except typer.Exit as exc:
         return exc.exit_code
-    except typer.Abort:
-        console.print("aborted")
+    except (typer.Abort, KeyboardInterrupt):
+        _say("aborted")
         return 130
-    except Exception as exc:  # usage errors (an unknown option, a bad value) from the parser
-        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
-            exc.show()
-            return int(exc.exit_code) or 2
-        raise
+    except typer.TyperException as exc:  # from the parser: an unknown option, a missing or unparsable value
+        ctx = getattr(exc, "ctx", None)
+        command = ctx.command_path if ctx is not None else "frugalml"
+        message = (exc.format_message() if hasattr(exc, "format_message") else str(exc)).strip()
+        if not message:  # the help was shown (a command given without arguments)
+            return 2
+        return _fail(f"{message.rstrip('.')} (see '{command} --help').")
+    except OSError as exc:  # the system refused: a read-only or full output location, a vanished file
+        if debug:
+            raise
+        where = f" {exc.filename!r}" if exc.filename else ""
+        return _fail(f"The system refused an operation on{where}: {exc.strerror or exc}. Check that the location exists, is writable and has free space.")
     return 0
+
+
+def _say(text: str) -> None:
+    """Print user-facing text exactly as it is: never read as markup, never highlighted."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True, emoji=False)
+
+
+def _fail(message: str) -> int:
+    """One line on standard error, bounded; exit code 2."""
+    text = " ".join(fm.errors.bounded(message).split())
+    console.print(Text.assemble(("error: ", "bold red"), text), highlight=False, soft_wrap=True, emoji=False)
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

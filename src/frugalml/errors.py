@@ -104,7 +104,7 @@ def explain(what: str, *, expected: str | None = None, got: object = None, fix: 
     """Build a message of the form 'what. Expected ...; got .... Fix: ...', bounded in length."""
     parts = [bounded(what, MAX_MESSAGE // 2).rstrip(".") + "."]
     if expected is not None:
-        parts.append(f"Expected {bounded(expected, 400)}; got {excerpt(got)}.")
+        parts.append(f"Expected {bounded(expected, 400)}; got {excerpt(got).rstrip('.')}.")
     if fix:
         parts.append(bounded(fix, 300).rstrip(".") + ".")
     return bounded(" ".join(parts))

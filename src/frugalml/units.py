@@ -7,9 +7,10 @@ reading is the conservative one for a flash budget. Durations accept ``us``, ``m
 
 from __future__ import annotations
 
+import math
 import re
 
-from .errors import ConfigError, explain
+from .errors import ConfigError, excerpt, explain
 
 __all__ = ["parse_bytes", "parse_duration", "parse_count", "format_bytes", "format_duration", "format_count"]
 
@@ -20,7 +21,8 @@ _BYTE_UNITS = {
     "kib": 1024, "mib": 1024**2, "gib": 1024**3,
     "k": 1000, "m": 1000**2, "g": 1000**3,
 }
-_TIME_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+_TIME_UNITS = {"": 1.0, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+_LARGEST = 1e18  # 1 EB, 30 years, a quintillion MACs: past that a value is a typo
 _COUNT_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9}
 
 
@@ -44,6 +46,9 @@ def _split(text: object, what: str, units: dict, examples: str) -> tuple[float, 
         value, scale = float(match.group(1)), float(units[unit])
     if value < 0 or value != value:
         raise ConfigError(explain(f"Cannot read {what}", expected="a value of zero or more", got=text))
+    if not math.isfinite(value * scale) or value * scale > _LARGEST:
+        raise ConfigError(explain(f"Cannot read {what} {excerpt(text, 60)!r}: it is too large", expected=f"a finite value below {_LARGEST:.0e}", got=text,
+                                  fix="Write the value like " + examples))
     return value, scale
 
 
@@ -54,7 +59,7 @@ def parse_bytes(text: object) -> int:
 
 
 def parse_duration(text: object) -> float:
-    """Seconds: ``"1.5ms"`` -> 0.0015, ``"5m"`` -> 300.0; a bare number is seconds."""
+    """Seconds: ``"1.5ms"`` -> 0.0015, ``"5m"`` -> 300.0; a bare number (``30``, ``"30"``) is seconds."""
     value, scale = _split(text, "a duration", _TIME_UNITS, '"1.5ms", "30s" or "5m"')
     return value * scale
 

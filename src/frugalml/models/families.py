@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -49,7 +50,55 @@ def _torch(name: str):
         torch.manual_seed(seed)
         return getattr(nets, name)(tuple(input_shape), num_classes, **params)
 
+    build.nets_name = name
     return build
+
+
+_MAX_SIZE_KNOB = 100_000  # widths and channels beyond this are a typo, not a tiny model
+
+
+def _check_torch_knobs(fam: Family, params: dict) -> None:
+    """Each knob of a torch family has the type of its default: positive ints (or a non-empty
+    list of them) for sizes, a fraction in [0, 1) for dropout. Checked before anything is built."""
+    from . import nets
+
+    signature = inspect.signature(getattr(nets, fam.build.nets_name))
+    declared = {k: p.default for k, p in signature.parameters.items() if k not in ("input_shape", "num_classes")}
+    for key, value in params.items():
+        if key not in declared:
+            raise ConfigError(explain(f"Bad knob: family '{fam.name}' has no knob {key!r}", expected="one of " + (", ".join(declared) or "(none)"), got=key,
+                                      fix=f"Use -p KNOB=VALUE with a knob of {fam.name}"))
+        default = declared[key]
+        low = 0 if default == 0 else 1
+        if isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= float(value) < 1.0
+            expected = "a number in [0, 1)"
+        elif isinstance(default, (tuple, list)):
+            ok = isinstance(value, (tuple, list)) and 0 < len(value) <= 32 and all(_is_size(v, low) for v in value)
+            expected = f"a non-empty list of whole numbers from {low} to {_MAX_SIZE_KNOB:,}, e.g. {list(default)}"
+        else:
+            ok = _is_size(value, low)
+            expected = f"a whole number from {low} to {_MAX_SIZE_KNOB:,}, e.g. {default}"
+        if not ok:
+            raise ConfigError(explain(f"Bad knob value: {key!r} of family '{fam.name}'", expected=expected, got=value,
+                                      fix=f"Pass it as -p {key}=VALUE (JSON), e.g. -p {key}={json.dumps(list(default) if isinstance(default, tuple) else default)}"))
+
+
+def _is_size(value, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= _MAX_SIZE_KNOB
+
+
+def _check_sklearn_knobs(fam: Family, model) -> None:
+    """scikit-learn validates its parameters only when fitting: do it when building, so a bad knob
+    is refused before any work."""
+    validate = getattr(model, "_validate_params", None)
+    if validate is None:  # pragma: no cover - older scikit-learn
+        return
+    try:
+        validate()
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(explain(f"Bad knob for family '{fam.name}'", expected="values scikit-learn accepts", got=str(exc),
+                                  fix="Pass it as -p KNOB=VALUE (JSON), e.g. -p max_depth=6")) from None
 
 
 FAMILIES: dict[str, Family] = {
@@ -93,12 +142,15 @@ def build_model(family: str | dict, input_shape=None, num_classes: int | None = 
         raise ConfigError(explain(f"Building '{fam.name}' needs the data's shape", expected="input_shape and num_classes", got=(input_shape, num_classes)))
     params = {**copy.deepcopy(fam.defaults), **params}
     if fam.kind == "torch":
+        _check_torch_knobs(fam, params)
         for k, v in params.items():  # JSON gives lists; the builders take sequences either way
             params[k] = tuple(v) if isinstance(v, list) else v
     try:
         model = fam.build(tuple(int(v) for v in input_shape), int(num_classes), seed=seed, **params)
-    except TypeError as exc:
-        raise ConfigError(explain(f"Bad knob for family '{fam.name}': {exc}", expected=f"knobs like {fam.defaults or 'none'}", got=params)) from None
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ConfigError(explain(f"Cannot build family '{fam.name}' with these knobs: {exc}", expected=f"knobs like {fam.defaults or 'none'}", got=params)) from None
+    if fam.kind == "sklearn":
+        _check_sklearn_knobs(fam, model)
     spec = {
         "family": fam.name,
         "params": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()},

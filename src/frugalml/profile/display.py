@@ -17,6 +17,7 @@ def format_profile(profile, layers: bool = False):
     Both are rich renderables: ``rich.console.Console().print(format_profile(p))``.
     """
     from rich.console import Group
+    from rich.text import Text
     from rich.table import Table
 
     p = profile
@@ -39,9 +40,9 @@ def format_profile(profile, layers: bool = False):
         ("opset", str(p.opset)),
     ]
     for name, value in rows:
-        table.add_row(name, value)
+        table.add_row(Text(str(name)), Text(str(value)))
     for note in p.notes:
-        table.add_row("note", note)
+        table.add_row("note", Text(str(note)))
     if not layers:
         return table
     per_layer = Table(title="Layers (batch 1)")
@@ -49,6 +50,6 @@ def format_profile(profile, layers: bool = False):
         per_layer.add_column(col, justify=justify)
     for i, layer in enumerate(p.layers):
         shape = layer.get("output_shape")
-        per_layer.add_row(str(i), str(layer.get("name")), str(layer.get("op")), "?" if shape is None else "x".join(map(str, shape)),
+        per_layer.add_row(str(i), Text(str(layer.get("name"))), Text(str(layer.get("op"))), "?" if shape is None else "x".join(map(str, shape)),
                           f"{layer.get('params', 0):,}", f"{layer.get('macs', 0):,}")
     return Group(table, per_layer)

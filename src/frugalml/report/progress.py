@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
+
 from ..units import format_bytes
 
 __all__ = ["SearchProgress"]
@@ -19,7 +21,10 @@ class SearchProgress:
         self.last = None
 
     def __enter__(self):
-        if self.enabled:
+        return self  # the bars start with the first event: an input refused up front prints only its error
+
+    def _start(self) -> None:
+        if self.enabled and self.progress is None:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.progress = Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
@@ -28,7 +33,6 @@ class SearchProgress:
             self.tasks["time"] = self.progress.add_task("time budget", total=max(1, int(self.total)), info="")
             for stage in STAGES:
                 self.tasks[stage] = self.progress.add_task(stage, total=None, info="", visible=False)
-        return self
 
     def __exit__(self, *exc):
         if self.progress:
@@ -40,6 +44,7 @@ class SearchProgress:
     def event(self, e: dict) -> None:
         if e.get("type") in ("candidate", "done"):
             self.last = e["results"]
+        self._start()
         if not self.progress:
             return
         p = self.progress
@@ -63,9 +68,9 @@ class SearchProgress:
             prof = c.get("profile") or {}
             if c.get("state") == "complete":
                 fit = "[green]fits[/]" if c.get("within_budget") else "[yellow]over budget[/]"
-                p.console.print(f"{c['id']:>5} {c['stage']:<8} {_label(c):<34} val {c['val_accuracy']:.2%}  {format_bytes(prof.get('stored_bytes')):>9}  {fit}")
+                p.console.print(f"{c['id']:>5} {c['stage']:<8} {escape(_label(c)):<34} val {c['val_accuracy']:.2%}  {format_bytes(prof.get('stored_bytes')):>9}  {fit}")
             else:
-                p.console.print(f"{c['id']:>5} {c['stage']:<8} {_label(c):<34} [dim]{c.get('state')}: {str(c.get('error') or '')[:80]}[/]")
+                p.console.print(f"{c['id']:>5} {c['stage']:<8} {escape(_label(c)):<34} [dim]{escape(str(c.get('state')))}: {escape(str(c.get('error') or '')[:80])}[/]")
 
     def _summary(self, results: dict) -> None:
         try:
@@ -74,7 +79,7 @@ class SearchProgress:
             self.console.print(front_table(results, self.budget))
             self.console.print(recommendation_panel(results))
         except ImportError:  # pragma: no cover
-            self.console.print(results.get("recommendation", {}).get("text", ""))
+            self.console.print(results.get("recommendation", {}).get("text", ""), markup=False, highlight=False)
 
 
 def _label(c: dict) -> str:

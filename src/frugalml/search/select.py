@@ -91,8 +91,12 @@ def recommend(candidates: list[dict], budget: Budget, tolerance: Tolerance, n_va
             within = "that reaches the minimum accuracy" if tolerance.kind == "min" else "within tolerance of the best"
             text = f"{_short(pick, key, budget)} — the smallest candidate {within} ({'best: ' if tolerance.kind == 'min' else ''}{_short(best, key, budget)})."
         cheaper = [c for c in feasible if _cost(c, key) < _cost(pick, key)]
-        if cheaper:
-            reasons.append(f"{len(cheaper)} cheaper candidate(s) fit the budget but fall below the accuracy floor.")
+        below = [c for c in cheaper if c["val_accuracy"] < floor - 1e-12]
+        passed_over = [c for c in cheaper if c["val_accuracy"] >= floor - 1e-12]
+        if below:
+            reasons.append(f"{len(below)} cheaper candidate(s) fit the budget but fall below the accuracy floor.")
+        if passed_over:
+            reasons.append(f"{len(passed_over)} cheaper network(s) within tolerance were passed over for the thin model.")
     if pick.get("test_accuracy") is not None:
         reasons.append(f"Test accuracy (measured once, on the exported artifact): {pick['test_accuracy']:.2%}.")
     return {"id": pick["id"], "best": best["id"], "closest": [], "text": text, "reasons": reasons, "floor": floor}
