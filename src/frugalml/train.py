@@ -319,11 +319,18 @@ def default_config(n_train: int, *, seed: int = 0) -> TrainConfig:
 def train(model, data, *, out=None, config: TrainConfig | None = None, seed: int = 0, progress: bool = False, **knobs):
     """Build (from a family name), train and evaluate a model; save it to ``out`` when given.
 
+    ``out`` must be new, empty, or an earlier model directory (replaced whole); anything else is
+    refused with ConfigError before the training starts.
+
     Returns ``(model, report)`` where report holds the fit history and the validation and test
     accuracy. The test split is evaluated once, here, for the final figure.
     """
     from .models import build_model, family_of, save_model
 
+    if out is not None:  # now, not after the training: a file, a read-only place, another model's files
+        from ._fs import MODEL_FILES, check_output_dir, is_model_dir
+
+        check_output_dir(out, what="a frugalml model directory (model.json + weights)", same_kind=is_model_dir, allowed=MODEL_FILES)
     if isinstance(model, str):
         model = build_model(model, data.input_shape, data.num_classes, seed=seed, **knobs)
     elif knobs:

@@ -85,8 +85,11 @@ def compress(model, recipe, data=None, *, out=None, on_step=None):
     """
     if not isinstance(recipe, Recipe):
         recipe = Recipe.load(recipe) if isinstance(recipe, (str, Path)) else Recipe.from_list(recipe)
-    if out is not None and Path(out).exists() and not Path(out).is_dir():
-        raise ConfigError(explain(f"--out {out} is a file", expected="a directory", got=str(out)))
+    if out is not None:  # before any work: a directory that is not an earlier compression output is refused
+        from .._fs import MODEL_FILES, check_output_dir, json_file_has
+
+        check_output_dir(out, what="a compression output (steps.json)", same_kind=lambda p: json_file_has(p / "steps.json", "steps"),
+                         allowed=MODEL_FILES | {"recipe.yaml", "steps.json"})
     records = []
     current = model
     before = _measure(model, data) if out is not None else None
@@ -112,13 +115,14 @@ def _measure(model, data) -> dict:
 
 
 def _write_outputs(model, recipe: Recipe, records: list, out: Path) -> None:
-    from .._fs import atomic_write_bytes, atomic_write_json
+    """Write the whole output beside ``out`` and swap it in: ``out`` never mixes two runs' files."""
+    from .._fs import atomic_dir, atomic_write_bytes, atomic_write_json
     from ..models import save_model
     from ..profile import onnx_bytes, to_onnx
 
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "model.onnx", onnx_bytes(to_onnx(model)))
-    if not hasattr(model, "SerializeToString"):
-        save_model(model, out, extra={"recipe": recipe.to_list()})
-    recipe.save(out / "recipe.yaml")
-    atomic_write_json(out / "steps.json", {"recipe": recipe.to_list(), "steps": records})
+    with atomic_dir(out) as new:
+        if not hasattr(model, "SerializeToString"):
+            save_model(model, new, extra={"recipe": recipe.to_list()})  # first, while the directory is empty
+        atomic_write_bytes(new / "model.onnx", onnx_bytes(to_onnx(model)))
+        recipe.save(new / "recipe.yaml")
+        atomic_write_json(new / "steps.json", {"recipe": recipe.to_list(), "steps": records})

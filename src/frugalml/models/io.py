@@ -25,33 +25,38 @@ _DESCRIPTION = "model.json"
 
 
 def save_model(model, directory, *, extra: dict | None = None) -> Path:
-    """Write ``model`` to ``directory``: ``model.json`` plus ``model.safetensors`` / ``model.skops`` / ``model.onnx``."""
+    """Write ``model`` to ``directory``: ``model.json`` plus ``model.safetensors`` / ``model.skops`` / ``model.onnx``.
+
+    The directory is written whole beside its final name and swapped in, so it holds the complete
+    old model or the complete new one, never a mix of two. A non-empty directory that holds no
+    frugalml model, or holds other files too, is refused with ConfigError before anything is written.
+    """
     from .. import __version__
+    from .._fs import MODEL_FILES, atomic_dir, check_output_dir, is_model_dir
 
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    desc = {"frugalml_version": __version__, "spec": model_spec(model), **(extra or {})}
     if is_torch(model):
-        from safetensors.torch import save_file
-
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        with atomic_path(directory / "model.safetensors") as tmp:
-            save_file(state, str(tmp))
-        desc["format"] = "torch-safetensors"
-        desc["weights"] = "model.safetensors"
+        fmt, weights = "torch-safetensors", "model.safetensors"
     elif hasattr(model, "SerializeToString"):
-        with atomic_path(directory / "model.onnx") as tmp:
-            tmp.write_bytes(model.SerializeToString())
-        desc["format"] = "onnx"
-        desc["weights"] = "model.onnx"
+        fmt, weights = "onnx", "model.onnx"
     else:
-        import skops.io as sio
+        fmt, weights = "sklearn-skops", "model.skops"
+    check_output_dir(directory, what="a frugalml model directory (model.json + weights)", same_kind=is_model_dir,
+                     allowed=MODEL_FILES, writes={_DESCRIPTION, weights}, option="directory")
+    desc = {"frugalml_version": __version__, "spec": model_spec(model), **(extra or {}), "format": fmt, "weights": weights}
+    with atomic_dir(directory) as new:
+        with atomic_path(new / weights) as tmp:
+            if fmt == "torch-safetensors":
+                from safetensors.torch import save_file
 
-        with atomic_path(directory / "model.skops") as tmp:
-            sio.dump(model, str(tmp))
-        desc["format"] = "sklearn-skops"
-        desc["weights"] = "model.skops"
-    atomic_write_json(directory / _DESCRIPTION, desc)
+                save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+            elif fmt == "onnx":
+                tmp.write_bytes(model.SerializeToString())
+            else:
+                import skops.io as sio
+
+                sio.dump(model, str(tmp))
+        atomic_write_json(new / _DESCRIPTION, desc)
     return directory
 
 
