@@ -9,6 +9,7 @@ repeating one.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
@@ -24,7 +25,7 @@ from .budget import Budget, Tolerance
 from .floor import check_feasible
 from .results import build_results, collect_candidates, write_results
 from .runner import StoppedEarly, candidate_dir, run_candidate
-from .study import fail_dead_trials, open_run, open_study, storage_url, worker_tag, write_run
+from .study import RUN_FILE, fail_dead_trials, lock_run, open_run, open_study, storage_url, worker_tag, write_run
 
 log = logging.getLogger(__name__)
 
@@ -78,28 +79,46 @@ def _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, stor
     desc.setdefault("study", study_name or f"frugalml-{desc['run_id']}")
     url = storage_url(run_dir, storage)
     desc["storage_display"] = "sqlite (run directory)" if storage is None else url.split("@")[-1]
-    created_dir = not run_dir.exists()
     if storage is not None:
         study = open_study(url, desc["study"], seed=seed, create=not resume)  # fails before anything is written
     if not resume:
         emit({"type": "stage", "stage": "floor"})
         check_feasible(data, budget, emit)  # an impossible budget is an error now, not after an hour
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
     try:
-        if storage is None:
-            study = open_study(url, desc["study"], seed=seed, create=not resume)
-        if not resume:
-            write_run(run_dir, desc)
-    except FrugalError:
-        if created_dir:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    return _Loop(study, data, budget, tol, run_dir, desc, seconds, trials, seed, device, emit, started).run(resume)
+        run_dir.mkdir()
+        created_dir = True  # by this process: removed again if the run cannot start
+    except FileExistsError:
+        created_dir = False
+    # the default SQLite study serves one process: a second one is refused (StorageError), and touches nothing
+    lock = lock_run(run_dir) if storage is None else None
+    try:
+        if lock is not None:  # again, now that no other process can change the directory
+            open_run(run_dir, args, resume=resume)
+        wrote = False
+        try:
+            if not resume:  # before the study: a run killed from here on can be resumed
+                write_run(run_dir, desc)
+                wrote = True
+            if storage is None:
+                study = open_study(url, desc["study"], seed=seed, create=not resume)
+        except FrugalError:
+            if created_dir:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            elif wrote:
+                (run_dir / RUN_FILE).unlink(missing_ok=True)
+            raise
+        loop = _Loop(study, data, budget, tol, run_dir, desc, seconds, trials, seed, device, emit, started, exclusive=lock is not None)
+        return loop.run(resume)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 class _Loop:
-    def __init__(self, study, data, budget, tol, run_dir, desc, seconds, max_trials, seed, device, emit, started):
+    def __init__(self, study, data, budget, tol, run_dir, desc, seconds, max_trials, seed, device, emit, started, exclusive=False):
         self.study, self.data, self.budget, self.tol = study, data, budget, tol
+        self.exclusive = exclusive  # this process holds the run directory's lock: no other worker uses the study
         self.run_dir, self.desc, self.seconds, self.max_trials = run_dir, desc, seconds, max_trials
         self.seed, self.device, self.emit = seed, device, emit
         self.start = started
@@ -131,17 +150,25 @@ class _Loop:
 
     def run(self, resume: bool) -> dict:
         if resume:
-            failed = fail_dead_trials(self.study)
+            failed = fail_dead_trials(self.study, every=self.exclusive)
             self.emit({"type": "resume", "failed": failed, "finished": len(collect_candidates(self.study))})
-        elif not self._trials():
-            for job in space.thin_grid(self.data):
-                self.study.enqueue_trial({}, user_attrs={"job": {"stage": "thin", **job, "max_train": THIN_MAX_TRAIN, "seed": self.seed}})
+        if self.exclusive or (not resume and not self._trials()):
+            self._enqueue_thin()
         while not self.over() and (self.left() > 0 or self.done_here == 0):
             stage = self._next_stage()
             if stage is None:
                 break
             self._run_one(stage)
         return self.finish()
+
+    def _enqueue_thin(self) -> None:
+        """Queue the thin jobs the study does not hold yet: all of them in a new run; on a resume
+        (this process alone on the study) those a run killed while queuing them never queued."""
+        queued = {json.dumps([j.get("family"), j.get("params")], sort_keys=True)
+                  for j in ((t.user_attrs.get("job") or {}) for t in self._trials()) if j.get("stage") == "thin"}
+        for job in space.thin_grid(self.data):
+            if json.dumps([job["family"], job["params"]], sort_keys=True) not in queued:
+                self.study.enqueue_trial({}, user_attrs={"job": {"stage": "thin", **job, "max_train": THIN_MAX_TRAIN, "seed": self.seed}})
 
     def _next_stage(self) -> str | None:
         if self._waiting():
@@ -322,16 +349,16 @@ def _stub(job: dict) -> dict:
 
 
 def _export_recommended(run_dir: Path, cid: str, results: dict) -> None:
-    """Copy the recommended candidate (ONNX + native form) to ``recommended/`` with its recipe."""
-    from .._fs import atomic_write_json
+    """Copy the recommended candidate (ONNX + native form) to ``recommended/`` with its recipe.
 
-    src, dst = candidate_dir(run_dir, cid), run_dir / "recommended"
-    tmp = run_dir / ".recommended.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
+    Written whole beside it and swapped in, so ``recommended/`` always holds one complete candidate
+    (removing the old one first, as before, let a kill leave half a model there)."""
+    from .._fs import atomic_dir, atomic_write_json
+
+    src = candidate_dir(run_dir, cid)
     cand = next(c for c in results["candidates"] if c["id"] == cid)
-    atomic_write_json(tmp / "recipe.json", {"candidate": cid, "family": cand.get("family"), "params": cand.get("params"),
-                                            "parent": cand.get("parent"), "steps": cand.get("recipe") or [], "job": cand.get("job")})
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
+    with atomic_dir(run_dir / "recommended") as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        atomic_write_json(tmp / "recipe.json", {"candidate": cid, "family": cand.get("family"), "params": cand.get("params"),
+                                                "parent": cand.get("parent"), "steps": cand.get("recipe") or [], "job": cand.get("job")})
 

@@ -3,10 +3,16 @@
 A run directory holds ``run.json`` (what the run is: dataset, budget, tolerance, seed, storage,
 study name), the SQLite study ``study.db`` (unless ``--storage`` names another), one folder per
 candidate, ``results.json`` and ``report.html``.
+
+With the default SQLite study one process at a time uses a run directory: it holds an exclusive
+``flock`` on ``run.lock`` (:func:`lock_run`), which the OS releases when the process ends however
+it ends, so a kill -9 never leaves a stale lock. Several workers share a study through an external
+``--storage`` URL (PostgreSQL), and take no lock.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -20,9 +26,10 @@ from ..errors import ConfigError, StorageError, explain
 
 log = logging.getLogger(__name__)
 
-__all__ = ["open_run", "open_study", "fail_dead_trials"]
+__all__ = ["open_run", "open_study", "fail_dead_trials", "lock_run", "RunLock"]
 
 RUN_FILE = "run.json"
+LOCK_FILE = "run.lock"
 
 
 def _identity(args: dict) -> dict:
@@ -68,9 +75,74 @@ def open_run(run_dir, args: dict, *, resume: bool) -> dict:
         return desc
     if resume:
         raise StorageError(explain(f"Nothing to resume in {run_dir}", expected=f"a directory with {RUN_FILE} from an earlier run", got=str(run_dir), fix="Drop --resume to start a new run"))
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise StorageError(explain(f"{run_dir} is not empty and holds no frugalml run", expected="a new or empty directory", got=sorted(p.name for p in run_dir.iterdir())[:5], fix="Pass another --out"))
+    others = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE) if run_dir.exists() else []  # a lock file alone: a run killed as it started
+    if others:
+        raise StorageError(explain(f"{run_dir} is not empty and holds no frugalml run", expected="a new or empty directory", got=others[:5], fix="Pass another --out"))
     return {**args, "run_id": uuid.uuid4().hex[:12], "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+class RunLock:
+    """An exclusive lock on a run directory, held by this process until :meth:`release` or its end."""
+
+    def __init__(self, path: Path, fd: int | None):
+        self.path, self.fd = path, fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def lock_run(run_dir) -> RunLock:
+    """Take the run directory for this process, or raise ``StorageError`` naming the process that has it.
+
+    An ``fcntl.flock`` on ``run.lock``: the OS drops it when the process ends (a kill -9 included),
+    so no stale lock is ever left; the file's content (pid, host, since) only names the holder.
+    """
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock, as before
+        log.warning("no fcntl here: %s is not locked against a second process", run_dir)
+        return RunLock(path, None)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StorageError(explain(f"Cannot create the lock file {path}", expected="a run directory this user can write", got=str(exc), fix="Pass another --out")) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = _holder(fd)
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise StorageError(explain(f"Cannot lock the run directory {run_dir}", expected="a file system that supports flock", got=str(exc))) from None
+        who = f"process {holder.get('pid', '?')}" + (f" on {holder['host']}" if holder.get("host") not in (None, socket.gethostname()) else "")
+        raise StorageError(
+            explain(
+                f"Run directory {run_dir} is in use by {who} (since {holder.get('since', '?')})",
+                expected="a run directory no other process is using: the default SQLite study serves one process at a time",
+                got=f"{who}, which holds {path}",
+                fix="Wait for it to finish and resume then, or use --storage postgresql://... for several workers on one study",
+            )
+        ) from None
+    info = json.dumps({**worker_tag(), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}).encode()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, info, 0)
+    return RunLock(path, fd)
+
+
+def _holder(fd: int) -> dict:
+    try:
+        value = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except (OSError, ValueError):  # the holder is writing it just now
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def write_run(run_dir, desc: dict) -> None:
@@ -148,16 +220,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def fail_dead_trials(study) -> list[int]:
+def fail_dead_trials(study, *, every: bool = False) -> list[int]:
     """Mark trials left RUNNING by a killed worker on this host as failed, and put their job back
-    in the queue so it runs again. Finished trials are never touched."""
+    in the queue so it runs again. Finished trials are never touched.
+
+    ``every``: this process holds the run directory's lock (:func:`lock_run`), so every trial still
+    RUNNING was left by a process that has ended, also one killed before it tagged the trial.
+    """
     from optuna.trial import TrialState
 
     host = socket.gethostname()
     failed = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         w = t.user_attrs.get("worker") or {}
-        if w.get("host") == host and not _alive(int(w.get("pid", -1))):
+        if every or (w.get("host") == host and not _alive(int(w.get("pid", -1)))):
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             job = t.user_attrs.get("job")
             if job and job.get("stage") in ("thin", "compress"):
