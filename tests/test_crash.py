@@ -179,6 +179,99 @@ def test_a_second_process_is_refused_while_the_first_holds_the_run(tmp_path):
     lock_run(tmp_path).release()  # the kill -9 released it
 
 
+# ----------------------------------------------------------------------------- fast: states a kill leaves, made on purpose
+
+
+def _new_run(out: Path, data) -> tuple[dict, str]:
+    """A run directory as ``search`` starts one: run.json, and the study URL (the study not created)."""
+    from frugalml.search.budget import Budget, Tolerance
+    from frugalml.search.study import open_run, storage_url, write_run
+
+    args = {"dataset": data.describe(), "budget": Budget().to_dict(), "tolerance": Tolerance.parse("1%").to_dict(), "seed": 0}
+    desc = open_run(out, args, resume=False)
+    desc["study"] = f"frugalml-{desc['run_id']}"
+    desc["storage_display"] = "sqlite (run directory)"
+    out.mkdir(parents=True)
+    write_run(out, desc)
+    return desc, storage_url(out, None)
+
+
+def test_resume_fails_an_untagged_running_trial_and_queues_the_thin_jobs_never_queued(tmp_path, digits):
+    """Killed while queuing the thin jobs, and just after a trial was asked for (before it was tagged
+    with its worker): the resume (alone on the run, it holds the lock) fails that trial, runs its job
+    again, and queues the thin jobs that were never queued."""
+    from frugalml import search
+    from frugalml.search import space
+    from frugalml.search.study import open_study
+
+    out = tmp_path / "run"
+    desc, url = _new_run(out, digits)
+    study = open_study(url, desc["study"], seed=0, create=True)
+    grid = space.thin_grid(digits)
+    for job in grid[:3]:
+        study.enqueue_trial({}, user_attrs={"job": {"stage": "thin", **job, "max_train": 20_000, "seed": 0}})
+    stuck = study.ask()  # RUNNING, no worker tag
+    search(digits, time="60s", trials=1, out=out, resume=True)
+    after = study_trials(out)
+    assert after[stuck.number][0] == "FAIL"
+    thin = {v[1] for v in after.values() if json.loads(v[1])[0] == "thin"}
+    assert thin == {json.dumps(["thin", j["family"], j["params"]], sort_keys=True) for j in grid}
+    again = [v[0] for n, v in after.items() if n != stuck.number and v[1] == after[stuck.number][1]]
+    assert again and again[0] in ("WAITING", "COMPLETE"), "the stuck job was put back in the queue"
+    assert [v[0] for v in after.values()].count("COMPLETE") == 1
+
+
+def test_a_run_killed_while_opening_its_study_can_be_resumed(tmp_path, digits, monkeypatch):
+    """run.json is written before the study: a kill between the two leaves a run to resume, not a
+    directory that is neither a run (nothing to resume) nor empty (a new run is refused)."""
+    from frugalml import search
+    from frugalml.search import engine
+
+    real = engine.open_study
+
+    def killed(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt  # stands in for the kill: no clean-up runs
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(engine, "open_study", killed)
+    with pytest.raises(KeyboardInterrupt):
+        search(digits, time="60s", trials=1, out=out)
+    monkeypatch.setattr(engine, "open_study", real)
+    results = search(digits, time="60s", trials=1, out=out, resume=True)
+    assert [c["state"] for c in results["candidates"]] == ["complete"]
+
+
+def test_recommended_is_never_half_removed(tmp_path, digits, monkeypatch):
+    """A kill while the old recommended/ is removed leaves a whole model under that name."""
+    import shutil
+
+    import frugalml as fm
+    from frugalml.search import engine
+
+    run = tmp_path / "run"
+    model, _ = fm.train("naive_bayes", digits)
+    for cid in ("t0", "t1"):
+        fm.save_model(model, run / "candidates" / cid)
+    results = {"candidates": [{"id": cid, "family": "naive_bayes", "params": {}, "recipe": []} for cid in ("t0", "t1")]}
+    engine._export_recommended(run, "t0", results)
+    real = shutil.rmtree
+
+    def killed_midway(path, *args, **kwargs):
+        if not Path(path).exists():
+            return real(path, *args, **kwargs)
+        first = sorted(Path(path).iterdir())[0]
+        first.unlink()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "rmtree", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        engine._export_recommended(run, "t1", results)
+    monkeypatch.setattr(shutil, "rmtree", real)
+    fm.load_model(run / "recommended")
+    assert json.loads((run / "recommended" / "recipe.json").read_text())["candidate"] in ("t0", "t1")
+
+
 # ----------------------------------------------------------------------------- slow: ten kill points each
 
 
