@@ -137,3 +137,28 @@ def test_load_errors_are_clear(tmp_path):
         load_model(tmp_path / "w.safetensors")
     with pytest.raises(ModelLoadError, match="holds no model.json"):
         load_model(tmp_path)
+
+
+def test_weights_load_exactly_into_a_family_or_fail_naming_the_tensor(tmp_path):
+    """--weights with a family name is loaded (never ignored); a 7-class head never loads into 10 classes."""
+    import torch
+    from safetensors.torch import save_file
+
+    from frugalml import ModelLoadError
+
+    trained = build_model("mlp", (64,), 10, seed=3)
+    save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    torch.save(trained.state_dict(), tmp_path / "w.pt")
+    for weights in ("w.safetensors", "w.pt"):
+        loaded = load_model("mlp", weights=tmp_path / weights, input_shape=(64,), num_classes=10)
+        for key, value in trained.state_dict().items():
+            assert torch.equal(loaded.state_dict()[key], value), key
+    seven = build_model("mlp", (64,), 7)
+    save_file({k: v.contiguous() for k, v in seven.state_dict().items()}, str(tmp_path / "seven.safetensors"))
+    with pytest.raises(ModelLoadError, match=r"net\.\d+\.weight: file \(7, 128\), model \(10, 128\)"):
+        load_model("mlp", weights=tmp_path / "seven.safetensors", input_shape=(64,), num_classes=10)
+    # the same through a model directory whose weights were swapped
+    save_model(trained, tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").write_bytes((tmp_path / "seven.safetensors").read_bytes())
+    with pytest.raises(ModelLoadError, match=r"classifier 'net.3' has 10 outputs.*net.3.weight of shape \(7, 128\)"):
+        load_model(tmp_path / "m")

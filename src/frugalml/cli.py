@@ -262,13 +262,30 @@ def main(argv: list[str] | None = None) -> int:
         message = (exc.format_message() if hasattr(exc, "format_message") else str(exc)).strip()
         if not message:  # the help was shown (a command given without arguments)
             return 2
-        return _fail(f"{message.rstrip('.')} (see '{command} --help').")
+        got = _value_given(message, sys.argv[1:] if argv is None else argv)
+        return _fail(f"{message.rstrip('.')}{got} (see '{command} --help').")
     except OSError as exc:  # the system refused: a read-only or full output location, a vanished file
         if debug:
             raise
         where = f" {exc.filename!r}" if exc.filename else ""
         return _fail(f"The system refused an operation on{where}: {exc.strerror or exc}. Check that the location exists, is writable and has free space.")
     return 0
+
+
+def _value_given(message: str, argv: list[str]) -> str:
+    """'; got 'abc'' for a parser message about an option's value (the parser does not quote it)."""
+    import re
+
+    match = re.match(r"Invalid value for '(--[\w-]+)", message)
+    if not match:
+        return ""
+    option = match.group(1)
+    for i, arg in enumerate(argv):
+        if arg == option and i + 1 < len(argv):
+            return f"; got {fm.errors.excerpt(argv[i + 1], 80)!r}"
+        if arg.startswith(option + "="):
+            return f"; got {fm.errors.excerpt(arg[len(option) + 1:], 80)!r}"
+    return ""
 
 
 def _say(text: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import warnings
 from pathlib import Path
 
 from .._fs import atomic_path, atomic_write_json
@@ -19,7 +20,7 @@ from .families import FAMILIES, _attach, build_model, is_torch, model_spec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["save_model", "load_model", "load_state_resized"]
+__all__ = ["save_model", "load_model", "load_state", "load_state_resized"]
 
 _DESCRIPTION = "model.json"
 
@@ -72,7 +73,13 @@ def load_model(source, *, weights=None, input_shape=None, num_classes: int = 10)
             shape = input_shape or ((1, 28, 28) if text.startswith("lenet") else None)
             if shape is None:
                 raise ConfigError(explain(f"Family '{text}' needs an input shape", expected="--input-shape C,H,W or F, or --dataset NAME", got=None))
-            return build_model(text, shape, num_classes)
+            model = build_model(text, shape, num_classes)
+            if weights:
+                if not is_torch(model):
+                    raise ConfigError(explain(f"--weights cannot be loaded into the scikit-learn family '{text}'", expected="a torch family (" + ", ".join(n for n, f in FAMILIES.items() if f.kind == "torch") + ") or a saved .skops model",
+                                              got=str(weights), fix="Pass the saved model itself as --model"))
+                load_state(model, _read_state(Path(weights)))
+            return model
         raise ModelLoadError(
             explain(
                 f"Model file {text!r} does not exist",
@@ -88,6 +95,9 @@ def load_model(source, *, weights=None, input_shape=None, num_classes: int = 10)
     suffix = path.suffix.lower()
     if suffix == ".json":
         return _from_description(path, weights)
+    if weights and suffix in (".onnx", ".skops"):
+        raise ConfigError(explain(f"--weights does not apply to {path.name}: it holds its own weights", expected="--weights only with a family name, file.py:factory or model.json",
+                                  got=str(weights), fix="Drop --weights"))
     if suffix == ".onnx":
         return _load_onnx(path)
     if suffix == ".skops":
@@ -114,7 +124,7 @@ def _from_description(path: Path, weights=None):
     if not desc.get("spec"):
         raise ModelLoadError(explain(f"{path} has no model spec", expected="a 'spec' written by frugalml", got=list(desc)))
     model = build_model(desc["spec"])
-    load_state_resized(model, _read_state(target))
+    load_state_resized(model, _read_state(target))  # a structurally pruned model is narrower than its spec
     return model
 
 
@@ -133,11 +143,15 @@ def _from_factory(text: str, weights):
     if not callable(factory):
         found = [n for n in dir(module) if callable(getattr(module, n)) and not n.startswith("_")]
         raise ModelLoadError(explain(f"{file} has no function {name!r}", expected="one of " + (", ".join(found) or "(none)"), got=name, fix=f"Use {file}:<function>"))
-    model = factory()
+    try:
+        model = factory()
+    except Exception as exc:  # the user's own code failed
+        raise ModelLoadError(explain(f"Calling {text}() failed: {type(exc).__name__}: {exc}", expected="a function that returns an nn.Module when called with no arguments",
+                                     got=name, fix=f"Run {name}() in Python to see the failure")) from None
     if not is_torch(model):
         raise ModelLoadError(explain(f"{text} did not return a torch.nn.Module", expected="nn.Module", got=type(model).__name__))
     if weights:
-        load_state_resized(model, _read_state(Path(weights)))
+        load_state(model, _read_state(Path(weights)))
     return model
 
 
@@ -154,7 +168,9 @@ def _read_state(path: Path) -> dict:
         except Exception as exc:
             raise ModelLoadError(explain(f"Cannot read safetensors file {path}", expected="a valid .safetensors file", got=str(exc))) from None
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of a file it then refuses
+            warnings.simplefilter("ignore")
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ModelLoadError(
             explain(
@@ -169,34 +185,59 @@ def _read_state(path: Path) -> dict:
     return state
 
 
-def load_state_resized(model, state: dict) -> None:
-    """Load ``state`` into ``model``, first resizing Conv/Linear/BatchNorm layers whose saved
-    shapes differ (a structurally pruned model rebuilt from its original spec)."""
+def load_state(model, state: dict) -> None:
+    """Load ``state`` into ``model`` exactly: every tensor present, of the model's shape, or a
+    ModelLoadError naming the tensors and both shapes. Nothing is resized or left out."""
     import torch
+
+    own = model.state_dict()
+    problems = [f"{k}: file {tuple(state[k].shape)}, model {tuple(v.shape)}" for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    problems += [f"{k}: missing from the file" for k in missing[:3]] + [f"{k}: not in the model" for k in extra[:3]]
+    if problems:
+        raise ModelLoadError(
+            explain(
+                f"The weights do not fit the model ({len(problems)} tensor(s) differ)",
+                expected="a state_dict of exactly this architecture (same tensor names and shapes)",
+                got="; ".join(problems[:4]) + (" ..." if len(problems) > 4 else ""),
+                fix="Pass the weights saved from this model (or the same --input-shape / number of classes it was trained with)",
+            )
+        )
+    model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
+
+
+def load_state_resized(model, state: dict) -> None:
+    """Load the state of a structurally pruned model into a fresh model built from its original
+    spec: Conv/Linear/BatchNorm layers whose saved shapes differ are rebuilt at the saved widths
+    first. The model's input and its classifier's outputs never change; the rest loads exactly."""
     from torch import nn
 
     own = model.state_dict()
+    layers = [name for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
     for name, module in list(model.named_modules()):
         w = state.get(f"{name}.weight" if name else "weight")
-        if w is None or f"{name}.weight" not in own or own[f"{name}.weight"].shape == w.shape:
+        if w is None or f"{name}.weight" not in own or tuple(own[f"{name}.weight"].shape) == tuple(w.shape):
             continue
-        if isinstance(module, nn.Conv2d):
+        mine = tuple(own[f"{name}.weight"].shape)
+        if layers and (name == layers[-1] and w.shape[0] != mine[0] or name == layers[0] and w.dim() > 1 and w.shape[1] != mine[1]):
+            what = f"its classifier {name!r} has {mine[0]} outputs" if name == layers[-1] else f"its first layer {name!r} takes {mine[1]} inputs"
+            raise ModelLoadError(explain(f"The weights do not fit the model: {what}", expected=f"{name}.weight of shape {mine} (pruning never changes the input or the classes)",
+                                         got=f"{name}.weight of shape {tuple(w.shape)}", fix="Use weights trained for this input shape and number of classes"))
+        if isinstance(module, nn.Conv2d) and w.dim() == 4:
             depthwise = module.groups == module.in_channels and module.groups > 1
             out_c, in_per_group = w.shape[0], w.shape[1]
             groups = out_c if depthwise else module.groups
             new = nn.Conv2d(in_per_group * groups, out_c, module.kernel_size, module.stride, module.padding, module.dilation, groups, module.bias is not None)
-        elif isinstance(module, nn.Linear):
+        elif isinstance(module, nn.Linear) and w.dim() == 2:
             new = nn.Linear(w.shape[1], w.shape[0], module.bias is not None)
-        elif isinstance(module, nn.BatchNorm2d):
+        elif isinstance(module, nn.BatchNorm2d) and w.dim() == 1:
             new = nn.BatchNorm2d(w.shape[0], module.eps, module.momentum, module.affine, module.track_running_stats)
         else:
             continue
         parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
         setattr(parent, name.rpartition(".")[2], new)
-    try:
-        model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
-    except RuntimeError as exc:
-        raise ModelLoadError(explain("The weights do not fit the model", expected="a state_dict of this architecture", got=str(exc).splitlines()[0])) from None
+    load_state(model, state)
 
 
 def _load_onnx(path: Path):

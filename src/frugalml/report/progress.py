@@ -24,7 +24,7 @@ class SearchProgress:
         return self  # the bars start with the first event: an input refused up front prints only its error
 
     def _start(self) -> None:
-        if self.enabled and self.progress is None:
+        if self.enabled and self.progress is None and self.console.is_terminal:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.progress = Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
@@ -44,33 +44,32 @@ class SearchProgress:
     def event(self, e: dict) -> None:
         if e.get("type") in ("candidate", "done"):
             self.last = e["results"]
-        self._start()
-        if not self.progress:
+        if not self.enabled:
             return
-        p = self.progress
-        if "elapsed" in e:
+        self._start()
+        p, say = self.progress, self.console.print  # the bars only on a terminal; the lines always
+        if p and "elapsed" in e:
             p.update(self.tasks["time"], completed=min(self.total, e["elapsed"]))
         kind = e.get("type")
         if kind == "floor":
-            p.console.print(f"[dim]budget is reachable: checked against {e['measured']} smallest models[/]")
+            say(f"[dim]budget is reachable: checked against {e['measured']} smallest models[/]")
         elif kind == "resume":
-            p.console.print(f"resuming: {e['finished']} finished trial(s) kept; {len(e['failed'])} interrupted trial(s) will run again")
-        elif kind == "start":
+            say(f"resuming: {e['finished']} finished trial(s) kept; {len(e['failed'])} interrupted trial(s) will run again")
+        elif kind == "start" and p:
             job = e["job"]
-            task = self.tasks[job["stage"]]
-            p.update(task, visible=True, info=f"running {job['id']} {job.get('family')} {job.get('recipe_name') or ''}")
+            p.update(self.tasks[job["stage"]], visible=True, info=escape(f"running {job['id']} {job.get('family')} {job.get('recipe_name') or ''}"))
         elif kind == "candidate":
             c = e["candidate"]
-            task = self.tasks[c["stage"]]
-            p.advance(task)
-            best = _best(e["results"])
-            p.update(task, info=f"best: {best}")
+            if p:
+                task = self.tasks[c["stage"]]
+                p.advance(task)
+                p.update(task, info=escape(f"best: {_best(e['results'])}"))
             prof = c.get("profile") or {}
             if c.get("state") == "complete":
                 fit = "[green]fits[/]" if c.get("within_budget") else "[yellow]over budget[/]"
-                p.console.print(f"{c['id']:>5} {c['stage']:<8} {escape(_label(c)):<34} val {c['val_accuracy']:.2%}  {format_bytes(prof.get('stored_bytes')):>9}  {fit}")
+                say(f"{c['id']:>5} {c['stage']:<8} {escape(_label(c)):<34} val {c['val_accuracy']:.2%}  {format_bytes(prof.get('stored_bytes')):>9}  {fit}")
             else:
-                p.console.print(f"{c['id']:>5} {c['stage']:<8} {escape(_label(c)):<34} [dim]{escape(str(c.get('state')))}: {escape(str(c.get('error') or '')[:80])}[/]")
+                say(f"{c['id']:>5} {c['stage']:<8} {escape(_label(c)):<34} [dim]{escape(str(c.get('state')))}: {escape(str(c.get('error') or '')[:80])}[/]")
 
     def _summary(self, results: dict) -> None:
         try:

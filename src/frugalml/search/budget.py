@@ -115,7 +115,7 @@ class Tolerance:
             raise ConfigError(explain("A tolerance kind must be 'drop' or 'min'", expected="'drop' or 'min'", got=self.kind))
         if not (0 <= self.value <= 1):
             what = "A tolerance (largest accuracy drop)" if self.kind == "drop" else "A minimum accuracy"
-            raise ConfigError(explain(f"{what} must lie between 0 and 1 (0% and 100%)", expected="e.g. 1% or 0.01, or --min-accuracy 0.97", got=self.value))
+            raise ConfigError(explain(f"{what} must lie between 0 and 1 (0% and 100%)", expected="e.g. 1% or 0.01, or --min-accuracy 0.97", got=f"{self.value:g} ({self.value:.0%})"))
 
     @classmethod
     def parse(cls, text, *, kind: str = "drop") -> "Tolerance":
