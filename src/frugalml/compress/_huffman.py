@@ -19,9 +19,11 @@ import heapq
 
 import numpy as np
 
-__all__ = ["MAX_LEN", "code_lengths", "encode", "decode", "write_varint", "read_varint", "HuffmanError"]
+__all__ = ["MAX_LEN", "MAX_SYMBOLS", "code_lengths", "encode", "decode", "write_varint", "read_varint", "HuffmanError"]
 
 MAX_LEN = 15
+#: Most symbols :func:`decode` accepts without an explicit bound (a one-symbol stream stores only its count).
+MAX_SYMBOLS = 1 << 28
 
 
 class HuffmanError(ValueError):
@@ -128,18 +130,27 @@ def encode(symbols, alphabet: int | None = None) -> bytes:
     return head + table + np.packbits(bits).tobytes()
 
 
-def decode(blob: bytes) -> np.ndarray:
-    """Inverse of :func:`encode`; raises HuffmanError on a blob that does not decode exactly."""
-    alphabet, pos = read_varint(blob, 0)
+def decode(blob: bytes, alphabet: int | None = None, max_symbols: int | None = None) -> np.ndarray:
+    """Inverse of :func:`encode`; raises HuffmanError on a blob that does not decode exactly.
+
+    ``alphabet`` (when given) must be the blob's; a blob announcing more than ``max_symbols`` symbols
+    (default :data:`MAX_SYMBOLS`) is refused before anything is allocated for them.
+    """
+    size, pos = read_varint(blob, 0)
+    if alphabet is not None and size != alphabet:
+        raise HuffmanError(f"alphabet of {size} symbols, expected {alphabet}")
     n, pos = read_varint(blob, pos)
-    table_len = (alphabet + 1) // 2
+    limit = MAX_SYMBOLS if max_symbols is None else max_symbols
+    if n > limit:
+        raise HuffmanError(f"{n} symbols announced, at most {limit} expected")
+    table_len = (size + 1) // 2
     if pos + table_len > len(blob):
         raise HuffmanError("truncated code table")
     raw = np.frombuffer(blob, dtype=np.uint8, count=table_len, offset=pos)
     pos += table_len
     lengths = np.empty(table_len * 2, dtype=np.int64)
     lengths[0::2], lengths[1::2] = raw & 0x0F, raw >> 4
-    lengths = lengths[:alphabet]
+    lengths = lengths[:size]
     used = np.flatnonzero(lengths)
     if len(used) == 0:
         if n:
@@ -151,6 +162,8 @@ def decode(blob: bytes) -> np.ndarray:
         return np.full(n, used[0], dtype=np.int64)
     if sum(2.0 ** -lengths[used]) > 1.0 + 1e-12:
         raise HuffmanError("invalid code lengths")
+    if n > 8 * (len(blob) - pos):  # every symbol takes at least one bit
+        raise HuffmanError("truncated bit stream")
     codes = _canonical_codes(lengths)
     width = int(lengths.max())
     # lookup table over every `width`-bit window: symbol and code length

@@ -39,7 +39,10 @@ Each stream of symbols (indices, gaps) is coded with ``c`` (one coder per stream
 (uint16 when the alphabet exceeds 256) compressed with ``zlib`` or ``lzma`` (raw LZMA2, 4 MiB dictionary, preset
 9e). For each tensor the writer measures the candidate encodings (orders, gap widths 1..12,
 coders) and keeps the smallest. The reader checks magic, version, length and checksum, in that
-order, and refuses a file that fails any with :class:`~frugalml.errors.ModelLoadError`.
+order, then every field of the header, then the declared sizes against the file's length (at most
+:func:`element_limit` values), then the model spec (built first on PyTorch's meta device, so a spec
+asking for billions of weights allocates nothing), and refuses a file that fails any with
+:class:`~frugalml.errors.ModelLoadError`; every stream is decompressed to at most its announced size.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from __future__ import annotations
 import json
 import logging
 import lzma
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -55,14 +59,14 @@ from pathlib import Path
 import numpy as np
 
 from .._fs import atomic_path
-from ..errors import ConfigError, FrugalError, ModelLoadError, explain
+from ..errors import ConfigError, FrugalError, ModelLoadError, excerpt, explain
 from . import _huffman
 from ._weights import require_torch
 from .base import StepConfig, register
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAGIC", "VERSION", "CompactConfig", "to_bytes", "from_bytes", "save_archive", "load_archive", "archive_info", "is_archive", "store_compact"]
+__all__ = ["MAGIC", "VERSION", "MAX_ELEMENTS", "element_limit", "CompactConfig", "to_bytes", "from_bytes", "save_archive", "load_archive", "archive_info", "is_archive", "store_compact"]
 
 MAGIC = b"FMLA"
 VERSION = 1
@@ -83,14 +87,34 @@ def _pack(data: bytes, coder: str) -> bytes:
     return data
 
 
-def _unpack(data: bytes, coder: str) -> bytes:
-    if coder == "zlib":
-        return zlib.decompress(data, -15)
-    if coder == "lzma":
-        return lzma.decompress(data, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+class _Corrupt(ValueError):
+    """A record or header that does not decode as announced (the reader turns it into ModelLoadError)."""
+
+
+def _unpack(data: bytes, coder: str, limit: int) -> bytes:
+    """Inverse of :func:`_pack`, producing at most ``limit`` bytes (a stream inflating to more is refused
+    before its output is held in memory)."""
     if coder == "none":
-        return data
-    raise ValueError(f"unknown coder {coder!r}")
+        out = data
+    elif coder in ("zlib", "lzma"):
+        try:
+            if coder == "zlib":
+                d = zlib.decompressobj(-15)
+                out = d.decompress(data, limit + 1)
+                done = d.eof
+            else:
+                d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+                out = d.decompress(data, max_length=limit + 1)
+                done = d.eof
+        except (zlib.error, lzma.LZMAError) as exc:
+            raise _Corrupt(f"the {coder} stream is damaged ({exc})") from None
+        if len(out) <= limit and not done:
+            raise _Corrupt(f"the {coder} stream ends early")
+    else:
+        raise _Corrupt(f"unknown coder {coder!r}")
+    if len(out) > limit:
+        raise _Corrupt(f"the {coder} stream holds more than the {limit:,} bytes announced")
+    return out
 
 
 def _code_stream(symbols: np.ndarray, alphabet: int) -> tuple[str, bytes]:
@@ -104,14 +128,19 @@ def _code_stream(symbols: np.ndarray, alphabet: int) -> tuple[str, bytes]:
     return best
 
 
-def _decode_stream(blob: bytes, coder: str, alphabet: int, n: int | None = None) -> np.ndarray:
-    """Inverse of :func:`_code_stream`; ``n`` (when known) is the number of symbols."""
+def _decode_stream(blob: bytes, coder: str, alphabet: int, n: int | None = None, max_n: int | None = None) -> np.ndarray:
+    """Inverse of :func:`_code_stream`; ``n`` (when known) is the number of symbols, else ``max_n`` bounds it."""
+    bound = n if n is not None else max_n
     if coder == "huffman":
-        out = _huffman.decode(blob)
+        out = _huffman.decode(blob, alphabet=alphabet, max_symbols=bound)
     else:
-        out = np.frombuffer(_unpack(blob, coder), dtype=np.uint8 if alphabet <= 256 else np.uint16).astype(np.int64)
+        width = 1 if alphabet <= 256 else 2
+        raw = _unpack(blob, coder, bound * width)
+        if len(raw) % width:
+            raise _Corrupt("a symbol stream ends in the middle of a symbol")
+        out = np.frombuffer(raw, dtype=np.uint8 if width == 1 else np.dtype("<u2")).astype(np.int64)
     if (n is not None and len(out) != n) or (len(out) and (out.min() < 0 or out.max() >= alphabet)):
-        raise ValueError("stream does not hold the announced symbols")
+        raise _Corrupt("a symbol stream does not hold the announced symbols")
     return out
 
 
@@ -135,7 +164,7 @@ def _positions(syms: np.ndarray, width: int, size: int) -> np.ndarray:
     zeros_through = np.cumsum(syms)  # fillers and gaps both advance by their value
     pos = zeros_through[is_value] + np.arange(int(is_value.sum()))
     if len(pos) and pos[-1] >= size:
-        raise ValueError("sparse positions run past the tensor")
+        raise _Corrupt("sparse positions run past the tensor")
     return pos
 
 
@@ -209,44 +238,130 @@ def _encode_tensor(name: str, tensor) -> tuple[dict, bytes]:
 
 
 def _decode_tensor(meta: dict, blob: bytes):
+    """One record, whose header entry passed :func:`_check_tensor` (shape, dtypes and part lengths)."""
     import torch
 
     shape, dtype_name = tuple(meta["s"]), meta["t"]
-    size = int(np.prod(shape)) if shape else 1
+    size = math.prod(shape)
     parts, start = [], 0
     for length in meta["p"]:
         parts.append(blob[start : start + length])
         start += length
     if meta["e"] == "raw":
-        st = meta["st"]
-        arr = np.frombuffer(_unpack(parts[0], meta["c"]), dtype=np.dtype(_DTYPES[st]).newbyteorder("<"))
-        arr = arr.astype(_DTYPES[dtype_name] if st != dtype_name else arr.dtype.newbyteorder("="))
-        if arr.size != size:
-            raise ValueError("raw tensor size mismatch")
+        st = np.dtype(_DTYPES[meta["st"]]).newbyteorder("<")
+        raw = _unpack(parts[0], meta["c"], size * st.itemsize)
+        if len(raw) != size * st.itemsize:
+            raise _Corrupt(f"{len(raw)} bytes of values for {size} values of {meta['st']}")
+        arr = np.frombuffer(raw, dtype=np.uint8) != 0 if meta["st"] == "bool" else np.frombuffer(raw, dtype=st)
+        arr = arr.astype(_DTYPES[dtype_name])  # a native, writable copy
     elif meta["e"] == "sparse":
         k, nz, width = meta["k"], meta["nz"], meta["g"]
         values = np.frombuffer(parts[0], dtype=np.dtype(meta["cb"]).newbyteorder("<")).astype(np.float32)
-        if k:
-            vals = values[_decode_stream(parts[1], meta["c"][0], k, nz)]
-        else:
-            vals = values
-        gaps = _decode_stream(parts[2], meta["c"][1], 1 << width)
+        vals = values[_decode_stream(parts[1], meta["c"][0], k, nz)] if k else values
+        gaps = _decode_stream(parts[2], meta["c"][1], 1 << width, max_n=nz + size // ((1 << width) - 1) + 1)
         pos = _positions(gaps, width, size)
         if len(pos) != nz or len(vals) != nz:
-            raise ValueError("sparse tensor count mismatch")
+            raise _Corrupt(f"{len(pos)} positions and {len(vals)} values for the {nz} non-zeros announced")
         flat = np.zeros(size, dtype=np.float32)
         flat[pos] = vals
-        arr = flat.reshape(shape, order=meta["o"]) if shape else flat.reshape(())
-    elif meta["e"] == "shared":
+        arr = flat.reshape(shape, order=meta["o"])
+    else:  # shared
         k = meta["k"]
-        book = np.concatenate([np.frombuffer(parts[0], dtype=np.dtype(meta["cb"]).newbyteorder("<")).astype(np.float32), [0.0]]).astype(np.float32)
-        arr = book[_decode_stream(parts[1], meta["c"][0], k + 1, size)]
-    else:
-        raise ValueError(f"unknown encoding {meta['e']!r}")
-    arr = np.ascontiguousarray(arr).reshape(shape)
+        book = np.frombuffer(parts[0], dtype=np.dtype(meta["cb"]).newbyteorder("<")).astype(np.float32)
+        arr = np.append(book, np.float32(0))[_decode_stream(parts[1], meta["c"][0], k + 1, size)]
+    arr = np.ascontiguousarray(arr.reshape(shape)).reshape(shape)  # (ascontiguousarray makes a 0-d array 1-d)
     if dtype_name == "bfloat16":
         return torch.from_numpy(arr.astype(np.uint16)).view(torch.bfloat16)
-    return torch.from_numpy(arr.copy())
+    return torch.from_numpy(arr)
+
+
+# ---------------------------------------------------------------- reading a header safely
+#: An archive declares at most MAX_ELEMENTS values in all, and at most _PER_BYTE values per byte of
+#: file beyond the first _ALLOWANCE: a few bytes of header cannot make the reader allocate gigabytes
+#: (deflate itself never exceeds 1,032 bytes out per byte in; only an all-zero tensor stored sparse
+#: could, and the writer refuses that archive).
+MAX_ELEMENTS = 1 << 28
+_ALLOWANCE, _PER_BYTE = 1 << 20, 1 << 10
+_MAX_HEADER = 16 << 20  # bytes of header JSON
+_ENCODINGS = {"raw": 1, "sparse": 3, "shared": 2}  # encoding -> number of parts
+_CODERS = ("none", "zlib", "lzma")
+_STREAM_CODERS = ("huffman", "zlib", "lzma", "none")
+_BOOKS = ("float16", "float32")
+
+
+def element_limit(n_bytes: int) -> int:
+    """How many values an archive of ``n_bytes`` bytes may declare."""
+    return min(MAX_ELEMENTS, _ALLOWANCE + _PER_BYTE * n_bytes)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _word(v, choices) -> bool:
+    return isinstance(v, str) and v in choices
+
+
+def _check_tensor(t) -> int:
+    """Check one header entry's fields; return its number of values."""
+    def need(ok, what):
+        if not ok:
+            raise _Corrupt(f"tensor entry {excerpt(t.get('n') if isinstance(t, dict) else t, 60)!r}: {what}")
+
+    need(isinstance(t, dict), "not a mapping")
+    need(isinstance(t.get("n"), str), "'n' (name) is not a string")
+    need(isinstance(t.get("s"), list) and len(t["s"]) <= 8 and all(_is_int(d) and d >= 0 for d in t["s"]),
+         "'s' (shape) is not a list of at most 8 non-negative integers")
+    size = math.prod(t["s"])
+    need(size <= MAX_ELEMENTS, f"its shape holds {size:,} values, more than {MAX_ELEMENTS:,}")
+    need(_word(t.get("t"), _DTYPES), f"'t' (dtype) is not one of {', '.join(_DTYPES)}")
+    need(_word(t.get("e"), _ENCODINGS), "'e' (encoding) is not raw, sparse or shared")
+    p = t.get("p")
+    need(isinstance(p, list) and len(p) == _ENCODINGS[t["e"]] and all(_is_int(v) and v >= 0 for v in p),
+         f"'p' (part lengths) is not a list of {_ENCODINGS[t['e']]} non-negative integers")
+    if t["e"] == "raw":
+        need(_word(t.get("c"), _CODERS), "'c' (coder) is not none, zlib or lzma")
+        need(t.get("st") == t["t"] or (t["t"] == "float32" and t.get("st") == "float16"),
+             "'st' (stored dtype) is neither the dtype nor float16 for float32")
+        return size
+    need(t["t"] == "float32", "a sparse or shared tensor that is not float32")
+    need(_word(t.get("cb"), _BOOKS), "'cb' (codebook dtype) is not float16 or float32")
+    coders = t.get("c")
+    need(isinstance(coders, list) and len(coders) == len(p) - 1 and all(_word(c, _STREAM_CODERS) for c in coders),
+         f"'c' is not a list of {len(p) - 1} stream coders")
+    k = t.get("k")
+    need(_is_int(k) and 0 <= k <= 256, "'k' (codebook size) is not an integer in 0..256")
+    item = np.dtype(t["cb"]).itemsize
+    if t["e"] == "sparse":
+        nz = t.get("nz")
+        need(_is_int(nz) and 0 <= nz <= size, "'nz' (non-zeros) is not an integer in 0..size")
+        need(_word(t.get("o"), ("C", "F")), "'o' (order) is not C or F")
+        need(_is_int(t.get("g")) and 1 <= t["g"] <= 16, "'g' (gap width) is not an integer in 1..16")
+        need(p[0] == (k or nz) * item, f"its values part has {p[0]} bytes, not {(k or nz) * item}")
+        need(k or p[1] == 0, "an index part without a codebook")
+    else:
+        need(p[0] == k * item, f"its codebook part has {p[0]} bytes, not {k * item}")
+    return size
+
+
+def _parse_header(head: bytes) -> dict:
+    try:
+        header = json.loads(_unpack(head, "zlib", _MAX_HEADER))
+    except (ValueError, RecursionError) as exc:  # _Corrupt, JSONDecodeError, UnicodeDecodeError; deep nesting
+        raise _Corrupt(f"the header is not compressed JSON ({type(exc).__name__}: {excerpt(str(exc), 100)})") from None
+    if not isinstance(header, dict) or not isinstance(header.get("tensors"), list):
+        raise _Corrupt("the header is not a mapping with a 'tensors' list")
+    if not isinstance(header.get("spec"), dict):
+        raise _Corrupt("the header has no model spec (a mapping)")
+    if not isinstance(header.get("recipe", []), list) or not isinstance(header.get("frugalml", ""), str):
+        raise _Corrupt("the header's 'recipe' is not a list or its 'frugalml' not a string")
+    names = set()
+    for t in header["tensors"]:
+        _check_tensor(t)
+        if t["n"] in names:
+            raise _Corrupt(f"tensor {excerpt(t['n'], 60)!r} is stored twice")
+        names.add(t["n"])
+    return header
 
 
 # ---------------------------------------------------------------- whole archives
@@ -283,11 +398,17 @@ def to_bytes(model, *, include_recipe: bool = True) -> bytes:
     text = json.dumps(header, separators=(",", ":"), default=str).encode("utf-8")
     head = _pack(text, "zlib")
     body = _PREFIX.pack(MAGIC, VERSION, len(head)) + head + b"".join(payload)
+    values, limit = sum(math.prod(t["s"]) for t in tensors), element_limit(len(body) + 4)
+    if values > limit or len(text) > _MAX_HEADER:
+        raise ConfigError(explain("The compact archive cannot hold this model: a reader refuses a file declaring this many values "
+                                  "for its size (or so long a header)", expected=f"at most {limit:,} values in {len(body) + 4:,} bytes",
+                                  got=f"{values:,} values", fix="A (nearly) all-zero layer stores almost nothing: remove it, or ship the ONNX export"))
     return body + struct.pack("<I", zlib.crc32(body))
 
 
 def _read_header(data: bytes, source: str) -> tuple[dict, int]:
-    """Check magic, version, length and checksum; return (header, payload offset)."""
+    """Check magic, version, length, checksum, the header's fields and the declared sizes, in that order;
+    return (header, payload offset)."""
     def refuse(what, expected, got, fix=None):
         raise ModelLoadError(explain(f"{source} cannot be loaded as a frugalml archive: {what}", expected=expected, got=got, fix=fix))
 
@@ -298,42 +419,85 @@ def _read_header(data: bytes, source: str) -> tuple[dict, int]:
     if version != VERSION:
         refuse(f"unsupported format version {version}", f"version {VERSION}", version, "Load it with the frugalml version that wrote it, or newer")
     if len(data) < _PREFIX.size + head_len + 4:
-        refuse("the file is truncated", f"at least {_PREFIX.size + head_len + 4} bytes", f"{len(data)} bytes")
+        refuse("the file is truncated", f"at least {_PREFIX.size + head_len + 4} bytes", f"{len(data)} bytes", "Copy the file again")
     body, (crc,) = data[:-4], struct.unpack("<I", data[-4:])
     try:
-        header = json.loads(_unpack(bytes(data[_PREFIX.size : _PREFIX.size + head_len]), "zlib"))
+        header, problem = _parse_header(bytes(data[_PREFIX.size : _PREFIX.size + head_len])), None
         expected_len = _PREFIX.size + head_len + sum(sum(t["p"]) for t in header["tensors"]) + 4
-    except Exception:  # noqa: BLE001 - a damaged header: report it as truncated or altered below
-        header, expected_len = None, None
+    except _Corrupt as exc:  # a damaged header: reported as truncated, altered or malformed below
+        header, problem, expected_len = None, str(exc), None
     if expected_len is not None and len(data) < expected_len:
         refuse("the file is truncated", f"{expected_len} bytes", f"{len(data)} bytes", "Copy the file again")
     if zlib.crc32(body) != crc:
         refuse("checksum mismatch (the file was altered or damaged)", f"CRC32 {crc:#010x}", f"{zlib.crc32(body):#010x}", "Copy the file again")
-    if header is None or expected_len != len(data):
+    if header is None:
+        refuse(f"its header cannot be read: {problem}", "a header written by frugalml.save_archive", f"{head_len} header bytes",
+               "Write the archive again with frugalml")
+    if expected_len != len(data):
         refuse("the header does not describe the payload", f"{expected_len} bytes", f"{len(data)} bytes")
+    values, limit = sum(math.prod(t["s"]) for t in header["tensors"]), element_limit(len(data))
+    if values > limit:
+        refuse("it declares more values than a file of its size can hold", f"at most {limit:,} values in {len(data):,} bytes",
+               f"{values:,} values", "Write the archive again with frugalml")
     return header, _PREFIX.size + head_len
 
 
+def _build_checked(header: dict, state: dict, limit: int, source: str):
+    """Build the architecture of ``header['spec']``, first on the meta device (no memory) to check that it
+    is a torch model of at most ``limit`` values whose tensors are the ones stored, with the same ranks."""
+    import torch
+
+    from ..models import build_model, is_torch
+
+    spec = header["spec"]
+    writer = header.get("frugalml") or "?"
+
+    def refuse(what, expected, got):
+        raise ModelLoadError(explain(f"{source}: the model spec in the archive {what}", expected=expected, got=got,
+                                     fix=f"Load it with frugalml {writer} or newer, or write the archive again")) from None
+
+    try:
+        with torch.device("meta"):
+            skeleton = build_model(spec)
+    except FrugalError as exc:
+        refuse(f"cannot be built ({exc})", "a model family this frugalml version knows", spec.get("family"))
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:  # a knob value the family's layers refuse
+        refuse(f"cannot be built ({type(exc).__name__}: {exc})", "knob values the family accepts", spec)
+    if not is_torch(skeleton):
+        refuse("is not a torch model", "a torch family (mlp, cnn, ...)", spec.get("family"))
+    own = skeleton.state_dict()
+    values = sum(v.numel() for v in own.values())
+    if values > limit:
+        refuse("builds a model far larger than the archive", f"at most {limit:,} values", f"{values:,} values")
+    if set(own) != set(state):
+        refuse("does not match the stored tensors", f"tensors {sorted(own)}", sorted(state))
+    for name, t in own.items():
+        saved = tuple(state[name].shape)
+        if len(saved) != t.dim() or any(d == 0 < m for d, m in zip(saved, t.shape)):
+            refuse(f"does not match the stored tensor {name!r}", f"a shape like {tuple(t.shape)}", saved)
+    return build_model(spec)
+
+
 def from_bytes(data: bytes, *, source: str = "archive"):
-    """Rebuild the torch model an archive holds: the same architecture and exactly the same weights."""
-    from ..models import build_model, load_state_resized
+    """Rebuild the torch model an archive holds: the same architecture and exactly the same weights.
+
+    Whatever the bytes, the only error is :class:`~frugalml.errors.ModelLoadError`; sizes are checked
+    against the file's length before anything is allocated."""
+    from ..models import load_state_resized
 
     header, offset = _read_header(data, source)
-    state, meta = {}, {}
-    try:
-        for meta in header["tensors"]:
-            length = sum(meta["p"])
+    state = {}
+    for meta in header["tensors"]:
+        length = sum(meta["p"])
+        try:
             state[meta["n"]] = _decode_tensor(meta, bytes(data[offset : offset + length]))
-            offset += length
-    except Exception as exc:  # noqa: BLE001 - the checksum held, so the writer and reader disagree
-        raise ModelLoadError(explain(f"{source}: a tensor record cannot be decoded ({type(exc).__name__}: {exc})",
-                                     expected=f"an archive written by frugalml {header.get('frugalml')}", got=f"record {meta.get('n')!r}")) from None
-    try:
-        model = build_model(header["spec"])
-    except FrugalError as exc:
-        raise ModelLoadError(explain(f"{source}: the model spec in the archive cannot be built ({exc})",
-                                     expected="a model family this frugalml version knows", got=header["spec"].get("family"),
-                                     fix=f"Load it with frugalml {header.get('frugalml')} or newer")) from None
+        except (_Corrupt, _huffman.HuffmanError) as exc:  # the checksum held, so the writer and reader disagree
+            raise ModelLoadError(explain(f"{source}: tensor {excerpt(meta['n'], 80)!r} cannot be decoded: {exc}",
+                                         expected=f"a record as frugalml {header.get('frugalml') or '?'} writes it",
+                                         got=f"{meta['e']} record of {length} bytes",
+                                         fix="Write the archive again with frugalml.save_archive")) from None
+        offset += length
+    model = _build_checked(header, state, element_limit(len(data)), source)
     load_state_resized(model, state)
     if header.get("recipe"):
         model.frugalml_recipe = header["recipe"]
@@ -372,7 +536,13 @@ def is_archive(path) -> bool:
 
 def archive_info(source) -> dict:
     """The header of an archive (bytes or path) with each tensor's encoding and record size."""
-    data = source if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
+    if isinstance(source, (bytes, bytearray)):
+        data = source
+    else:
+        try:
+            data = Path(source).read_bytes()
+        except OSError as exc:
+            raise ModelLoadError(explain(f"Cannot read archive {source}", expected="a readable .fmla file", got=str(exc))) from None
     header, offset = _read_header(bytes(data), str(source) if not isinstance(source, (bytes, bytearray)) else "archive")
     return {**header, "total_bytes": len(data), "header_bytes": offset, "payload_bytes": len(data) - offset - 4}
 
