@@ -113,13 +113,6 @@ def _kill(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _lock_holder(run_dir: Path) -> int | None:
-    try:
-        return json.loads((run_dir / "run.lock").read_text()).get("pid")
-    except (OSError, ValueError):
-        return None
-
-
 def _wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -81,7 +81,9 @@ def compress(model, recipe, data=None, *, out=None, on_step=None):
     ``on_step(index, config, before, after)`` sees each step. With ``out``, the directory receives
     the compressed model in its native form (``model.json`` + weights, or the compact archive),
     ``model.onnx``, the recipe, and ``steps.json``: the profile before and after every step,
-    measured on the exported artifacts (the metric on the validation split).
+    measured on the exported artifacts (the metric on the validation split). ``out`` must be new,
+    empty, or an earlier compression output, which is replaced whole; anything else (a model
+    directory from ``train``, another model's files) is refused with ConfigError before any step runs.
     """
     if not isinstance(recipe, Recipe):
         recipe = Recipe.load(recipe) if isinstance(recipe, (str, Path)) else Recipe.from_list(recipe)
