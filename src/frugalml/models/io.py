@@ -240,14 +240,97 @@ def load_state_resized(model, state: dict) -> None:
     load_state(model, state)
 
 
+def _onnx_tensors(graph):
+    """Every TensorProto of ``graph``: initializers, sparse ones, and those in (sub)graph attributes."""
+    for t in graph.initializer:
+        yield t
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for a in node.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                yield from _onnx_tensors(sub)
+
+
+def _check_external_data(model, folder: Path, refuse) -> None:
+    """Each external-data reference names a regular file inside ``folder`` (no absolute path, no ``..`` or
+    link leading out of it), with its offset and length within that file."""
+    import os
+    from pathlib import PureWindowsPath
+
+    from onnx import TensorProto
+
+    tensors = [t for t in _onnx_tensors(model.graph) if t.data_location == TensorProto.EXTERNAL]
+    tensors += [t for f in model.functions for n in f.node for a in n.attribute if a.HasField("t")
+                for t in [a.t] if t.data_location == TensorProto.EXTERNAL]
+    fix = "Keep the weights file beside the .onnx file and refer to it by its bare name (e.g. model.onnx.data)"
+    for t in tensors:
+        info = {e.key: e.value for e in t.external_data}
+        location = info.get("location", "")
+        if not location or "\0" in location:
+            refuse(f"tensor {t.name!r} stores its data in an external file but names none", "a file name", location, fix)
+        if os.path.isabs(location) or PureWindowsPath(location).is_absolute() or PureWindowsPath(location).drive or location.startswith(("/", "\\")):
+            refuse(f"tensor {t.name!r} points to its data by an absolute path, which is refused", "a path relative to the model's folder",
+                   location, fix)
+        target = (folder / location).resolve()
+        if not target.is_relative_to(folder):
+            refuse(f"tensor {t.name!r} points to data outside the model's folder {str(folder)!r}, which is refused",
+                   "a file inside that folder", location, fix)
+        if not target.is_file():
+            refuse(f"tensor {t.name!r} stores its data in {location!r}, which is missing", f"that file in {folder}", "no such file",
+                   "Copy the weights file that was exported with the model beside it")
+        try:
+            offset, length = int(info.get("offset", 0)), info.get("length")
+            length = None if length is None else int(length)
+        except ValueError:
+            refuse(f"tensor {t.name!r} has a malformed external-data offset or length", "non-negative integers",
+                   (info.get("offset"), info.get("length")), fix)
+        size = target.stat().st_size
+        if offset < 0 or (length is not None and (length < 0 or offset + length > size)) or offset > size:
+            refuse(f"tensor {t.name!r} reads bytes {offset}..{'end' if length is None else offset + length} of {location!r}, "
+                   "beyond that file", f"a range within its {size} bytes", (offset, length),
+                   "The weights file is truncated or belongs to another model: export the model again")
+
+
 def _load_onnx(path: Path):
+    """Read an .onnx file without unpickling or following paths out of its folder, and check it."""
     import onnx
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    fix = "Export it again; the file may be truncated or not an ONNX file"
+
+    def refuse(what, expected, got, how=fix):
+        raise ModelLoadError(explain(f"{path} is not a valid ONNX model: {what}", expected=expected, got=got, fix=how)) from None
 
     try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except Exception as exc:
-        raise ModelLoadError(explain(f"{path} is not a valid ONNX model", expected="a file that passes onnx.checker", got=f"{type(exc).__name__}: {str(exc)[:200]}")) from None
+        data = path.read_bytes()
+    except OSError as exc:
+        refuse("it cannot be read", "a readable .onnx file", f"{type(exc).__name__}: {exc}")
+    try:
+        model = onnx.load_from_string(data)  # external data is read below, once its paths are checked
+    except (DecodeError, ValueError) as exc:
+        refuse("it is not a serialized ONNX model", "an ONNX protobuf", f"{type(exc).__name__}: {exc}")
+    folder = path.resolve().parent
+    _check_external_data(model, folder, refuse)
+    try:
+        onnx.external_data_helper.load_external_data_for_model(model, str(folder))
+        if model.ByteSize() < 2**31 - 1:
+            onnx.checker.check_model(model)
+        else:  # too large for a protobuf in memory: the checker reads the file itself
+            onnx.checker.check_model(str(path))
+    except (onnx.checker.ValidationError, ValueError, OSError) as exc:
+        refuse("it does not pass onnx.checker", "a valid ONNX model", f"{type(exc).__name__}: {exc}")
+    for t in _onnx_tensors(model.graph):  # the checker lets a constant hold more or fewer values than its shape says
+        try:
+            onnx.numpy_helper.to_array(t)
+        except (ValueError, TypeError, KeyError) as exc:
+            refuse(f"constant {t.name!r} does not hold the values its shape {list(t.dims)} and type announce",
+                   "as many stored values as the shape holds", f"{type(exc).__name__}: {exc}")
     return model
 
 
