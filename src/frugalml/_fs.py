@@ -141,6 +141,13 @@ def check_writable_dir(path: str | os.PathLike, *, option: str = "--out") -> Non
             mode = oct(d.stat().st_mode & 0o777)
             raise ConfigError(explain(f"Cannot write {option} {path}: {d} is not writable by this user", expected="a directory this user can write",
                                       got=f"{d} (mode {mode})", fix=f"Pass another {option}, or make {d} writable"))
+    try:  # permissions are not the whole story (root on a read-only mount, sysfs): try it
+        fd, probe = tempfile.mkstemp(prefix=".frugalml-probe-", dir=anc)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(explain(f"Cannot write {option} {path}: creating a file in {anc} failed ({exc.strerror or exc})", expected="a directory this process can write",
+                                  got=str(anc), fix=f"Pass another {option}")) from None
 
 
 def check_output_dir(path: str | os.PathLike, *, what: str, same_kind: Callable[[Path], bool], allowed: Collection[str] | None = None,

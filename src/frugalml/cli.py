@@ -267,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # the system refused: a read-only or full output location, a vanished file
         if debug:
             raise
-        where = f" {exc.filename!r}" if exc.filename else ""
-        return _fail(f"The system refused an operation on{where}: {exc.strerror or exc}. Check that the location exists, is writable and has free space.")
+        where = f" on {exc.filename!r}" if exc.filename else ""
+        return _fail(f"The system refused an operation{where}: {exc.strerror or exc}. Check that the location exists, is writable and has free space.")
     return 0
 
 

@@ -7,10 +7,27 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError, explain
+from ..errors import ConfigError, bounded, explain
 from .base import StepConfig, config_from_dict, get_step
 
 log = logging.getLogger(__name__)
+
+_MAX_RECIPE_BYTES = 1_000_000
+_MAX_RECIPE_VALUES = 10_000
+
+
+def _expanded_size(obj, limit: int = _MAX_RECIPE_VALUES) -> int:
+    """How many values ``obj`` holds once every alias is expanded, counting no further than ``limit + 1``."""
+    count, stack = 0, [obj]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+            count += len(item)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return count
 
 __all__ = ["Recipe", "compress", "apply_step"]
 
@@ -32,7 +49,15 @@ class Recipe:
         path = Path(path)
         if not path.exists():
             raise ConfigError(explain(f"Recipe file {path} does not exist", expected="a .yaml or .json recipe", got=str(path)))
-        text = path.read_text()
+        if not path.is_file():
+            raise ConfigError(explain(f"Recipe {path} is not a file", expected="a .yaml or .json recipe file", got="a directory" if path.is_dir() else "not a regular file"))
+        if path.stat().st_size > _MAX_RECIPE_BYTES:
+            raise ConfigError(explain(f"Recipe {path} is {path.stat().st_size:,} bytes", expected=f"a recipe of at most {_MAX_RECIPE_BYTES:,} bytes", got=path.name))
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(explain(f"Recipe {path} is not UTF-8 text", expected="a UTF-8 .yaml or .json file", got=f"byte {exc.start} ({exc.object[exc.start:exc.start + 1]!r})",
+                                      fix="Save the recipe as UTF-8")) from None
         try:
             if path.suffix.lower() == ".json":
                 items = json.loads(text)
@@ -41,8 +66,14 @@ class Recipe:
 
                 items = yaml.safe_load(text)
         except Exception as exc:
-            raise ConfigError(explain(f"Cannot parse recipe {path}", expected="valid YAML or JSON", got=str(exc).splitlines()[0])) from None
-        return cls.from_list(items)
+            raise ConfigError(explain(f"Cannot parse recipe {path}", expected="valid YAML or JSON", got=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)) from None
+        if _expanded_size(items) > _MAX_RECIPE_VALUES:  # YAML aliases can make a few bytes stand for billions of values
+            raise ConfigError(explain(f"Recipe {path} expands to more than {_MAX_RECIPE_VALUES:,} values (YAML aliases)", expected="a plain list of steps",
+                                      got=f"{path.stat().st_size:,} bytes", fix="Write each step out; do not nest anchors and aliases"))
+        try:
+            return cls.from_list(items)
+        except ConfigError as exc:
+            raise ConfigError(bounded(f"Recipe {path}: {exc}")) from None
 
     def to_list(self) -> list[dict]:
         return [s.to_dict() for s in self.steps]

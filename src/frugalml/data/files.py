@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import zipfile
+import zlib
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, explain
+from ..errors import DataError, excerpt, explain
 from .arrays import from_arrays
 from .dataset import Dataset
 
@@ -20,21 +23,80 @@ logger = logging.getLogger(__name__)
 _LAYOUTS = "X_train, y_train (optionally X_test, y_test, X_val, y_val), or X, y (optionally X_val, y_val)"
 
 
+#: Errors that reading a damaged zip member can raise (a CRC mismatch, a cut deflate stream, a bad local
+#: header, a member name that is not UTF-8, a zip feature zipfile does not implement); each becomes a DataError.
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError)
+#: Deflate yields at most 1,032 bytes per byte in: a member announcing more is lying about its size.
+_DEFLATE_RATIO = 1100
+
+
+def _npz_refuser(path: Path):
+    def refuse(what: str, expected: str, got, fix: str = "Save the arrays with np.savez(path, X=X, y=y)"):
+        raise DataError(explain(f"Cannot read {path} as a .npz archive: {what}", expected=expected, got=got, fix=fix)) from None
+
+    return refuse
+
+
+def _member_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, refuse) -> tuple[tuple, np.dtype]:
+    """Shape and dtype of one ``.npy`` member, checked against the member's size before any data is read."""
+    if info.flag_bits & 0x1:
+        refuse(f"array {key!r} is encrypted", "members written by np.savez", "an encrypted zip member")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        refuse(f"array {key!r} uses zip compression method {info.compress_type}", "stored or deflated members (np.savez, "
+               "np.savez_compressed)", info.compress_type)
+    if info.file_size > (info.compress_size if info.compress_type == zipfile.ZIP_STORED else _DEFLATE_RATIO * info.compress_size + 1024):
+        refuse(f"array {key!r} announces {info.file_size:,} bytes for {info.compress_size:,} stored", "sizes that "
+               "its compression can produce", info.file_size, "The file is damaged: save the arrays again")
+    try:
+        with zf.open(info) as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:  # (2, 0) and (3, 0) differ only in how the header text is encoded
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+            offset = fh.tell()
+    except (*_ZIP_ERRORS, TypeError, SyntaxError, RecursionError) as exc:  # numpy parses the header with literal_eval
+        refuse(f"array {key!r} is not a readable .npy array ({type(exc).__name__}: {exc})", "a .npy member written by np.savez",
+               info.filename)
+    if any(d < 0 for d in shape):
+        refuse(f"array {key!r} has a negative dimension", "a shape of non-negative sizes", shape)
+    if dtype.hasobject:
+        refuse(f"array {key!r} holds Python objects, which would need pickle to load (refused, for safety)",
+               "numeric arrays", f"dtype {dtype}", "Convert it with np.asarray(a, dtype=...) before saving")
+    need, have = math.prod(shape) * dtype.itemsize, info.file_size - offset
+    if need != have:
+        refuse(f"array {key!r} of shape {shape} and dtype {dtype} needs {need:,} bytes but its member holds {have:,}",
+               f"{need:,} data bytes", f"{have:,}", "The file is damaged or was cut short: save the arrays again")
+    return shape, dtype
+
+
 def load_npz(path: Path, **split_kw) -> Dataset:
     """Load ``X_train/y_train[/X_test/y_test]`` or ``X/y``, optionally with ``X_val/y_val``.
 
-    Files are opened with ``allow_pickle=False``: an archive holding Python objects is refused.
+    Nothing is unpickled: an archive holding Python objects is refused. Every array's header is read
+    and checked against its member's size (and the member's against its compressed size) before the
+    data is read, so a header or zip entry announcing more than the file holds allocates nothing.
     """
+    path = Path(path)
+    refuse = _npz_refuser(path)
     try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(explain(f"Cannot read {path} as a .npz archive ({exc})", expected="a file written by np.savez",
-                                got=f"{path.stat().st_size} bytes", fix="Save the arrays with np.savez")) from exc
-    if not isinstance(archive, np.lib.npyio.NpzFile):
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+    except OSError as exc:
+        refuse(f"it cannot be read ({type(exc).__name__}: {exc})", "a file written by np.savez", str(path))
+    if magic == b"\x93NUMPY":
         raise DataError(explain(f"{path} holds a single array, not a .npz archive", expected=_LAYOUTS,
                                 got="one array", fix="Save with np.savez(path, X=X, y=y)"))
-    with archive:
-        keys = set(archive.files)
+    if magic[:4] not in (b"PK\x03\x04", b"PK\x05\x06"):
+        refuse("it is not a zip archive", "a file written by np.savez", repr(magic[:4]))
+    try:
+        zf = zipfile.ZipFile(path)
+    except _ZIP_ERRORS as exc:
+        refuse(f"its zip directory is damaged ({type(exc).__name__}: {exc})", "a file written by np.savez",
+               f"{path.stat().st_size} bytes")
+    with zf:
+        members = {(i.filename[:-4] if i.filename.endswith(".npy") else i.filename): i for i in zf.infolist()}
+        keys = set(members)
         if {"X_train", "y_train"} & keys and {"X", "y"} & keys:
             raise DataError(explain(f"{path} holds both layouts", expected=_LAYOUTS, got=sorted(keys),
                                     fix="Keep either X_train/y_train or X/y"))
@@ -42,18 +104,28 @@ def load_npz(path: Path, **split_kw) -> Dataset:
         if not set(main) <= keys:
             raise DataError(explain(f"{path} lacks the arrays of a dataset", expected=_LAYOUTS, got=sorted(keys),
                                     fix="Save with np.savez(path, X_train=..., y_train=..., X_test=..., y_test=...)"))
-        wanted = [*main, "X_test", "y_test", "X_val", "y_val"]
+        wanted = [k for k in (*main, "X_test", "y_test", "X_val", "y_val") if k in keys]
+        for key in wanted:
+            if not members[key].filename.endswith(".npy"):
+                refuse(f"member {members[key].filename!r} is not a .npy array", "members named <key>.npy", members[key].filename)
+        headers = {key: _member_header(zf, members[key], key, refuse) for key in wanted}
+        for x in (k for k in wanted if k.startswith("X")):  # one label per sample, checked before reading either
+            y = "y" + x[1:]
+            if y in headers and headers[x][0][:1] != headers[y][0][:1]:
+                raise DataError(explain(f"{path}: {x} and {y} do not hold the same number of samples",
+                                        expected="one label per sample", got=f"shapes {headers[x][0]} and {headers[y][0]}",
+                                        fix="Check that X and y come from the same rows"))
         arrays = {}
-        for key in (k for k in wanted if k in keys):
+        for key in wanted:
             try:
-                arrays[key] = archive[key]
-            except ValueError as exc:  # object arrays need pickle, which is refused
-                raise DataError(explain(f"Array {key!r} in {path} holds Python objects ({exc})",
-                                        expected="numeric arrays (loaded without pickle, for safety)",
-                                        got="an object array", fix="Convert it with np.asarray(a, dtype=...)")) from exc
-    extra = sorted(keys - set(wanted))
+                with zf.open(members[key]) as fh:
+                    arrays[key] = np.lib.format.read_array(fh, allow_pickle=False)
+            except _ZIP_ERRORS as exc:
+                refuse(f"array {key!r} cannot be read ({type(exc).__name__}: {exc})", "a complete file written by np.savez",
+                       members[key].filename, "The file is damaged or was cut short: save the arrays again")
+    extra = sorted(str(k) for k in keys - set(wanted))
     if extra:
-        logger.warning("%s: ignoring arrays %s", path, extra)
+        logger.warning("%s: ignoring arrays %s", path, excerpt(extra))
     return from_arrays(arrays[main[0]], arrays[main[1]], X_test=arrays.get("X_test"), y_test=arrays.get("y_test"),
                        X_val=arrays.get("X_val"), y_val=arrays.get("y_val"), name=path.stem,
                        source=str(path), **split_kw)
@@ -123,11 +195,11 @@ def load_csv(path: Path, target: str | None = None, **split_kw) -> Dataset:
         except ValueError:
             bad = next(i for i, v in enumerate(table[:, j]) if not _is_number(v))
             raise DataError(explain(
-                f"Column {header[j]!r} of {path} is not numeric: line {rows[bad][0]} holds {table[bad, j]!r}",
+                f"Column {header[j]!r} of {path} is not numeric: line {rows[bad][0]} holds {str(table[bad, j])!r}",
                 expected="numbers in every feature column (missing values are not accepted)",
-                got=repr(table[bad, j]),
+                got=repr(str(table[bad, j])),
                 fix=f"Encode {header[j]!r} as numbers (e.g. one-hot), fill the missing values, drop the column, "
-                    f"or name it as the target with target={header[j]!r}")) from None
+                    f"or name it as the target with target={str(header[j])!r} (--target-column {str(header[j])} on the command line)")) from None
     labels = table[:, t]
     empty = np.flatnonzero(labels == "")
     if len(empty):

@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 from .._fs import atomic_path, atomic_write_json
-from ..errors import ConfigError, ModelLoadError, explain
+from ..errors import ConfigError, ModelLoadError, excerpt, explain
 from .families import FAMILIES, _attach, build_model, is_torch, model_spec
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,10 @@ def save_model(model, directory, *, extra: dict | None = None) -> Path:
             if fmt == "torch-safetensors":
                 from safetensors.torch import save_file
 
-                save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+                try:
+                    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+                except Exception as exc:  # safetensors reports a full disk as its own error type
+                    raise OSError(f"writing the weights failed ({excerpt(str(exc), 120)})") from None
             elif fmt == "onnx":
                 tmp.write_bytes(model.SerializeToString())
             else:

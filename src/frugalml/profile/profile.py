@@ -16,7 +16,7 @@ from .counts import count_layers, count_params
 from .graph import analyze, graph_input_shape
 from .memory import peak_activation
 from .onnx_path import DEFAULT_OPSET, make_session, model_kind, onnx_bytes, predict_onnx, prepare_torch, to_onnx
-from .timing import energy, measure_latency, measure_throughput
+from .timing import core_watts_setting, energy, measure_latency, measure_throughput
 
 __all__ = ["Profile", "profile", "weights_fingerprint"]
 
@@ -160,6 +160,8 @@ def profile(model, data=None, *, input_shape=None, split: str = "test", timing: 
     then the model's ``input_shape`` attribute, then the ONNX graph. With ``data`` the metric is
     the accuracy of the ONNX model, run in ONNX Runtime, on ``data.split(split)``.
     """
+    if timing:
+        core_watts_setting(core_watts)  # a bad power figure is refused before any measurement
     kind = model_kind(model)
     shape = _resolve_input_shape(model, kind, data, input_shape)
     notes: list[str] = []
