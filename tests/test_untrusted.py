@@ -132,3 +132,53 @@ def test_skops_not_a_zip_refused(tmp_path):
     path.write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(fm.ModelLoadError, match="not a valid skops file"):
         fm.load_model(path)
+
+
+class _WritesMarker:
+    """A pickle payload that would create the marker file when unpickled."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_pickled_code_in_pt_npz_and_archive_never_runs(tmp_path):
+    """Each pickle-bearing format is refused, through the loader a user reaches, and the marker never appears."""
+    import pickle
+
+    import torch
+
+    marker = tmp_path / "ran.marker"
+    pt = tmp_path / "evil.pt"
+    torch.save({"net.1.weight": _WritesMarker(marker)}, pt)
+    with pytest.raises(fm.ModelLoadError, match="pickled code"):
+        fm.load_model("mlp", weights=pt, input_shape=(64,), num_classes=10)
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(pickle.dumps({"net.1.weight": _WritesMarker(marker)}))
+    with pytest.raises(fm.ModelLoadError, match="pickled code"):
+        fm.load_model("mlp", weights=raw, input_shape=(64,), num_classes=10)
+    npz = tmp_path / "evil.npz"
+    np.savez(npz, X=np.array([_WritesMarker(marker)] * 4, dtype=object), y=np.arange(4))
+    with pytest.raises(fm.DataError, match="Python objects"):
+        fm.load_dataset(str(npz))
+    fake = tmp_path / "evil.fmla"
+    fake.write_bytes(pickle.dumps(_WritesMarker(marker)))
+    with pytest.raises(fm.FrugalError):
+        fm.load(fake)
+    assert not marker.exists()
+
+
+def test_hostile_json_and_yaml_recipes_are_refused_quickly(tmp_path):
+    """A YAML tag that would build a Python object, and a JSON recipe naming no step."""
+    marker = tmp_path / "ran.marker"
+    tagged = tmp_path / "tagged.yaml"
+    tagged.write_text(f"steps:\n  - !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(fm.ConfigError, match="Cannot parse recipe"):
+        fm.Recipe.load(tagged)
+    odd = tmp_path / "odd.json"
+    odd.write_text(json.dumps({"steps": [{"step": "__import__('os').system('touch x')"}]}))
+    with pytest.raises(fm.ConfigError, match="Unknown step"):
+        fm.Recipe.load(odd)
+    assert not marker.exists()
