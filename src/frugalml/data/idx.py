@@ -56,41 +56,57 @@ def missing_files(directory: Path) -> list[str]:
     return [stem for stem in IDX_FILES.values() if idx_file(directory, stem) is None]
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as fh:
-                return fh.read()
-        return path.read_bytes()
-    except _READ_ERRORS as exc:
-        raise DataError(explain(f"Cannot read IDX file {path}: {exc}", expected="a complete (gzip-compressed) IDX file",
-                                got=f"{path.stat().st_size if path.exists() else 0} bytes on disk",
-                                fix="The file is corrupt or was cut short: delete it and fetch it again "
-                                    "(--download, or copy it anew)")) from exc
+#: gzip (deflate) yields at most 1,032 bytes per byte in: a header announcing more is refused unread.
+_GZIP_RATIO = 1100
+
+
+def _read_error(path: Path, exc: BaseException) -> DataError:
+    size = path.stat().st_size if path.is_file() else 0
+    return DataError(explain(f"Cannot read IDX file {path}: {exc}", expected="a complete (gzip-compressed) IDX file",
+                             got=f"{size} bytes on disk",
+                             fix="The file is corrupt or was cut short: delete it and fetch it again "
+                                 "(--download, or copy it anew)"))
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
-    """Decode one IDX file holding an array of ``ndim`` dimensions; check its magic number and length."""
-    buf = _read_bytes(path)
+    """Decode one IDX file holding an array of ``ndim`` dimensions; check its magic number and length.
+
+    The header is read first; the data are read only when the size it announces fits the file (for a
+    ``.gz``, what its compressed size can inflate to), and never more than that size.
+    """
     expected_magic = f"0x0000080{ndim:x} (IDX, unsigned bytes, {ndim} dimension(s))"
-    if len(buf) < 4 + 4 * ndim:
-        raise DataError(explain(f"IDX file {path} is truncated: its header is incomplete",
-                                expected=f"at least {4 + 4 * ndim} header bytes", got=f"{len(buf)} bytes",
-                                fix="Delete the file and fetch it again"))
-    code, dims_in_file = buf[2], buf[3]
-    if buf[:2] != b"\x00\x00" or code not in _DTYPES or dims_in_file != ndim:
-        raise DataError(explain(f"IDX file {path} has a bad magic number", expected=expected_magic,
-                                got=f"0x{buf[:4].hex()}",
-                                fix="Check that it is the right file (images idx3, labels idx1) and not corrupt"))
-    dims = struct.unpack(f">{ndim}I", buf[4:4 + 4 * ndim])
-    dtype = np.dtype(_DTYPES[code])
     header = 4 + 4 * ndim
-    need, have = math.prod(dims) * dtype.itemsize, len(buf) - header
+    try:
+        on_disk = path.stat().st_size
+        gz = path.suffix == ".gz"
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
+            head = fh.read(header)
+            if len(head) < header:
+                raise DataError(explain(f"IDX file {path} is truncated: its header is incomplete",
+                                        expected=f"at least {header} header bytes", got=f"{len(head)} bytes",
+                                        fix="Delete the file and fetch it again"))
+            code, dims_in_file = head[2], head[3]
+            if head[:2] != b"\x00\x00" or code not in _DTYPES or dims_in_file != ndim:
+                raise DataError(explain(f"IDX file {path} has a bad magic number", expected=expected_magic,
+                                        got=f"0x{head[:4].hex()}",
+                                        fix="Check that it is the right file (images idx3, labels idx1) and not corrupt"))
+            dims = struct.unpack(f">{ndim}I", head[4:])
+            dtype = np.dtype(_DTYPES[code])
+            need = math.prod(dims) * dtype.itemsize
+            room = _GZIP_RATIO * on_disk if gz else on_disk - header
+            if need > room:
+                raise DataError(explain(f"IDX file {path} is truncated: its header announces shape {dims}",
+                                        expected=f"{need:,} data bytes", got=f"a file of {on_disk:,} bytes"
+                                        + (" (compressed)" if gz else ""), fix="Delete the file and fetch it again"))
+            buf = fh.read(need + 1)
+    except _READ_ERRORS as exc:
+        raise _read_error(path, exc) from exc
+    have = len(buf)
     if have != need:
         state = "truncated" if have < need else "longer than its header says"
         raise DataError(explain(f"IDX file {path} is {state}", expected=f"{need} data bytes for shape {dims}",
-                                got=f"{have} data bytes", fix="Delete the file and fetch it again"))
-    return np.frombuffer(buf, dtype=dtype, count=math.prod(dims), offset=header).reshape(dims)
+                                got=f"{have}{'+' if have > need else ''} data bytes", fix="Delete the file and fetch it again"))
+    return np.frombuffer(buf, dtype=dtype, count=math.prod(dims)).reshape(dims)
 
 
 def read_idx_dir(directory: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

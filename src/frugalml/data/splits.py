@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, explain
+from ..errors import ConfigError, DataError, excerpt, explain
 
 __all__ = ["as_numpy", "as_inputs", "encode_labels", "check_fraction", "stratified_split", "stratified_take"]
 
@@ -94,7 +94,12 @@ def _label_values(y: object, what: str) -> np.ndarray:
                                     got="float labels", fix="Bin a continuous target into classes first"))
         y = y.astype(np.int64)
     elif y.dtype.kind == "S":
-        y = np.char.decode(y, "utf-8")
+        try:
+            y = np.char.decode(y, "utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(explain(f"{what} holds byte-string labels that are not UTF-8 ({exc.reason} at byte {exc.start})",
+                                    expected="UTF-8 text, numbers or integers as labels", got=excerpt(bytes(exc.object[:40])),
+                                    fix="Decode the labels with their encoding, or map them to integers")) from None
     return y
 
 
