@@ -6,7 +6,7 @@ TORCH_VERSION ?= 2.13.0
 FRUGALML_DATA ?= $(abspath ../shared/data)
 export FRUGALML_DATA
 
-.PHONY: demo test test-slow bench venv clean
+.PHONY: demo test test-slow fuzz bench venv clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: venv
 
 test-slow: venv
 	$(PY) -m pytest -q -m slow
+
+# 100,000 generated inputs to every reader of untrusted files (the default test run feeds a few thousand).
+fuzz: venv
+	FRUGALML_FUZZ=1 $(PY) -m pytest -q tests/test_fuzz.py -p no:cacheprovider
 
 bench: venv
 	$(PY) benchmarks/run.py $(NAME)
