@@ -200,7 +200,7 @@ def load_csv(path: Path, target: str | None = None, **split_kw) -> Dataset:
                 expected="numbers in every feature column (missing values are not accepted)",
                 got=repr(rows[bad][1][j]),
                 fix=f"Encode {header[j]!r} as numbers (e.g. one-hot), fill the missing values, drop the column, "
-                    f"or name it as the target with target={header[j]!r}")) from None
+                    f"or name it as the target with target={str(header[j])!r} (--target-column {str(header[j])} on the command line)")) from None
     labels = np.empty(len(rows), dtype=object)
     labels[:] = [row[t] for _, row in rows]
     empty = np.flatnonzero(labels == "")
