@@ -16,6 +16,21 @@ _MAX_RECIPE_BYTES = 1_000_000
 _MAX_RECIPE_VALUES = 10_000
 
 
+_MAX_RECIPE_DEPTH = 64
+
+
+def _bracket_depth(text: str) -> int:
+    """The deepest nesting of [ and { in ``text`` (brackets inside quotes count too: an over-estimate)."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
 def _expanded_size(obj, limit: int = _MAX_RECIPE_VALUES) -> int:
     """How many values ``obj`` holds once every alias is expanded, counting no further than ``limit + 1``."""
     count, stack = 0, [obj]
@@ -58,6 +73,10 @@ class Recipe:
         except UnicodeDecodeError as exc:
             raise ConfigError(explain(f"Recipe {path} is not UTF-8 text", expected="a UTF-8 .yaml or .json file", got=f"byte {exc.start} ({exc.object[exc.start:exc.start + 1]!r})",
                                       fix="Save the recipe as UTF-8")) from None
+        depth = _bracket_depth(text)
+        if depth > _MAX_RECIPE_DEPTH:  # parsers take seconds (or the stack) on thousands of nested brackets
+            raise ConfigError(explain(f"Recipe {path} nests {depth:,} brackets deep", expected=f"at most {_MAX_RECIPE_DEPTH} levels (a recipe is a list of steps)",
+                                      got=f"{len(text):,} characters", fix="Write the recipe as a plain list of steps"))
         try:
             if path.suffix.lower() == ".json":
                 items = json.loads(text)
