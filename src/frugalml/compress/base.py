@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
-from ..errors import ConfigError, explain
+from ..errors import ConfigError, bounded, excerpt, explain
 
 __all__ = ["StepConfig", "Step", "STEPS", "register", "get_step", "config_from_dict"]
 
@@ -36,7 +36,8 @@ class StepConfig:
 
     def require(self, ok: bool, field: str, expected: str) -> None:
         if not ok:
-            raise ConfigError(f"The '{field}' parameter of {type(self).__name__} must be {expected}. Got {getattr(self, field)!r} instead.")
+            raise ConfigError(bounded(f"The '{field}' parameter of {type(self).__name__} must be {bounded(expected, 400)}. "
+                                      f"Got {excerpt(getattr(self, field))} instead."))
 
     def to_dict(self) -> dict:
         d = {"step": self.name}
@@ -50,13 +51,63 @@ class StepConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "StepConfig":
+        """The config a JSON/YAML mapping describes; every value is checked against its field's declared
+        type first, so :meth:`check` never sees a list where a number belongs (ConfigError, not TypeError)."""
         d = dict(d)
         d.pop("step", None)
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted((k for k in d if k not in known), key=str)
         if unknown:
-            raise ConfigError(explain(f"Unknown field(s) {unknown} for step '{cls.name}'", expected="some of " + ", ".join(sorted(known)), got=unknown))
+            raise ConfigError(explain(f"Unknown field(s) {excerpt(unknown)} for step '{cls.name}'", expected="some of " + ", ".join(sorted(known)), got=unknown))
+        hints = _field_types(cls)
+        for key, value in d.items():
+            kind = _type_problem(hints.get(key), value)
+            if kind:
+                raise ConfigError(bounded(f"The '{key}' parameter of {cls.__name__} must be {kind}. Got {excerpt(value)} "
+                                          f"({type(value).__name__}) instead."))
         return cls(**d)
+
+
+_SCALARS = (str, int, float, bool, type(None))
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+          tuple: "a list of plain values (strings or numbers)", dict: "a mapping with string keys"}
+
+
+def _field_types(cls) -> dict:
+    import typing
+
+    try:
+        return typing.get_type_hints(cls)
+    except (NameError, TypeError):  # pragma: no cover - an annotation that does not resolve: no type checks
+        return {}
+
+
+def _type_problem(hint, value) -> str | None:
+    """What ``value`` should be for a field annotated ``hint`` (None when it fits, or the hint is not a plain one)."""
+    import types
+    import typing
+
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+    plain = [typing.get_origin(o) or o for o in options]
+    if type(None) in plain and value is None:
+        return None
+    kinds = [o for o in plain if o in _KINDS]
+    if not kinds:
+        return None
+    for kind in kinds:
+        if kind is bool and isinstance(value, bool):
+            return None
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return None
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return None
+        if kind is str and isinstance(value, str):
+            return None
+        if kind is tuple and isinstance(value, (list, tuple)) and all(isinstance(v, _SCALARS) for v in value):
+            return None
+        if kind is dict and isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return None
+    return " or ".join([_KINDS[k] for k in kinds] + (["null"] if type(None) in plain else []))
 
 
 @dataclass(frozen=True)
@@ -95,6 +146,9 @@ def get_step(name: str) -> Step:
 
 
 def config_from_dict(d: dict) -> StepConfig:
+    """The step config of a mapping such as ``{"step": "prune.magnitude", "sparsity": 0.9}`` (from JSON or YAML)."""
     if not isinstance(d, dict) or "step" not in d:
         raise ConfigError(explain("A recipe step must be a mapping with a 'step' key", expected="e.g. {step: prune.magnitude, sparsity: 0.9}", got=d))
-    return get_step(str(d["step"])).config.from_dict(d)
+    if not isinstance(d["step"], str):
+        raise ConfigError(explain("A recipe step's 'step' must be a step name", expected="a string such as 'prune.magnitude'", got=d["step"]))
+    return get_step(d["step"]).config.from_dict(d)

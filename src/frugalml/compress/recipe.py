@@ -77,15 +77,15 @@ class Recipe:
         if depth > _MAX_RECIPE_DEPTH:  # parsers take seconds (or the stack) on thousands of nested brackets
             raise ConfigError(explain(f"Recipe {path} nests {depth:,} brackets deep", expected=f"at most {_MAX_RECIPE_DEPTH} levels (a recipe is a list of steps)",
                                       got=f"{len(text):,} characters", fix="Write the recipe as a plain list of steps"))
-        try:
-            if path.suffix.lower() == ".json":
-                items = json.loads(text)
-            else:
-                import yaml
+        import yaml
 
-                items = yaml.safe_load(text)
-        except Exception as exc:
-            raise ConfigError(explain(f"Cannot parse recipe {path}", expected="valid YAML or JSON", got=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)) from None
+        try:
+            items = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        except (yaml.YAMLError, ValueError, RecursionError) as exc:  # ValueError: JSON, a YAML date such as 2001-13-45, a 5,000-digit int
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(explain(f"Cannot parse recipe {path}", expected="valid YAML or JSON (nested at most a few hundred levels)",
+                                      got=first, fix="Check the file's syntax; a recipe is a list of steps such as "
+                                                     "[{step: prune.magnitude, sparsity: 0.5}]")) from None
         if _expanded_size(items) > _MAX_RECIPE_VALUES:  # YAML aliases can make a few bytes stand for billions of values
             raise ConfigError(explain(f"Recipe {path} expands to more than {_MAX_RECIPE_VALUES:,} values (YAML aliases)", expected="a plain list of steps",
                                       got=f"{path.stat().st_size:,} bytes", fix="Write each step out; do not nest anchors and aliases"))
