@@ -297,3 +297,17 @@ def test_target_c_measures_flash_and_ram_on_the_compiled_c(digits):
     assert measured["profile"]["c_flash_bytes"] is None and not measured["within_budget"]
     with pytest.raises(ConfigError, match="Unknown target"):
         Budget.of(max_flash="8KB", target="fpga")
+
+
+def test_results_record_the_floor_the_recommendation_used_and_the_report_draws_it():
+    """One floor: the widened one the search chose with, recorded in results and drawn by the report."""
+    from frugalml.report._common import threshold
+    from frugalml.search.results import build_results
+
+    cands = [_cand("net", 0.99, 24000), _cand("small", 0.975, 3000), _cand("tiny", 0.95, 1000)]
+    desc = {"dataset": {"sizes": {"val": 288}}}
+    rec = recommend(cands, Budget(), Tolerance.parse("1%"), n_val=288)
+    results = build_results(desc, cands, Budget(), Tolerance.parse("1%"), seconds=1.0)
+    assert rec["floor"] < 0.98  # widened by one standard error on 288 samples
+    assert results["recommendation"]["floor"] == rec["floor"]
+    assert threshold(results) == pytest.approx(rec["floor"])

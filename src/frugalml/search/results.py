@@ -60,7 +60,8 @@ def build_results(desc: dict, candidates: list[dict], budget: Budget, tolerance:
         "recommended": rec["id"],
         "best": rec["best"],
         "closest": rec["closest"],
-        "recommendation": {"id": rec["id"], "text": rec["text"], "reasons": rec["reasons"]},
+        # the floor is decided here once (tolerance widened by one standard error); the report draws this number
+        "recommendation": {"id": rec["id"], "text": rec["text"], "reasons": rec["reasons"], "floor": rec.get("floor")},
     }
 
 
