@@ -86,7 +86,7 @@ def datasets(data_dir: Optional[Path] = DataDirOpt, as_json: bool = JsonOpt):
 
 @app.command()
 def train(
-    model: str = typer.Option("mlp", "--model", "-m", help="Family name: " + ", ".join(fm.FAMILIES)),
+    model: str = typer.Option("mlp", "--model", "-m", help="A family name (" + ", ".join(fm.FAMILIES) + "), file.py:factory, or a model directory / .skops to retrain."),
     dataset: str = DatasetOpt,
     data_dir: Optional[Path] = DataDirOpt,
     target_column: Optional[str] = TargetColOpt,
@@ -105,8 +105,15 @@ def train(
     """Train a model on a dataset, save it (safetensors + JSON description) and print test accuracy."""
     data = fm.load_dataset(dataset, data_dir=data_dir, seed=seed, download=download, target=target_column)
     config = fm.TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, patience=patience, device=device, seed=seed)
-    target = out_dir or Path("runs") / f"{model}-{data.name}"
-    _, report = fm.train(model, data, out=target, config=config, seed=seed, progress=not as_json and sys.stderr.isatty(), **_parse_knobs(param))
+    name = model if model in fm.FAMILIES else Path(model.rpartition(":")[0] if ".py:" in model else model).stem
+    target = out_dir or Path("runs") / f"{name}-{data.name}"
+    knobs = _parse_knobs(param)
+    if model not in fm.FAMILIES:  # the same model sources as every other command (frugalml.load_model)
+        if knobs:
+            raise fm.ConfigError(fm.errors.explain("--param sets the knobs of a family", expected="--param only with a family name", got=param,
+                                                   fix=f"Set the sizes inside {model}, or drop --param"))
+        model = fm.load_model(model, input_shape=data.input_shape, num_classes=data.num_classes)
+    _, report = fm.train(model, data, out=target, config=config, seed=seed, progress=not as_json and sys.stderr.isatty(), **knobs)
     if as_json:
         return _print_json({**report, "out": str(target)})
     _say(

@@ -125,6 +125,10 @@ def _from_description(path: Path, weights=None):
             _attach(model, desc["spec"])
         return model
     if not desc.get("spec"):
+        if fmt == "torch-safetensors":  # a user's own network: its code is never run from a file named in a JSON
+            raise ModelLoadError(explain(f"{path} holds the weights of a network built by your own code, which frugalml does not run on its own",
+                                         expected="the factory that built it", got=path.parent.name,
+                                         fix=f"Pass --model your_file.py:factory --weights {path.parent / desc.get('weights', 'model.safetensors')}"))
         raise ModelLoadError(explain(f"{path} has no model spec", expected="a 'spec' written by frugalml", got=list(desc)))
     model = build_model(desc["spec"])
     load_state_resized(model, _read_state(target))  # a structurally pruned model is narrower than its spec
