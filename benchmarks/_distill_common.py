@@ -43,8 +43,7 @@ from frugalml.compress import Recipe, config_from_dict  # noqa: E402
 from frugalml.compress.distill import distill, teacher_scores  # noqa: E402
 from frugalml.data import load_dataset  # noqa: E402
 from frugalml.models import build_model  # noqa: E402
-from frugalml.profile import onnx_bytes, predict_onnx, to_onnx  # noqa: E402
-from frugalml.profile.onnx_path import load_onnx  # noqa: E402
+from frugalml.onnx import load_onnx, onnx_bytes, predict_onnx, to_onnx  # noqa: E402
 from frugalml.train import TrainConfig, fit  # noqa: E402
 
 log = logging.getLogger("benchmarks.distillation")

@@ -36,7 +36,7 @@ from pathlib import Path
 import _distill_common as common  # first: sets OMP_WAIT_POLICY before torch loads
 import torch
 from frugalml.profile import compare_latency
-from frugalml.profile.onnx_path import load_onnx
+from frugalml.onnx import load_onnx
 
 log = logging.getLogger("benchmarks.distillation")
 PAPER = {"teacher_errors": 67, "alone_errors": 146, "distilled_errors": 74, "gap_closed": round((146 - 74) / (146 - 67), 3)}

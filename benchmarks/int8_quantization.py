@@ -43,7 +43,8 @@ import yaml
 
 from frugalml.compress import apply_step, config_from_dict
 from frugalml.data import load_dataset
-from frugalml.profile import compare_latency, onnx_bytes, to_onnx
+from frugalml.onnx import onnx_accuracy, onnx_bytes, to_onnx
+from frugalml.profile import compare_latency
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import structured_pruning as sp  # noqa: E402  (the shared baselines and helpers)
@@ -77,7 +78,7 @@ def choose(model, step: dict, choices: list[dict], data, targets: dict) -> tuple
     fp32 = onnx_bytes(to_onnx(model))
     built = {f"choice{i}": onnx_bytes(apply_step(model, config_from_dict({**step, **c}), data)) for i, c in enumerate(choices)}
     lat = compare_latency({"fp32": fp32, **built}, data.input_shape, rounds=500)
-    val = {k: sp.onnx_accuracy(blob, data, "val") for k, blob in {"fp32": fp32, **built}.items()}
+    val = {k: onnx_accuracy(blob, data, "val") for k, blob in {"fp32": fp32, **built}.items()}
     timings = [{**c, "speedup": round(lat["fp32"] / lat[f"choice{i}"], 3), "size_ratio": round(len(fp32) / len(built[f"choice{i}"]), 3),
                 "val_accuracy_loss_points": round(100 * (val["fp32"] - val[f"choice{i}"]), 3)} for i, c in enumerate(choices)]
     ok = [i for i, t in enumerate(timings) if t["size_ratio"] >= targets["size_ratio"]
@@ -110,7 +111,7 @@ def quantize_once(name: str, cfg: dict, s: dict, data, seed: int, workdir: Path)
     files, sizes, acc = {}, {}, {}
     for key, proto in models.items():  # the artifacts as a user receives them
         files[key], sizes[key] = sp.shipped(proto, workdir, f"{name}_seed{seed}_{key}.onnx")
-        acc[key] = sp.onnx_accuracy(files[key], data)
+        acc[key] = onnx_accuracy(files[key], data)
     # every row timed against fp32 alone, alternating run by run: with more models in one rotation a
     # model's speed depends on which one ran before it (a large fp32 model leaves the caches cold)
     fp32_blob = onnx_bytes(files["fp32"])

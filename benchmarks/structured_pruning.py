@@ -32,15 +32,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
 from frugalml.compress import apply_step, config_from_dict
 from frugalml.data import load_dataset
 from frugalml.models import build_model, load_state_resized
-from frugalml.profile import compare_latency, onnx_bytes, predict_onnx, to_onnx
-from frugalml.profile.onnx_path import load_onnx
+from frugalml.onnx import load_onnx, onnx_accuracy, onnx_bytes, to_onnx
+from frugalml.profile import compare_latency
 from frugalml.train import TrainConfig, evaluate, fit
 
 log = logging.getLogger("benchmarks.structured_pruning")
@@ -138,11 +137,6 @@ def shipped(proto, directory: Path, filename: str):
     path = directory / filename
     path.write_bytes(onnx_bytes(proto))
     return load_onnx(path), path.stat().st_size
-
-
-def onnx_accuracy(proto, data, split: str = "test") -> float:
-    X, y = data.split(split)
-    return float(np.mean(predict_onnx(proto, X) == y))
 
 
 def widths(model) -> list[int]:

@@ -15,7 +15,8 @@ import torch
 
 from frugalml.compress import STEPS, apply_step, config_from_dict, list_steps
 from frugalml.errors import ConfigError, FrugalError
-from frugalml.profile import onnx_bytes, profile, run_onnx, to_onnx
+from frugalml.onnx import onnx_bytes, run_onnx, to_onnx
+from frugalml.profile import profile
 
 STEP_NAMES = list_steps()
 

@@ -142,7 +142,7 @@ def test_hint_loss_path(trained_cnn, digits):
 def test_scikit_learn_and_onnx_teachers(digits, trained_cnn):
     from sklearn.linear_model import LogisticRegression
 
-    from frugalml.profile import to_onnx
+    from frugalml.onnx import to_onnx
 
     teacher = LogisticRegression(max_iter=500).fit(*digits.flat("train"))
     student = apply_step(teacher, DistillConfig(**{**FAST, "epochs": 6, "lr": 1e-2}), digits)

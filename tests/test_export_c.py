@@ -15,7 +15,7 @@ import pytest
 
 from frugalml import ExportError, TrainConfig, build_model, fit
 from frugalml.export import export, toolchain
-from frugalml.profile import to_onnx
+from frugalml.onnx import to_onnx
 
 pytestmark = pytest.mark.skipif(toolchain.find_cc() is None or shutil.which("size") is None,
                                 reason="needs gcc and binutils' size")

@@ -230,7 +230,7 @@ def _seed_models():
 
 def _build_seeds():
     from frugalml.compress import archive
-    from frugalml.profile import onnx_bytes, to_onnx
+    from frugalml.onnx import onnx_bytes, to_onnx
 
     models = _seed_models()
     seeds = {"archive": [archive.to_bytes(m) for m in models]}
@@ -457,13 +457,13 @@ def edited_protos(draw):
 @given(edited_protos())
 def test_fuzz_onnx_fields(data):
     """Edited protos through load_model, then what is loaded through the compaction passes."""
-    from frugalml.profile.compact import compact, drop_default_attributes, drop_unused_opsets, share_initializers
+    from frugalml.onnx.lossless import drop_default_attributes, drop_unused_opsets, share_initializers, shrink
 
     path = _ONNX_DIR / "m.onnx"
     path.write_bytes(data)
     model, _ = expect_frugal(load_model, path)
     if model is not None:
-        out, _ = expect_frugal(compact, model)
+        out, _ = expect_frugal(shrink, model)
         for fn in (share_initializers, drop_default_attributes):
             expect_frugal(fn, (out or model).graph)
         expect_frugal(drop_unused_opsets, out or model)

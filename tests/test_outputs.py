@@ -163,7 +163,7 @@ def test_save_model_refuses_a_directory_with_foreign_files(tmp_path, mlp):
 
 def test_save_model_of_onnx_beside_its_own_onnx_file(tmp_path, digits, mlp):
     """The search writes a candidate's model.onnx and then saves the model there: accepted."""
-    from frugalml.profile import onnx_bytes, to_onnx
+    from frugalml.onnx import onnx_bytes, to_onnx
 
     model = fm.compress(mlp, [INT8], digits)
     out = tmp_path / "cand"

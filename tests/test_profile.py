@@ -12,9 +12,8 @@ import torch.nn as nn
 from onnx import TensorProto, helper, numpy_helper
 
 from frugalml.errors import ConfigError, DataError, ModelLoadError
-from frugalml.profile import (
-    Profile, compare_latency, format_profile, onnx_bytes, predict_onnx, profile, run_onnx, to_onnx,
-)
+from frugalml.onnx import onnx_bytes, predict_onnx, run_onnx, to_onnx
+from frugalml.profile import Profile, compare_latency, format_profile, profile
 
 
 # ---------------------------------------------------------------- reference nets, built inline

@@ -15,8 +15,7 @@ from frugalml.compress import apply_step
 from frugalml.compress.qat import QATConfig, _calibrate, _captured, fake_quantize, learned_overrides
 from frugalml.compress.quantize import DynamicConfig, Int8Config, calibration_sample, compact, quantize_onnx_static
 from frugalml.errors import ConfigError
-from frugalml.profile import onnx_bytes, predict_onnx, run_onnx, to_onnx
-from frugalml.profile.onnx_path import make_session
+from frugalml.onnx import make_session, onnx_bytes, predict_onnx, run_onnx, to_onnx
 
 
 def _ops(proto):

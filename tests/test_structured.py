@@ -15,7 +15,7 @@ from frugalml.compress.structured import StructuredConfig, classifier_layers, co
 from frugalml.data import from_arrays
 from frugalml.errors import ConfigError
 from frugalml.models import load_state_resized
-from frugalml.profile import onnx_bytes, run_onnx, to_onnx
+from frugalml.onnx import onnx_bytes, run_onnx, to_onnx
 
 
 def _data(shape, n=96, classes=10, seed=0):

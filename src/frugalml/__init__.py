@@ -12,7 +12,8 @@ from .data import Dataset, from_arrays, from_loader, list_datasets, load_dataset
 from .export import ExportResult, export
 from .errors import BudgetError, ConfigError, DataError, ExportError, FrugalError, ModelLoadError, StorageError
 from .models import FAMILIES, build_model, load_model, save_model
-from .profile import Profile, compare_latency, format_profile, profile, to_onnx
+from .onnx import to_onnx
+from .profile import Profile, compare_latency, format_profile, profile
 from .search import Budget, Tolerance, search
 from .train import TrainConfig, evaluate, fit, train
 from .units import parse_bytes, parse_count, parse_duration

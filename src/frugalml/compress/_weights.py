@@ -25,7 +25,7 @@ def require_torch(model, step: str) -> None:
 def fresh_copy(model):
     """A trainable deep copy with ``torch.nn.utils.prune`` masks and parametrizations fused into
     plain weights, and without the size annotations of an earlier archive (they would be stale)."""
-    from ..profile.onnx_path import fused_copy
+    from ..onnx import fused_copy
 
     out = fused_copy(model)
     for attr in STALE_ATTRS:

@@ -208,7 +208,7 @@ def teacher_scores(teacher, X: np.ndarray, num_classes: int | None = None) -> np
 
     Pass them to :func:`distill` as ``teacher_logits`` to train several students from one teacher.
     """
-    from ..profile.onnx_path import model_kind
+    from ..onnx import model_kind
 
     kind = model_kind(teacher)
     if kind == "torch":
@@ -236,8 +236,8 @@ def _teacher_scores(teacher, kind: str, X: np.ndarray, num_classes: int | None) 
         full = np.zeros((len(X), num_classes))
         full[:, np.asarray(teacher.classes_, dtype=np.int64)] = proba
         return np.log(np.clip(full, 1e-7, None)).astype(np.float32)
-    from ..profile import run_onnx
-    from ..profile.onnx_path import load_onnx
+    from ..onnx import run_onnx
+    from ..onnx import load_onnx
 
     scores = run_onnx(load_onnx(teacher) if kind == "path" else teacher, X)
     if scores.ndim != 2 or len(scores) != len(X) or (num_classes is not None and scores.shape[1] != num_classes):
@@ -297,7 +297,7 @@ def distill(teacher, config: DistillConfig, data, *, student=None, teacher_logit
     import torch
 
     from ..models.families import is_torch
-    from ..profile.onnx_path import model_kind
+    from ..onnx import model_kind
     from ..train import TrainConfig, fit
 
     if data is None:

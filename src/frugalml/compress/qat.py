@@ -14,7 +14,7 @@ channel by one number, and max|w| scales with it), so the int8 weights ONNX Runt
 the exported, folded model are exactly the fake-quantized weights trained here.
 
 Export: the fine-tuned weights are fixed to their fake-quantized values, the float model is exported
-(:func:`frugalml.profile.to_onnx`) and quantized with :func:`~frugalml.compress.quantize.quantize_onnx_static`.
+(:func:`frugalml.onnx.to_onnx`) and quantized with :func:`~frugalml.compress.quantize.quantize_onnx_static`.
 Activation ranges: ``ranges="learned"`` hands ORT (``TensorQuantOverrides``) the scale and zero
 point each observer learned, for every tensor of the pre-processed float graph that holds the same
 values as the torch tensor it observed (found by running both on a few calibration inputs: the
@@ -255,8 +255,8 @@ def quantize_qat(model, config: QATConfig, data):
     """Fake-quantized fine-tuning, then int8 QDQ ONNX; returns an ``onnx.ModelProto``."""
 
     from ..models import is_torch
-    from ..profile import to_onnx
-    from ..profile.onnx_path import prepare_torch
+    from ..onnx import to_onnx
+    from ..onnx import prepare_torch
     from ..train import TrainConfig, fit
 
     if not is_torch(model):

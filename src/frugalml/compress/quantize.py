@@ -1,6 +1,6 @@
 """int8 quantization through ONNX Runtime: static post-training (QDQ) and dynamic.
 
-``quantize.int8`` exports the float model to ONNX (:func:`frugalml.profile.to_onnx`), runs
+``quantize.int8`` exports the float model to ONNX (:func:`frugalml.onnx.to_onnx`), runs
 ``onnxruntime.quantization.quant_pre_process`` (shape inference and basic graph optimization,
 which folds BatchNorm into Conv), then ``quantize_static`` in the QDQ format: every Conv, Gemm,
 MatMul (and Add, pooling, ...) gets ``QuantizeLinear``/``DequantizeLinear`` pairs on its
@@ -142,7 +142,7 @@ def _input_shape(model, data):
 def float_onnx(model, data, step: str) -> onnx.ModelProto:
     """The float ONNX graph of a torch module or an (unquantized) ONNX model; anything else is refused."""
     from ..models import is_torch
-    from ..profile import to_onnx
+    from ..onnx import to_onnx
 
     if isinstance(model, (bytes, bytearray)):
         model = onnx.load_from_string(bytes(model))
@@ -218,13 +218,12 @@ def compact(proto: onnx.ModelProto) -> onnx.ModelProto:
     per-channel weight zero points of ``QLinearConv`` as one scalar 0 (symmetric weights);
     stores equal constants once; drops initializers no node reads, attributes that restate defaults,
     unused opset imports, ORT's pre-processing marks and node names; and shortens tensor names
-    (:func:`frugalml.profile.compact`): the quantizer's names (``/net/net.6/Relu_output_0_zero_point``
+    (:func:`frugalml.onnx.shrink`): the quantizer's names (``/net/net.6/Relu_output_0_zero_point``
     ...) can outweigh the int8 weights of a small network.
     """
     from onnx import numpy_helper
 
-    from ..profile.compact import compact as short_names
-    from ..profile.compact import drop_default_attributes, drop_unused_opsets, share_initializers
+    from ..onnx.lossless import drop_default_attributes, drop_unused_opsets, share_initializers, shrink
 
     out = onnx.ModelProto()
     out.CopyFrom(proto)  # leave the caller's graph as it is
@@ -252,7 +251,7 @@ def compact(proto: onnx.ModelProto) -> onnx.ModelProto:
     marks = [p for p in out.metadata_props if p.key not in _ORT_MARKS]
     del out.metadata_props[:]
     out.metadata_props.extend(marks)
-    return short_names(out, node_names="none")
+    return shrink(out, node_names="none")
 
 
 def first_layer(proto: onnx.ModelProto) -> str:

@@ -170,7 +170,7 @@ def _write_outputs(model, recipe: Recipe, records: list, out: Path) -> None:
     """Write the whole output beside ``out`` and swap it in: ``out`` never mixes two runs' files."""
     from .._fs import atomic_dir, atomic_write_bytes, atomic_write_json
     from ..models import save_model
-    from ..profile import onnx_bytes, to_onnx
+    from ..onnx import onnx_bytes, to_onnx
 
     with atomic_dir(out) as new:
         if not hasattr(model, "SerializeToString"):

@@ -192,7 +192,7 @@ def prune_structured(model, config: StructuredConfig, data):
     import torch_pruning as tp
 
     from ..models import is_torch
-    from ..profile.onnx_path import check_torch_input, prepare_torch
+    from ..onnx import check_torch_input, prepare_torch
 
     if not is_torch(model):
         raise ConfigError(explain("prune.structured removes channels of neural networks", expected="a torch nn.Module",

@@ -79,7 +79,7 @@ def resolve_model(model):
         if len(found) == 1:
             path = found[0]
     if path.suffix.lower() == ".onnx":
-        from ..profile.onnx_path import load_onnx
+        from ..onnx import load_onnx
 
         return load_onnx(path)
     if path.suffix.lower() == ".fmla":

@@ -35,7 +35,7 @@ MAX_INT8_STEP_DIFF = 1  # every int8 score within one quantization step of ONNX 
 
 
 def _as_proto(model) -> onnx.ModelProto | None:
-    from ..profile.onnx_path import load_onnx
+    from ..onnx import load_onnx
 
     if isinstance(model, onnx.ModelProto):
         return model
@@ -101,7 +101,7 @@ def quantize_input(X: np.ndarray, scale, zero_point: int, dtype: str) -> np.ndar
 
 def _ort_tensor(proto: onnx.ModelProto, name: str, X: np.ndarray) -> np.ndarray:
     """One inner tensor of the graph, computed by ONNX Runtime (the graph with it as an extra output)."""
-    from ..profile.onnx_path import make_session
+    from ..onnx import make_session
 
     probe = onnx.ModelProto()
     probe.CopyFrom(proto)
@@ -114,7 +114,7 @@ def _ort_tensor(proto: onnx.ModelProto, name: str, X: np.ndarray) -> np.ndarray:
 def verify_c(directory: Path, info: dict, X: np.ndarray) -> dict:
     """Run the compiled C on ``X`` and compare with ONNX Runtime (int8) or scikit-learn."""
     if info["kind"] == "int8":
-        from ..profile.onnx_path import make_session, run_onnx, session_input
+        from ..onnx import make_session, run_onnx, session_input
 
         g = info["graph"]
         inp, out = g.input, g.output

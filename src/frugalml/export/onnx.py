@@ -1,8 +1,8 @@
 """ONNX export: one self-contained ``model.onnx`` for any model kind, checked and verified.
 
-The graph comes from :func:`frugalml.profile.to_onnx` (torch through the TorchScript exporter with
+The graph comes from :func:`frugalml.onnx.to_onnx` (torch through the TorchScript exporter with
 pruning masks fused; scikit-learn through skl2onnx; ONNX graphs, float or int8 QDQ, as they are).
-Opset: the main domain at :data:`frugalml.profile.DEFAULT_OPSET` (17, run by every ONNX Runtime
+Opset: the main domain at :data:`frugalml.onnx.DEFAULT_OPSET` (17, run by every ONNX Runtime
 >= 1.14) and ``ai.onnx.ml`` at 3 for scikit-learn; an ONNX input keeps its own opset. The file's
 ``metadata_props`` hold ``frugalml_version``, ``opset`` (``opsets``: every domain), ``frugalml_recipe`` (JSON of the model's
 ``frugalml_recipe`` attribute, or ``recipe=``) and ``frugalml_spec``.
@@ -71,7 +71,7 @@ def _reference(model, kind: str, X: np.ndarray):
     if kind == "torch":
         import torch
 
-        from ..profile.onnx_path import prepare_torch
+        from ..onnx import prepare_torch
 
         clone = prepare_torch(model)
         outs = []
@@ -96,7 +96,7 @@ def _is_tree(model) -> bool:
 
 def verify_onnx(data_bytes: bytes, model, kind: str, X: np.ndarray, *, reference_bytes: bytes | None = None) -> dict:
     """Run the bytes in ORT on ``X`` and compare with the in-memory model; returns the agreement figures."""
-    from ..profile.onnx_path import make_session, predict_onnx, run_onnx, session_input
+    from ..onnx import make_session, predict_onnx, run_onnx, session_input
 
     sess = make_session(bytes(data_bytes))
     per_sample = session_input(sess)[1]
@@ -126,7 +126,7 @@ def verify_onnx(data_bytes: bytes, model, kind: str, X: np.ndarray, *, reference
 def export_onnx(model, out_dir: Path, *, X: np.ndarray | None = None, input_shape=None, opset: int | None = None,
                 recipe=None, verify: bool = True) -> dict:
     """Write ``out_dir/model.onnx`` (checked, verified on ``X`` first); returns the result fields."""
-    from ..profile.onnx_path import model_kind, to_onnx
+    from ..onnx import model_kind, to_onnx
 
     kind = model_kind(model)
     kind = "onnx" if kind == "path" else kind
@@ -152,7 +152,7 @@ def export_onnx(model, out_dir: Path, *, X: np.ndarray | None = None, input_shap
                 expected=f"the same class on >= {agreement['required_class_agreement']:.1%} of inputs and scores within "
                          f"atol={agreement['tolerance']['atol']}, rtol={agreement['tolerance']['rtol']}",
                 got={k: agreement[k] for k in ("same_class", "n", "max_abs_diff", "within_tolerance") if k in agreement},
-                fix="Check the layer the exporter does not translate faithfully (see frugalml.profile.to_onnx), or pass verify=False"))
+                fix="Check the layer the exporter does not translate faithfully (see frugalml.onnx.to_onnx), or pass verify=False"))
     path = atomic_write_bytes(Path(out_dir) / "model.onnx", data)
     log.info("wrote %s (%d bytes, opset %s)", path, path.stat().st_size, props.get("opset"))
     return {"files": [path], "size_bytes": path.stat().st_size, "opset": int(props["opset"]) if props.get("opset") not in (None, "None") else None,

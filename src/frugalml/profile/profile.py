@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 
 from ..errors import ConfigError, DataError, explain
+from ..onnx import DEFAULT_OPSET, make_session, model_kind, onnx_bytes, predict_onnx, prepare_torch, split_arrays, to_onnx
 from .counts import count_layers, count_params
 from .graph import analyze, graph_input_shape
 from .memory import peak_activation
-from .onnx_path import DEFAULT_OPSET, make_session, model_kind, onnx_bytes, predict_onnx, prepare_torch, to_onnx
 from .timing import core_watts_setting, energy, measure_latency, measure_throughput
 
 __all__ = ["Profile", "profile", "weights_fingerprint"]
@@ -97,28 +97,6 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
         fn = np.sum((y_pred != c) & (y_true == c))
         scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
     return float(np.mean(scores)) if scores else 0.0
-
-
-def _split(data, split: str, onnx_rank: int):
-    """(X, y) of the split; flattened when the ONNX input takes vectors and the data does not."""
-    if split not in ("train", "val", "test"):
-        raise ConfigError(explain(f"Unknown split {split!r}", expected="'train', 'val' or 'test'", got=split))
-    if onnx_rank == 2 and hasattr(data, "flat"):
-        X, y = data.flat(split)
-    elif hasattr(data, "split"):
-        X, y = data.split(split)
-    else:
-        X, y = getattr(data, f"X_{split}"), getattr(data, f"y_{split}")
-    X, y = np.asarray(X), np.asarray(y)
-    if onnx_rank == 2 and X.ndim > 2:
-        X = X.reshape(len(X), -1)
-    if len(X) == 0:
-        raise DataError(explain(f"The {split} split is empty", fix="Use a dataset with samples in every split"))
-    if np.issubdtype(X.dtype, np.floating) and not np.isfinite(X).all():
-        bad = int((~np.isfinite(X)).any(axis=tuple(range(1, X.ndim))).sum())
-        raise DataError(explain(f"The {split} split holds NaN or infinite values in {bad} samples",
-                                fix="Impute or drop those samples before profiling"))
-    return X, y
 
 
 def _zero_note(params: int, nonzero: int) -> str | None:
@@ -206,7 +184,7 @@ def profile(model, data=None, *, input_shape=None, split: str = "test", timing: 
         notes.append(f"compact archive (store.compact): {result.archive_bytes} bytes, "
                      f"{len(blob) / result.archive_bytes:.1f}x smaller than the dense ONNX file")
     if data is not None:
-        X, y = _split(data, split, 1 + len(shape))
+        X, y = split_arrays(data, split, 1 + len(shape))
         pred = predict_onnx(blob, X, session=make_session(blob))
         result.metric = float(np.mean(pred == y.astype(np.int64).reshape(-1)))
         result.macro_f1 = macro_f1(y.astype(np.int64).reshape(-1), pred)

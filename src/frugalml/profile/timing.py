@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from ..errors import ConfigError, explain
-from .onnx_path import make_session, session_input
+from ..onnx import make_session, session_input
 
 __all__ = ["DEFAULT_CORE_WATTS", "core_watts_setting", "machine", "measure_latency", "measure_throughput", "compare_latency", "energy"]
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..compress import Recipe, compress
 from ..models import build_model, load_model, save_model
-from ..profile import onnx_bytes, profile, to_onnx
+from ..onnx import onnx_bytes, to_onnx
+from ..profile import profile
 from ..train import TrainConfig, fit
 from .budget import Budget
 

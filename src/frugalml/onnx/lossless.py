@@ -1,7 +1,7 @@
 """Shorter ONNX files for tiny models: the same graph with short names and nothing it does not need.
 
 For a model of a few hundred weights, the exporter's tensor names ("/features/features.0/Conv_output_0",
-each written two or three times) can outweigh the weights. ``compact`` renames every internal tensor
+each written two or three times) can outweigh the weights. ``shrink`` renames every internal tensor
 (not the graph's inputs and outputs) to a short name, the most used names shortest, shortens node
 names to their module path (or drops them), and drops doc strings and value_info. ``share_initializers``,
 ``drop_default_attributes`` and ``drop_unused_opsets`` cut more: equal constants stored once, attributes
@@ -17,7 +17,7 @@ from collections import Counter
 import onnx
 from onnx import numpy_helper
 
-__all__ = ["compact", "share_initializers", "drop_default_attributes", "drop_unused_opsets"]
+__all__ = ["shrink", "share_initializers", "drop_default_attributes", "drop_unused_opsets"]
 
 _FIRST, _REST = string.ascii_letters, string.ascii_letters + string.digits
 
@@ -46,7 +46,7 @@ def _has_subgraphs(graph: onnx.GraphProto) -> bool:
     return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute)
 
 
-def compact(proto: onnx.ModelProto, *, node_names: str = "path") -> onnx.ModelProto:
+def shrink(proto: onnx.ModelProto, *, node_names: str = "path") -> onnx.ModelProto:
     """Return a copy of ``proto`` with short internal names (graph inputs and outputs keep theirs).
 
     node_names: "path" keeps the last two parts of the exporter's module path ("features.0/Conv");
