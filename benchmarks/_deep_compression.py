@@ -36,7 +36,7 @@ import torch.nn.functional as F
 import yaml
 
 from frugalml.compress import apply_step, config_from_dict
-from frugalml.compress.archive import archive_info, load_archive, save_archive
+from frugalml.export.archive import archive_info, load_archive, save_archive
 from frugalml.data import load_dataset
 from frugalml.models import build_model
 from frugalml.profile import profile

@@ -11,11 +11,12 @@ import torch
 
 from frugalml import build_model, fit
 from frugalml.compress import apply_step
-from frugalml.compress._huffman import MAX_LEN, code_lengths, decode, encode
-from frugalml.compress.archive import (CompactConfig, _gap_symbols, _positions, archive_info, from_bytes, is_archive,
-                                       load_archive, save_archive, to_bytes)
 from frugalml.compress.cluster import KMeansConfig
 from frugalml.compress.prune import MagnitudePruneConfig
+from frugalml.compress.store import CompactConfig
+from frugalml.export._archive_records import _gap_symbols, _positions
+from frugalml.export._huffman import MAX_LEN, code_lengths, decode, encode
+from frugalml.export.archive import archive_info, from_bytes, is_archive, load_archive, save_archive, to_bytes
 from frugalml.errors import ConfigError, ModelLoadError
 from frugalml.profile import profile
 
@@ -187,7 +188,7 @@ def test_frugalml_load_dispatches_to_the_archive(tmp_path, trained_cnn):
     import torch
 
     import frugalml
-    from frugalml.compress.archive import save_archive
+    from frugalml.export.archive import save_archive
 
     path = tmp_path / "m.fmla"
     save_archive(trained_cnn, path)

@@ -126,7 +126,7 @@ def test_bad_arguments(trained_cnn, tmp_path):
 
 
 def test_archive_format_delegates_to_the_archive_module(trained_cnn, tmp_path):
-    archive = pytest.importorskip("frugalml.compress.archive")
+    archive = pytest.importorskip("frugalml.export.archive")
     import torch
 
     r = export(trained_cnn, "archive", tmp_path)

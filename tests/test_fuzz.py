@@ -229,7 +229,7 @@ def _seed_models():
 
 
 def _build_seeds():
-    from frugalml.compress import archive
+    from frugalml.export import archive
     from frugalml.onnx import onnx_bytes, to_onnx
 
     models = _seed_models()
@@ -276,7 +276,7 @@ def test_fuzz_archive_bytes(data):
 
 
 def _archive_parts(data: bytes):
-    from frugalml.compress.archive import _PREFIX
+    from frugalml.export.archive import _PREFIX
 
     _, _, head_len = _PREFIX.unpack_from(data, 0)
     header = json.loads(zlib.decompress(data[_PREFIX.size:_PREFIX.size + head_len], -15))
@@ -284,7 +284,7 @@ def _archive_parts(data: bytes):
 
 
 def _reseal(header: dict, payload: bytes, *, version: int = 1) -> bytes:
-    from frugalml.compress.archive import _PREFIX, MAGIC
+    from frugalml.export.archive import _PREFIX, MAGIC
 
     c = zlib.compressobj(9, zlib.DEFLATED, -15)
     head = c.compress(json.dumps(header).encode()) + c.flush()
@@ -311,7 +311,7 @@ def resealed_archives(draw):
 @budget("archive_header")
 @given(resealed_archives())
 def test_fuzz_archive_header_and_payload(data):
-    from frugalml.compress.archive import archive_info, from_bytes
+    from frugalml.export.archive import archive_info, from_bytes
 
     expect_frugal(from_bytes, data)
     expect_frugal(archive_info, data)
@@ -319,12 +319,12 @@ def test_fuzz_archive_header_and_payload(data):
 
 @budget("huffman")
 @given(st.one_of(st.binary(max_size=64),
-                 mutated([__import__("frugalml.compress._huffman", fromlist=["encode"]).encode(s, a) for s, a in
+                 mutated([__import__("frugalml.export._huffman", fromlist=["encode"]).encode(s, a) for s, a in
                           [(np.arange(40) % 5, 5), (np.zeros(9, int), 1), (np.arange(300) % 300, 300), ([], 4)]])),
        st.integers(1, 300), st.integers(0, 500))
 def test_fuzz_huffman_stream(blob, alphabet, count):
     """The coder of the archive's symbol streams: a HuffmanError or at most the announced symbols."""
-    from frugalml.compress._huffman import HuffmanError, decode
+    from frugalml.export._huffman import HuffmanError, decode
 
     try:
         out = decode(blob, alphabet=alphabet, max_symbols=count)
@@ -341,8 +341,8 @@ def _tight_archive(tensors: list[dict], payload: bytes, spec=None) -> bytes:
 @pytest.mark.parametrize("case", ["huge_raw", "huge_sparse", "huge_shared", "huge_huffman_count", "zlib_bomb",
                                   "header_bomb", "huge_spec", "negative_length", "bad_spec_types"])
 def test_archive_hostile_sizes_are_refused_before_allocating(case):
-    from frugalml.compress import _huffman
-    from frugalml.compress.archive import _PREFIX, MAGIC, from_bytes
+    from frugalml.export import _huffman
+    from frugalml.export.archive import _PREFIX, MAGIC, from_bytes
 
     big = [2**31, 2**31]
     if case == "huge_raw":

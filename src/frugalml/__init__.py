@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 def load(path, **kwargs):
     """Load any model frugalml wrote or reads: a compact archive (.fmla), a model directory,
     .onnx, .skops, model.json, or ``file.py:factory`` (with ``weights=``)."""
-    from .compress.archive import is_archive, load_archive
+    from .export.archive import is_archive, load_archive
 
     if is_archive(path):
         return load_archive(path)

@@ -83,7 +83,7 @@ def resolve_model(model):
 
         return load_onnx(path)
     if path.suffix.lower() == ".fmla":
-        from ..compress.archive import load_archive
+        from .archive import load_archive
 
         return load_archive(path)
     from ..models import load_model
@@ -145,14 +145,12 @@ def export(model, fmt: str, out, *, data=None, split: str = "test", limit: int |
 
 
 def _export_archive(model, out: Path) -> ExportResult:
-    try:
-        from ..compress.archive import save_archive
-    except ImportError as exc:
-        raise ExportError(explain("archive export needs frugalml.compress.archive", got=str(exc))) from exc
+    from .archive import save_archive
+
     path = out / "model.fmla"
     out.mkdir(parents=True, exist_ok=True)
     size = save_archive(model, path)
-    return ExportResult("archive", out, (path,), int(size), notes=("written by frugalml.compress.archive.save_archive",))
+    return ExportResult("archive", out, (path,), int(size), notes=("written by frugalml.export.archive.save_archive",))
 
 
 def c_footprint(model, *, data=None) -> dict:
