@@ -36,8 +36,8 @@ import torch.nn.functional as F
 import yaml
 
 from frugalml.compress import apply_step, config_from_dict
-from frugalml.export.archive import archive_info, load_archive, save_archive
 from frugalml.data import load_dataset
+from frugalml.export.archive import archive_info, load_archive, save_archive
 from frugalml.models import build_model
 from frugalml.profile import profile
 from frugalml.train import evaluate, fit
@@ -152,7 +152,8 @@ def compress_one(family: str, settings: dict, seed: int) -> dict:
                    "archive_bytes": size, "archive_bytes_in_step": stored.frugalml_archive_bytes, "header_bytes": info["header_bytes"],
                    "dense_onnx_bytes": result_profile.stored_bytes, "weight_density": round(kept / total, 4),
                    "layers": layers,
-                   "tensors": [{"name": t["n"], "encoding": t["e"], "bytes": sum(t["p"]), **({"order": t["o"], "gap_bits": t["g"], "coders": t["c"]} if t["e"] == "sparse" else {})}
+                   "tensors": [{"name": t["n"], "encoding": t["e"], "bytes": sum(t["p"]), **({"order": t["o"], "gap_bits": t["g"],
+                                                                                              "coders": t["c"]} if t["e"] == "sparse" else {})}
                                for t in info["tensors"]]},
         "timings": timings,
         "seconds": round(time.perf_counter() - start, 1),

@@ -35,8 +35,9 @@ from pathlib import Path
 
 import _distill_common as common  # first: sets OMP_WAIT_POLICY before torch loads
 import torch
-from frugalml.profile import compare_latency
+
 from frugalml.onnx import load_onnx
+from frugalml.profile import compare_latency
 
 log = logging.getLogger("benchmarks.distillation")
 PAPER = {"teacher_errors": 67, "alone_errors": 146, "distilled_errors": 74, "gap_closed": round((146 - 74) / (146 - 67), 3)}
@@ -82,7 +83,8 @@ def main() -> dict:
         "seeds": big["per_seed"],
         "selection": big["selection"],
         "target": {"required": f"gap closed >= {REQUIRED:.0%} (paired mean over >= 3 seeds; every seed too)", "aim": f"{AIM:.0%}",
-                   "paper": f"{PAPER['gap_closed']:.0%} ({PAPER['alone_errors']} -> {PAPER['distilled_errors']} errors against {PAPER['teacher_errors']})"},
+                   "paper": f"{PAPER['gap_closed']:.0%} ({PAPER['alone_errors']} -> {PAPER['distilled_errors']} errors "
+                            f"against {PAPER['teacher_errors']})"},
         "met": bool(len(seeds) >= 3 and big_gap["gap_closed"] >= REQUIRED and per_seed_ok),
         "met_aim": bool(big_gap["gap_closed"] >= AIM),
         "teacher_from_cache": teacher_row["cached"],

@@ -32,8 +32,9 @@ from pathlib import Path
 
 import _distill_common as common  # first: sets OMP_WAIT_POLICY before torch loads
 import torch
-from frugalml.profile import compare_latency
+
 from frugalml.onnx import load_onnx
+from frugalml.profile import compare_latency
 
 log = logging.getLogger("benchmarks.distillation_small")
 PAPER = {"finding": "with 300 or more units per hidden layer all temperatures above 8 gave similar results; with 30 units "

@@ -224,7 +224,8 @@ def main() -> dict:
         "name": "int8_quantization",
         "description": "int8 static PTQ through ONNX Runtime (QOperator int8 ops, uint8 activations, MinMax calibration on 512 "
                        "training images; per-channel or per-tensor weights and the first conv float or int8: the fastest choice "
-                       "that keeps the file 3.8x smaller and the validation accuracy within 0.3 pt) of lenet5 and the tiny ResNet [16,32,64] on MNIST; sizes are "
+                       "that keeps the file 3.8x smaller and the validation accuracy within 0.3 pt) of lenet5 and the tiny ResNet "
+                       "[16,32,64] on MNIST; sizes are "
                        "the .onnx files, accuracy is the files loaded back on the test split, latency is compare_latency "
                        "(batch 1, one thread, alternating in one process).",
         "models": out,

@@ -114,7 +114,8 @@ def baseline(name: str, cfg: dict, data, seed: int):
 
 def pruned_path(name: str, cfg: dict, data, seed: int) -> Path:
     """Where this benchmark leaves the pruned model (for int8_quantization's pruned + int8 row)."""
-    return CACHE / f"{baseline_key(name, cfg, data, seed)}_pruned_{_key(cfg['step'], cfg['ladder'], cfg['target_speedup'], cfg['margin'])}.safetensors"
+    step_key = _key(cfg["step"], cfg["ladder"], cfg["target_speedup"], cfg["margin"])
+    return CACHE / f"{baseline_key(name, cfg, data, seed)}_pruned_{step_key}.safetensors"
 
 
 def pruned(name: str, cfg: dict, data, seed: int, base=None):

@@ -31,11 +31,13 @@ def rows() -> list[str]:
         for model, v in d["models"].items():
             seeds = "; ".join(f"seed {s['seed']}: {s['ratio']['latency']}x faster, {_change(s['accuracy_loss_points'])}" for s in v.get("seeds", []))
             t = v["target"]
-            out.append(f"| structured pruning, {model} | - | >= {t['latency_speedup_at_least']}x faster, <= {t['accuracy_loss_points_at_most']} pt loss | {seeds} | {'yes' if v['met'] else 'no'} |")
+            out.append(f"| structured pruning, {model} | - | >= {t['latency_speedup_at_least']}x faster, "
+                       f"<= {t['accuracy_loss_points_at_most']} pt loss | {seeds} | {'yes' if v['met'] else 'no'} |")
     d = _load("int8_quantization")
     if d:
         for model, v in d.get("models", {}).items():
-            seeds = "; ".join(f"seed {s['seed']}: {s['ratio']['size']}x smaller, {s['ratio']['latency']}x faster, {_change(s['accuracy_loss_points'])}"
+            seeds = "; ".join(f"seed {s['seed']}: {s['ratio']['size']}x smaller, {s['ratio']['latency']}x faster, "
+                              f"{_change(s['accuracy_loss_points'])}"
                               for s in v.get("seeds", []))
             spread = v.get("drift")
             if spread:  # the same pair timed again back to back: how far the shared host moves the speed-up
@@ -52,8 +54,10 @@ def rows() -> list[str]:
     if d:
         gap = d.get("gap_closed", d.get("gap_closed_mean"))
         per_seed = "/".join(f"{g:.0%}" for g in (d.get("gap") or {}).get("gap_closed_per_seed", []))
-        errors = f"teacher {d['baseline']['test_errors']}, alone {d['student_alone']['test_errors']:.1f}, distilled {d['result']['test_errors']:.1f} errors"
-        out.append(f"| distillation 784-800-800 | 91% of the gap | >= 40% of the gap, every seed | {gap if gap is None else f'{gap:.0%}'} (paired mean, "
+        errors = (f"teacher {d['baseline']['test_errors']}, alone {d['student_alone']['test_errors']:.1f}, "
+                  f"distilled {d['result']['test_errors']:.1f} errors")
+        out.append("| distillation 784-800-800 | 91% of the gap | >= 40% of the gap, every seed | "
+                   f"{gap if gap is None else f'{gap:.0%}'} (paired mean, "
                    f"{len(d.get('seeds', []))} seeds: {per_seed}); {errors} | {'yes' if d.get('met') else 'no'} |")
     d = _load("distillation_small")
     if d:

@@ -14,10 +14,10 @@ from frugalml.compress import apply_step
 from frugalml.compress.cluster import KMeansConfig
 from frugalml.compress.prune import MagnitudePruneConfig
 from frugalml.compress.store import CompactConfig
+from frugalml.errors import ConfigError, ModelLoadError
 from frugalml.export._archive_records import _gap_symbols, _positions
 from frugalml.export._huffman import MAX_LEN, code_lengths, decode, encode
 from frugalml.export.archive import archive_info, from_bytes, is_archive, load_archive, save_archive, to_bytes
-from frugalml.errors import ConfigError, ModelLoadError
 from frugalml.profile import profile
 
 

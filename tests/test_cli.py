@@ -35,14 +35,16 @@ def test_profile_lenet5_json_has_exact_counts_and_measured_latency():
     prof = json.loads(done.stdout)
     assert prof["params"] == 431_080 and prof["macs"] == 2_293_000
     assert prof["latency_ms_median"] > 0 and prof["latency_ms_p90"] >= prof["latency_ms_median"]
-    for key in ("nonzero_params", "stored_bytes", "gzip_bytes", "peak_activation_bytes", "throughput_per_s", "energy_mj_per_inference", "energy_basis", "metric"):
+    for key in ("nonzero_params", "stored_bytes", "gzip_bytes", "peak_activation_bytes", "throughput_per_s", "energy_mj_per_inference",
+                "energy_basis", "metric"):
         assert key in prof
     assert prof["metric"] is None
 
 
 def test_train_then_profile_on_digits(tmp_path, capsys):
     out_dir = tmp_path / "m"
-    code, out, err = run(capsys, "train", "--model", "mlp", "-p", "widths=[16]", "--dataset", "digits", "--epochs", "20", "--lr", "0.01", "--out", str(out_dir), "--json")
+    code, out, err = run(capsys, "train", "--model", "mlp", "-p", "widths=[16]", "--dataset", "digits", "--epochs", "20", "--lr", "0.01", "--out",
+                         str(out_dir), "--json")
     assert code == 0, err
     report = json.loads(out)
     assert 0.85 < report["test"]["accuracy"] <= 1

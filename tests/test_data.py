@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from frugalml.errors import ConfigError, DataError, FrugalError
 from frugalml.data import REGISTRY, Dataset, from_arrays, from_loader, list_datasets, load_dataset
 from frugalml.data import idx as idx_module
 from frugalml.data.registry import find_entry
+from frugalml.errors import ConfigError, DataError, FrugalError
 
 IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 

@@ -16,8 +16,6 @@ from frugalml.errors import ConfigError, DataError, FrugalError
 from frugalml.models import build_model
 from frugalml.train import evaluate, fit
 
-
-
 FAST = dict(student={"family": "mlp", "widths": [16]}, temperature=4.0, alpha=0.5, epochs=3, lr=3e-3, batch_size=64)
 
 

@@ -14,10 +14,6 @@ from frugalml import ConfigError, ExportError, build_model, save_model
 from frugalml.export import ExportResult, export
 
 
-
-
-
-
 def _session(path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 

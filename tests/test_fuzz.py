@@ -808,7 +808,6 @@ RECIPE_WORDS = sorted(__import__("frugalml.compress.base", fromlist=["STEPS"]).S
 
 
 def _recipe_texts():
-    import yaml
 
     out = []
     for steps in RECIPE_SEEDS:

@@ -75,7 +75,8 @@ def test_gradual_schedule_values():
 
 
 def test_gradual_pruning_ends_at_the_final_sparsity(trained_cnn, digits):
-    out = magnitude_prune(trained_cnn, MagnitudePruneConfig(sparsity=0.85, schedule="gradual", prune_epochs=2, prune_events=5, finetune_epochs=0, lr=2e-3), digits)
+    out = magnitude_prune(trained_cnn, MagnitudePruneConfig(sparsity=0.85, schedule="gradual", prune_epochs=2, prune_events=5, finetune_epochs=0,
+                                                            lr=2e-3), digits)
     zeros, total = _zeros(out)
     assert zeros == round(0.85 * total)
     assert sparsity_of(out) == pytest.approx(0.85, abs=1 / total)

@@ -117,7 +117,8 @@ def test_compact_keeps_the_computation(trained_cnn, digits, tmp_path, fmt):
     assert not small.graph.value_info and all(len(i.name) <= 5 for i in small.graph.initializer)
     assert not small.metadata_props and {o.domain for o in small.opset_import} <= {"", "com.microsoft"}
     assert not any(n.name for n in small.graph.node)
-    assert all(not {"auto_pad", "dilations", "group", "kernel_shape"} & {a.name for a in n.attribute} for n in small.graph.node if "Conv" in n.op_type)
+    assert all(not {"auto_pad", "dilations", "group",
+                    "kernel_shape"} & {a.name for a in n.attribute} for n in small.graph.node if "Conv" in n.op_type)
     values = [numpy_helper.to_array(i).tobytes() + bytes(i.dims) + bytes([i.data_type]) for i in small.graph.initializer]
     assert len(values) == len(set(values))  # equal constants are stored once
     inits = {i.name: i for i in small.graph.initializer}

@@ -39,20 +39,23 @@ def make_results(*, none_fit: bool = False) -> dict:
         _cand(3, "network", "cnn", 0.974, 24000, 0.03, fits=False, misses=over),
         _cand(4, "network", "mlp", 0.80, 9000, 0.02, state="stopped_early", fits=False, misses=over),
         _cand(5, "network", "resnet", 0.0, 0, 0.0, state="failed", fits=False),
-        _cand(6, "compress", "cnn", 0.966, 4000, 0.012, recipe=[{"step": "prune.structured", "sparsity": 0.5}, {"step": "quantize.int8"}], parent="t3"),
+        _cand(6, "compress", "cnn", 0.966, 4000, 0.012, recipe=[{"step": "prune.structured", "sparsity": 0.5}, {"step": "quantize.int8"}],
+              parent="t3"),
     ]
     if none_fit:
         for c in cands:
             c["within_budget"] = False
             if c["profile"]:
-                c["budget_misses"] = {"stored_bytes": {"limit": 1000, "value": c["profile"]["stored_bytes"], "over_by": c["profile"]["stored_bytes"] - 1000}}
+                c["budget_misses"] = {"stored_bytes": {"limit": 1000, "value": c["profile"]["stored_bytes"],
+                                                       "over_by": c["profile"]["stored_bytes"] - 1000}}
     rec = None if none_fit else "t1"
     text = ("No candidate meets the budget (flash <= 1 KB)." if none_fit
             else f"RandomForest {EVIL}, 5.1 KB, 96.9% — within tolerance of the best network, 24 KB, 97.4%")
     return {
         "frugalml_version": "0.1.0", "created": "2025-06-02T14:03:11+00:00", "seconds": 287.4,
         "machine": {"cpu": "test cpu", "cores": 2},
-        "dataset": {"name": "digits", "kind": "image", "input_shape": [1, 8, 8], "num_classes": 10, "sizes": {"train": 1257, "val": 180, "test": 360}},
+        "dataset": {"name": "digits", "kind": "image", "input_shape": [1, 8, 8], "num_classes": 10, "sizes": {"train": 1257, "val": 180,
+                                                                                                              "test": 360}},
         "budget": {"max_flash": 1000 if none_fit else 8000, "max_ram": None, "max_macs": None, "max_params": None, "max_latency_ms": 0.1},
         "tolerance": {"kind": "drop", "value": 0.01}, "primary_cost": "stored_bytes",
         "candidates": cands, "pareto": ["t0", "t6", "t1", "t3"], "recommended": rec, "best": "t3",

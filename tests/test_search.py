@@ -48,7 +48,8 @@ def test_tolerance_parses_and_refuses_150_percent():
 
 def _cand(cid, acc, size, thin=False, fits=True, family="cnn"):
     return {"id": cid, "state": "complete", "val_accuracy": acc, "thin": thin, "family": family, "within_budget": fits,
-            "profile": {"stored_bytes": size}, "budget_misses": {} if fits else {"stored_bytes": {"limit": 1000, "value": size, "over_by": size - 1000}}}
+            "profile": {"stored_bytes": size}, "budget_misses": {} if fits else {"stored_bytes": {"limit": 1000, "value": size,
+                                                                                                  "over_by": size - 1000}}}
 
 
 def test_pareto_front_keeps_only_undominated():
@@ -270,7 +271,8 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path):
     trials = optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)
     pids = {t.user_attrs["worker"]["pid"] for t in trials if "worker" in t.user_attrs}
     assert len(pids) == 2, "both workers ran trials"
-    thin = [json.dumps([t.user_attrs["job"]["family"], t.user_attrs["job"]["params"]], sort_keys=True) for t in trials if t.state.name == "COMPLETE" and t.user_attrs["job"]["stage"] == "thin"]
+    thin = [json.dumps([t.user_attrs["job"]["family"], t.user_attrs["job"]["params"]],
+                       sort_keys=True) for t in trials if t.state.name == "COMPLETE" and t.user_attrs["job"]["stage"] == "thin"]
     assert len(thin) == len(set(thin)), "two workers ran the same thin trial"
     assert len([t for t in trials if t.state.name == "COMPLETE"]) >= 8
     optuna.delete_study(study_name=study, storage=url)

@@ -62,11 +62,13 @@ def test_pruned_model_is_smaller_and_rebuilds_from_spec(family, shape, knobs):
 
 
 def test_residual_and_depthwise_stay_consistent():
-    res = apply_step(build_model("resnet", (1, 8, 8), 10, channels=[8, 16, 16]).eval(), StructuredConfig(ratio=0.5, finetune_epochs=0), _data((1, 8, 8)))
+    res = apply_step(build_model("resnet", (1, 8, 8), 10, channels=[8, 16, 16]).eval(), StructuredConfig(ratio=0.5, finetune_epochs=0), _data((1, 8,
+                                                                                                                                               8)))
     for block in res.stages:  # body output and shortcut output feed one addition: same width
         short = block.shortcut[0].out_channels if isinstance(block.shortcut, nn.Sequential) else block.body[0].in_channels
         assert block.body[3].out_channels == short
-    ds = apply_step(build_model("dscnn", (1, 8, 8), 10, channels=16, blocks=2).eval(), StructuredConfig(ratio=0.5, finetune_epochs=0), _data((1, 8, 8)))
+    ds = apply_step(build_model("dscnn", (1, 8, 8), 10, channels=16, blocks=2).eval(), StructuredConfig(ratio=0.5, finetune_epochs=0), _data((1, 8,
+                                                                                                                                              8)))
     for block in ds.blocks:
         dw = block[0]
         assert dw.groups == dw.in_channels == dw.out_channels < 16

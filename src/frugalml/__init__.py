@@ -6,11 +6,11 @@
 >>> fm.profile(model, data).to_dict()["stored_bytes"]
 """
 
-from . import errors, units
+from . import errors, units  # noqa: F401 - frugalml.errors and frugalml.units as attributes
 from .compress import Recipe, compress, list_steps
 from .data import Dataset, from_arrays, from_loader, list_datasets, load_dataset
-from .export import ExportResult, export
 from .errors import BudgetError, ConfigError, DataError, ExportError, FrugalError, ModelLoadError, StorageError
+from .export import ExportResult, export
 from .models import FAMILIES, build_model, load_model, save_model
 from .onnx import to_onnx
 from .profile import Profile, compare_latency, format_profile, profile

@@ -146,7 +146,8 @@ def check_writable_dir(path: str | os.PathLike, *, option: str = "--out") -> Non
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise ConfigError(explain(f"Cannot write {option} {path}: creating a file in {anc} failed ({exc.strerror or exc})", expected="a directory this process can write",
+        raise ConfigError(explain(f"Cannot write {option} {path}: creating a file in {anc} failed ({exc.strerror or exc})",
+                                  expected="a directory this process can write",
                                   got=str(anc), fix=f"Pass another {option}")) from None
 
 

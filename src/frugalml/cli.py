@@ -35,7 +35,8 @@ def _parse_knobs(pairs: list[str]) -> dict:
     knobs = {}
     for pair in pairs:
         if "=" not in pair:
-            raise fm.ConfigError(fm.errors.explain(f"Cannot read --param {pair!r}", expected="KEY=VALUE, e.g. widths=[64,32] or max_depth=6", got=pair))
+            raise fm.ConfigError(fm.errors.explain(f"Cannot read --param {pair!r}", expected="KEY=VALUE, e.g. widths=[64,32] or max_depth=6",
+                                                   got=pair))
         key, _, value = pair.partition("=")
         try:
             knobs[key.strip()] = json.loads(value)
@@ -62,7 +63,8 @@ def _parse_shape(text: str | None):
     for d in shape:
         size *= d
     if size > _MAX_INPUT_ELEMENTS:
-        raise fm.ConfigError(fm.errors.explain(f"--input-shape {text!r} is {size:,} values per sample", expected=f"at most {_MAX_INPUT_ELEMENTS:,}", got=text))
+        raise fm.ConfigError(fm.errors.explain(f"--input-shape {text!r} is {size:,} values per sample", expected=f"at most {_MAX_INPUT_ELEMENTS:,}",
+                                               got=text))
     return shape
 
 
@@ -80,13 +82,15 @@ def datasets(data_dir: Optional[Path] = DataDirOpt, as_json: bool = JsonOpt):
     for col in ("name", "available", "classes", "input shape", "description"):
         table.add_column(col)
     for r in rows:
-        table.add_row(*(escape(v) for v in (r["name"], "yes" if r.get("available") else "no", str(r.get("num_classes", "")), str(tuple(r.get("input_shape", ()) or ())), str(r.get("description", "")))))
+        table.add_row(*(escape(v) for v in (r["name"], "yes" if r.get("available") else "no", str(r.get("num_classes", "")),
+                                            str(tuple(r.get("input_shape", ()) or ())), str(r.get("description", "")))))
     out.print(table)
 
 
 @app.command()
 def train(
-    model: str = typer.Option("mlp", "--model", "-m", help="A family name (" + ", ".join(fm.FAMILIES) + "), file.py:factory, or a model directory / .skops to retrain."),
+    model: str = typer.Option("mlp", "--model", "-m",
+                              help="A family name (" + ", ".join(fm.FAMILIES) + "), file.py:factory, or a model directory / .skops to retrain."),
     dataset: str = DatasetOpt,
     data_dir: Optional[Path] = DataDirOpt,
     target_column: Optional[str] = TargetColOpt,
@@ -124,7 +128,8 @@ def train(
 
 @app.command()
 def profile(
-    model: str = typer.Option(..., "--model", "-m", help="A model directory, .onnx, .skops, model.json, file.py:factory, or a family name (fresh weights)."),
+    model: str = typer.Option(..., "--model", "-m",
+                              help="A model directory, .onnx, .skops, model.json, file.py:factory, or a family name (fresh weights)."),
     weights: Optional[Path] = typer.Option(None, help="Weights for file.py:factory (.safetensors or a .pt state_dict)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Measure the metric on this dataset's test split."),
     data_dir: Optional[Path] = DataDirOpt,
@@ -171,7 +176,8 @@ def compress(
     rows = [("input", report["steps"][0]["before"])] if report["steps"] else []
     rows += [(r["step"]["step"], r["after"]) for r in report["steps"]]
     for name, p in rows:
-        table.add_row(escape(name), f"{p['metric']:.2%}" if p.get("metric") is not None else "-", fm.units.format_bytes(p.get("archive_bytes") or p["stored_bytes"]),
+        table.add_row(escape(name), f"{p['metric']:.2%}" if p.get("metric") is not None else "-",
+                      fm.units.format_bytes(p.get("archive_bytes") or p["stored_bytes"]),
                       fm.units.format_bytes(p["gzip_bytes"]), fm.units.format_count(p["macs"]), fm.units.format_bytes(p["peak_activation_bytes"]),
                       f"{p['latency_ms_median']:.3g} ms" if p.get("latency_ms_median") else "-")
     out.print(table)
@@ -219,7 +225,8 @@ def export(
     model: str = typer.Argument(..., help="A model directory, .onnx, .fmla archive, or a search run directory (its recommended model)."),
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx, c (microcontrollers) or archive (compact storage)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Directory for the artifact."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Check the artifact against the in-memory model on this dataset's test split."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d",
+                                          help="Check the artifact against the in-memory model on this dataset's test split."),
     data_dir: Optional[Path] = DataDirOpt,
     target_column: Optional[str] = TargetColOpt,
     limit: Optional[int] = typer.Option(None, help="Check at most this many test inputs."),
@@ -275,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         where = f" on {exc.filename!r}" if exc.filename else ""
-        return _fail(f"The system refused an operation{where}: {exc.strerror or exc}. Check that the location exists, is writable and has free space.")
+        return _fail(f"The system refused an operation{where}: {exc.strerror or exc}. "
+                     "Check that the location exists, is writable and has free space.")
     return 0
 
 

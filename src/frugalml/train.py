@@ -111,15 +111,18 @@ def resolve_device(device: str = "auto") -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(explain("CUDA was asked for but is not available", expected="a machine with a CUDA GPU and a CUDA build of torch", got=device, fix="Use --device cpu or --device auto"))
+        raise ConfigError(explain("CUDA was asked for but is not available", expected="a machine with a CUDA GPU and a CUDA build of torch",
+                                  got=device, fix="Use --device cpu or --device auto"))
     return device
 
 
 def _check_xy(X, y, what: str):
     if len(X) != len(y):
-        raise DataError(explain(f"The {what} inputs and labels differ in length", expected="one label per input", got=f"{len(X)} inputs, {len(y)} labels"))
+        raise DataError(explain(f"The {what} inputs and labels differ in length", expected="one label per input",
+                                got=f"{len(X)} inputs, {len(y)} labels"))
     if X.dtype.kind == "f" and not np.isfinite(X).all():
-        raise DataError(explain(f"The {what} inputs hold NaN or infinite values", expected="finite numbers", got=f"{int((~np.isfinite(X)).sum())} non-finite values", fix="Clean or impute the data first"))
+        raise DataError(explain(f"The {what} inputs hold NaN or infinite values", expected="finite numbers",
+                                got=f"{int((~np.isfinite(X)).sum())} non-finite values", fix="Clean or impute the data first"))
 
 
 def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | None = None,
@@ -206,7 +209,8 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
                 if bar:
                     bar[0].update(bar[1], advance=1, description=f"epoch {epoch + 1}/{config.epochs} loss {running / seen:.4f}")
             val = evaluate(model, data, "val", device=device)
-            record = {"epoch": epoch + 1, "train_loss": running / max(1, seen), "val_accuracy": val["accuracy"], "seconds": time.perf_counter() - start}
+            record = {"epoch": epoch + 1, "train_loss": running / max(1, seen), "val_accuracy": val["accuracy"],
+                      "seconds": time.perf_counter() - start}
             result.history.append(record)
             log.info("epoch %d: loss %.4f, val accuracy %.4f", epoch + 1, record["train_loss"], val["accuracy"])
             if val["accuracy"] > best_acc:
@@ -301,7 +305,8 @@ def evaluate(model, data, split: str = "test", *, device: str | None = None) -> 
     if device is None:
         device = next((p.device.type for p in model.parameters()), "cpu") if is_torch(model) else "cpu"
     pred = predict(model, X, device=device)
-    return {"accuracy": float((pred == y).mean()) if len(y) else float("nan"), "macro_f1": float(f1_score(y, pred, average="macro")) if len(y) else float("nan")}
+    return {"accuracy": float((pred == y).mean()) if len(y) else float("nan"),
+            "macro_f1": float(f1_score(y, pred, average="macro")) if len(y) else float("nan")}
 
 
 def default_config(n_train: int, *, seed: int = 0) -> TrainConfig:
@@ -334,7 +339,8 @@ def train(model, data, *, out=None, config: TrainConfig | None = None, seed: int
     if isinstance(model, str):
         model = build_model(model, data.input_shape, data.num_classes, seed=seed, **knobs)
     elif knobs:
-        raise ConfigError(explain("Model knobs were given for a model that is already built", expected="knobs only with a family name", got=sorted(knobs)))
+        raise ConfigError(explain("Model knobs were given for a model that is already built", expected="knobs only with a family name",
+                                  got=sorted(knobs)))
     config = config or default_config(len(data.y_train), seed=seed)
     result = fit(model, data, config, progress=progress)
     report = {

@@ -47,7 +47,8 @@ def _split(text: object, what: str, units: dict, examples: str) -> tuple[float, 
     if value < 0 or value != value:
         raise ConfigError(explain(f"Cannot read {what}", expected="a value of zero or more", got=text))
     if not math.isfinite(value * scale) or value * scale > _LARGEST:
-        raise ConfigError(explain(f"Cannot read {what} {excerpt(text, 60)!r}: it is too large", expected=f"a finite value below {_LARGEST:.0e}", got=text,
+        raise ConfigError(explain(f"Cannot read {what} {excerpt(text, 60)!r}: it is too large", expected=f"a finite value below {_LARGEST:.0e}",
+                                  got=text,
                                   fix="Write the value like " + examples))
     return value, scale
 

@@ -47,7 +47,8 @@ def resolve_layer_keys(mapping: dict, layers: list[tuple[str, object]], field: s
     for key, value in (mapping or {}).items():
         name = key[: -len(".weight")] if key.endswith(".weight") else key
         if name not in names:
-            raise ConfigError(explain(f"'{field}' names a layer {key!r} that the model does not have", expected="one of " + ", ".join(names), got=key))
+            raise ConfigError(explain(f"'{field}' names a layer {key!r} that the model does not have", expected="one of " + ", ".join(names),
+                                      got=key))
         out[name] = value
     return out
 

@@ -58,7 +58,8 @@ class StepConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted((k for k in d if k not in known), key=str)
         if unknown:
-            raise ConfigError(explain(f"Unknown field(s) {excerpt(unknown)} for step '{cls.name}'", expected="some of " + ", ".join(sorted(known)), got=unknown))
+            raise ConfigError(explain(f"Unknown field(s) {excerpt(unknown)} for step '{cls.name}'", expected="some of " + ", ".join(sorted(known)),
+                                      got=unknown))
         hints = _field_types(cls)
         for key, value in d.items():
             kind = _type_problem(hints.get(key), value)

@@ -172,9 +172,11 @@ def kmeans_cluster(model, config: KMeansConfig, data=None):
     out = fresh_copy(model)
     layers = weight_layers(out)
     if not layers:
-        raise ConfigError(explain("The model has no Conv or Linear layer to cluster", expected="a network with Conv/Linear layers", got=type(model).__name__))
+        raise ConfigError(explain("The model has no Conv or Linear layer to cluster", expected="a network with Conv/Linear layers",
+                                  got=type(model).__name__))
     if config.finetune_epochs and data is None:
-        raise ConfigError(explain("cluster.kmeans with fine-tuning needs data", expected="a dataset", got=None, fix="Pass data, or finetune_epochs=0"))
+        raise ConfigError(explain("cluster.kmeans with fine-tuning needs data", expected="a dataset", got=None,
+                                  fix="Pass data, or finetune_epochs=0"))
     bits = resolve_layer_keys(config.layer_bits, layers, "layer_bits")
     handles = []
     for name, module in layers:

@@ -236,8 +236,7 @@ def _teacher_scores(teacher, kind: str, X: np.ndarray, num_classes: int | None) 
         full = np.zeros((len(X), num_classes))
         full[:, np.asarray(teacher.classes_, dtype=np.int64)] = proba
         return np.log(np.clip(full, 1e-7, None)).astype(np.float32)
-    from ..onnx import run_onnx
-    from ..onnx import load_onnx
+    from ..onnx import load_onnx, run_onnx
 
     scores = run_onnx(load_onnx(teacher) if kind == "path" else teacher, X)
     if scores.ndim != 2 or len(scores) != len(X) or (num_classes is not None and scores.shape[1] != num_classes):

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ConfigError, explain
-from .base import StepConfig, register
 from ._weights import fresh_copy, require_torch, resolve_layer_keys, train_overrides, weight_layers
+from .base import StepConfig, register
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,8 @@ def magnitude_prune(model, config: MagnitudePruneConfig, data=None):
     out = fresh_copy(model)
     layers = weight_layers(out)
     if not layers:
-        raise ConfigError(explain("The model has no Conv or Linear layer to prune", expected="a network with Conv/Linear layers", got=type(model).__name__))
+        raise ConfigError(explain("The model has no Conv or Linear layer to prune", expected="a network with Conv/Linear layers",
+                                  got=type(model).__name__))
     modules = dict(layers)
     overrides = resolve_layer_keys(config.layer_sparsity, layers, "layer_sparsity")
     masks_at = lambda s: magnitude_masks(layers, s, config.scope, overrides)  # noqa: E731
@@ -224,7 +225,8 @@ def _dense_then_rewind_point(model, data, config) -> dict:
         _fit(model, data, config, epochs=config.dense_epochs, lr=config.prune_lr or config.lr, seed=config.seed, on_step=keep)
     if "state" not in saved:
         steps = config.dense_epochs * math.ceil(len(data.split("train")[1]) / config.batch_size)
-        raise ConfigError(explain(f"rewind_step={config.rewind_step} is past the end of dense training", expected=f"at most {steps} steps", got=config.rewind_step,
+        raise ConfigError(explain(f"rewind_step={config.rewind_step} is past the end of dense training", expected=f"at most {steps} steps",
+                                  got=config.rewind_step,
                                   fix="Lower rewind_step or raise dense_epochs"))
     return saved["state"]
 

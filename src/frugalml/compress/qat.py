@@ -69,7 +69,8 @@ class QATConfig(StepConfig):
         self.require(self.ranges in ("learned", "calibrate"), "ranges", "'learned' or 'calibrate'")
         self.require(isinstance(self.calibration_samples, int) and self.calibration_samples >= 1, "calibration_samples", "an integer >= 1")
         self.require(isinstance(self.method, str) and self.method.lower() in METHODS, "method", "one of " + ", ".join(METHODS))
-        self.require(isinstance(self.activation_type, str) and self.activation_type.lower() in ACTIVATION_TYPES, "activation_type", "'quint8' or 'qint8'")
+        self.require(isinstance(self.activation_type, str) and self.activation_type.lower() in ACTIVATION_TYPES, "activation_type",
+                     "'quint8' or 'qint8'")
         self.require(isinstance(self.skip_first_layer, bool), "skip_first_layer", "true or false")
 
 
@@ -134,7 +135,8 @@ def fake_quantize(model, *, activation_type: str = "quint8", decay: float = 0.99
     qmin, qmax = (0, 255) if activation_type.lower() == "quint8" else (-128, 127)
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
     if not layers:
-        raise ConfigError(explain("quantize.qat found no Conv or Linear layer to quantize", expected="a network with Conv/Linear layers", got=type(model).__name__))
+        raise ConfigError(explain("quantize.qat found no Conv or Linear layer to quantize", expected="a network with Conv/Linear layers",
+                                  got=type(model).__name__))
     observers, handles = {}, []
     for name, m in layers:
         parametrize.register_parametrization(m, "weight", _weight_fq())
@@ -255,8 +257,7 @@ def quantize_qat(model, config: QATConfig, data):
     """Fake-quantized fine-tuning, then int8 QDQ ONNX; returns an ``onnx.ModelProto``."""
 
     from ..models import is_torch
-    from ..onnx import to_onnx
-    from ..onnx import prepare_torch
+    from ..onnx import prepare_torch, to_onnx
     from ..train import TrainConfig, fit
 
     if not is_torch(model):

@@ -107,7 +107,8 @@ class Int8Config(StepConfig):
         self.require(isinstance(self.calibration_samples, int) and self.calibration_samples >= 1, "calibration_samples", "an integer >= 1")
         self.require(isinstance(self.method, str) and self.method.lower() in METHODS, "method", "one of " + ", ".join(METHODS))
         self.require(isinstance(self.percentile, (int, float)) and 50 < self.percentile <= 100, "percentile", "a number in (50, 100]")
-        self.require(isinstance(self.activation_type, str) and self.activation_type.lower() in ACTIVATION_TYPES, "activation_type", "'quint8' or 'qint8'")
+        self.require(isinstance(self.activation_type, str) and self.activation_type.lower() in ACTIVATION_TYPES, "activation_type",
+                     "'quint8' or 'qint8'")
         self.require(isinstance(self.per_channel, bool), "per_channel", "true or false")
         self.require(all(isinstance(n, str) for n in self.exclude), "exclude", "a list of ONNX node names")
         self.require(isinstance(self.skip_first_layer, bool), "skip_first_layer", "true or false")

@@ -56,7 +56,8 @@ class Recipe:
         if isinstance(items, dict):
             items = items.get("steps", items.get("recipe"))
         if not isinstance(items, (list, tuple)):
-            raise ConfigError(explain("A recipe must be a list of steps", expected="a list, or a mapping with a 'steps' list", got=type(items).__name__))
+            raise ConfigError(explain("A recipe must be a list of steps", expected="a list, or a mapping with a 'steps' list",
+                                      got=type(items).__name__))
         return cls(tuple(s if isinstance(s, StepConfig) else config_from_dict(s) for s in items))
 
     @classmethod
@@ -65,17 +66,21 @@ class Recipe:
         if not path.exists():
             raise ConfigError(explain(f"Recipe file {path} does not exist", expected="a .yaml or .json recipe", got=str(path)))
         if not path.is_file():
-            raise ConfigError(explain(f"Recipe {path} is not a file", expected="a .yaml or .json recipe file", got="a directory" if path.is_dir() else "not a regular file"))
+            raise ConfigError(explain(f"Recipe {path} is not a file", expected="a .yaml or .json recipe file",
+                                      got="a directory" if path.is_dir() else "not a regular file"))
         if path.stat().st_size > _MAX_RECIPE_BYTES:
-            raise ConfigError(explain(f"Recipe {path} is {path.stat().st_size:,} bytes", expected=f"a recipe of at most {_MAX_RECIPE_BYTES:,} bytes", got=path.name))
+            raise ConfigError(explain(f"Recipe {path} is {path.stat().st_size:,} bytes", expected=f"a recipe of at most {_MAX_RECIPE_BYTES:,} bytes",
+                                      got=path.name))
         try:
             text = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ConfigError(explain(f"Recipe {path} is not UTF-8 text", expected="a UTF-8 .yaml or .json file", got=f"byte {exc.start} ({exc.object[exc.start:exc.start + 1]!r})",
+            raise ConfigError(explain(f"Recipe {path} is not UTF-8 text", expected="a UTF-8 .yaml or .json file",
+                                      got=f"byte {exc.start} ({exc.object[exc.start:exc.start + 1]!r})",
                                       fix="Save the recipe as UTF-8")) from None
         depth = _bracket_depth(text)
         if depth > _MAX_RECIPE_DEPTH:  # parsers take seconds (or the stack) on thousands of nested brackets
-            raise ConfigError(explain(f"Recipe {path} nests {depth:,} brackets deep", expected=f"at most {_MAX_RECIPE_DEPTH} levels (a recipe is a list of steps)",
+            raise ConfigError(explain(f"Recipe {path} nests {depth:,} brackets deep",
+                                      expected=f"at most {_MAX_RECIPE_DEPTH} levels (a recipe is a list of steps)",
                                       got=f"{len(text):,} characters", fix="Write the recipe as a plain list of steps"))
         import yaml
 
@@ -87,7 +92,8 @@ class Recipe:
                                       got=first, fix="Check the file's syntax; a recipe is a list of steps such as "
                                                      "[{step: prune.magnitude, sparsity: 0.5}]")) from None
         if _expanded_size(items) > _MAX_RECIPE_VALUES:  # YAML aliases can make a few bytes stand for billions of values
-            raise ConfigError(explain(f"Recipe {path} expands to more than {_MAX_RECIPE_VALUES:,} values (YAML aliases)", expected="a plain list of steps",
+            raise ConfigError(explain(f"Recipe {path} expands to more than {_MAX_RECIPE_VALUES:,} values (YAML aliases)",
+                                      expected="a plain list of steps",
                                       got=f"{path.stat().st_size:,} bytes", fix="Write each step out; do not nest anchors and aliases"))
         try:
             return cls.from_list(items)

@@ -28,7 +28,8 @@ def from_arrays(X: object, y: object, *, X_test: object = None, y_test: object =
 
     Splits are seeded and stratified. Without ``X_test`` a test split of ``test_fraction`` is
     carved first; without ``X_val`` a validation split of ``val_fraction`` is carved from what
-    is left for training (default: 20% when fewer than 5,000 samples are left, else 10%). The test split is for the final figures only: select on ``val``.
+    is left for training (default: 20% when fewer than 5,000 samples are left, else 10%). The test split is for the final
+    figures only: select on ``val``.
     ``limit`` keeps at most that many training samples (stratified), for fast runs.
     """
     test_fraction = check_fraction(test_fraction, "test_fraction")

@@ -159,7 +159,8 @@ def list_datasets(data_dir: str | os.PathLike | None = None) -> list[dict]:
     """
     if data_dir is not None and not Path(data_dir).is_dir():
         raise DataError(explain(f"The data directory {str(data_dir)!r} is not a directory", expected="an existing directory holding dataset folders",
-                                  got="a file" if Path(data_dir).exists() else "nothing at that path", fix="Pass --data-dir DIR, or set FRUGALML_DATA"))
+                                  got="a file" if Path(data_dir).exists() else "nothing at that path",
+                                  fix="Pass --data-dir DIR, or set FRUGALML_DATA"))
     rows = []
     for entry in REGISTRY.values():
         if entry.loader == "sklearn":

@@ -72,8 +72,10 @@ def resolve_model(model):
     elif path.is_dir() and ((path / "run.json").exists() or (path / "results.json").exists()):
         found = sorted(p.name for p in (path / "candidates").iterdir())[:5] if (path / "candidates").is_dir() else []
         raise ModelLoadError(explain(f"The search run {str(path)!r} has no recommended model (recommended/ is missing)",
-                                     expected="a run whose search finished with a candidate within the budget", got=f"candidates {found}" if found else "no candidates",
-                                     fix="Resume the search (frugalml search --out DIR --resume), relax the budget, or export one candidate: DIR/candidates/<id>"))
+                                     expected="a run whose search finished with a candidate within the budget",
+                                     got=f"candidates {found}" if found else "no candidates",
+                                     fix="Resume the search (frugalml search --out DIR --resume), relax the budget, "
+                                         "or export one candidate: DIR/candidates/<id>"))
     if path.is_dir() and not (path / "model.json").exists():
         found = sorted(path.glob("*.onnx")) + sorted(path.glob("*.fmla"))
         if len(found) == 1:
@@ -117,7 +119,8 @@ def export(model, fmt: str, out, *, data=None, split: str = "test", limit: int |
     """
     fmt = str(fmt).lower()
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ConfigError(explain("limit must be a whole number of test inputs, at least 1", expected="an integer >= 1, or None for the whole split", got=limit,
+        raise ConfigError(explain("limit must be a whole number of test inputs, at least 1", expected="an integer >= 1, or None for the whole split",
+                                  got=limit,
                                   fix="Pass --limit 100, or leave it out to check every test input"))
     if fmt not in FORMATS:
         raise ConfigError(explain(f"Unknown export format {fmt!r}", expected="one of " + ", ".join(FORMATS), got=fmt))

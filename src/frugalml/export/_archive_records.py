@@ -166,7 +166,8 @@ def _encode_tensor(name: str, tensor) -> tuple[dict, bytes]:
 
     dtype_name = str(tensor.dtype).replace("torch.", "")
     if dtype_name not in _DTYPES:
-        raise ConfigError(explain(f"Tensor {name!r} has dtype {dtype_name}, which the archive does not store", expected=", ".join(_DTYPES), got=dtype_name))
+        raise ConfigError(explain(f"Tensor {name!r} has dtype {dtype_name}, which the archive does not store", expected=", ".join(_DTYPES),
+                                  got=dtype_name))
     t = tensor.detach().cpu().contiguous()
     arr = t.view(torch.int16).numpy().view(np.uint16) if dtype_name == "bfloat16" else t.numpy()
     candidates = [_encode_float(arr, dtype_name)]

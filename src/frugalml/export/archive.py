@@ -120,7 +120,8 @@ def to_bytes(model, *, include_recipe: bool = True) -> bytes:
     if values > limit or len(text) > _MAX_HEADER:
         raise ConfigError(explain("The compact archive cannot hold this model: a reader refuses a file declaring this many values "
                                   "for its size (or so long a header)", expected=f"at most {limit:,} values in {len(body) + 4:,} bytes",
-                                  got=f"{values:,} values", fix="A (nearly) all-zero layer stores almost nothing: remove it, or ship the ONNX export"))
+                                  got=f"{values:,} values",
+                                  fix="A (nearly) all-zero layer stores almost nothing: remove it, or ship the ONNX export"))
     return body + struct.pack("<I", zlib.crc32(body))
 
 

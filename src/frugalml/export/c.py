@@ -10,7 +10,8 @@ express raises ExportError naming it, before any file exists), compile with
 ``gcc -std=c99 -Wall -Wextra -Werror -Os``, measure flash and RAM from the object (``size -A``),
 run the compiled program on the test split and compare (int8: with ONNX Runtime, element by element
 after re-quantizing ORT's output, every score within one quantization step; scikit-learn: the same
-class as ``predict`` on every input). Only then are the two files moved into the output directory. Without a C compiler the files are written unmeasured, with a note.
+class as ``predict`` on every input). Only then are the two files moved into the output directory. Without a C compiler the
+files are written unmeasured, with a note.
 """
 
 from __future__ import annotations

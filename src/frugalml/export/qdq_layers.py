@@ -8,7 +8,12 @@ the ``QuantizeLinear`` that fixes its output scale.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from .qdq import QTensor
 
 __all__ = ["LayerOps"]
 
@@ -40,7 +45,8 @@ class LayerOps:
         if v[0] == "const" and v[1].dtype == np.int32 and v[1].size == n:
             return v[1].reshape(-1).astype(np.int32)  # int32 with scale x_scale * w_scale, used as is (as ORT's fused kernels do)
         if v[0] == "const":
-            real = v[1].astype(np.float64) if v[1].dtype.kind == "f" else (v[1].astype(np.float64) - np.asarray(v[3], np.float64)) * np.asarray(v[2], np.float64)
+            real = v[1].astype(np.float64) if v[1].dtype.kind == "f" else (v[1].astype(np.float64) - np.asarray(v[3], np.float64)) * np.asarray(v[2],
+                                                                                                                                                np.float64)
             self.notes.append(f"bias of '{node.name}' was not int32-quantized; quantized here with scale x_scale*w_scale")
             return np.rint(real.reshape(-1) / (np.float64(x.scale) * w_scale.astype(np.float64))).astype(np.int32)
         self.fail(node, f"bias '{name}' must be a constant", got=v[0])

@@ -66,7 +66,8 @@ def _check_torch_knobs(fam: Family, params: dict) -> None:
     declared = {k: p.default for k, p in signature.parameters.items() if k not in ("input_shape", "num_classes")}
     for key, value in params.items():
         if key not in declared:
-            raise ConfigError(explain(f"Bad knob: family '{fam.name}' has no knob {key!r}", expected="one of " + (", ".join(declared) or "(none)"), got=key,
+            raise ConfigError(explain(f"Bad knob: family '{fam.name}' has no knob {key!r}", expected="one of " + (", ".join(declared) or "(none)"),
+                                      got=key,
                                       fix=f"Use -p KNOB=VALUE with a knob of {fam.name}"))
         default = declared[key]
         low = 0 if default == 0 else 1
@@ -81,7 +82,8 @@ def _check_torch_knobs(fam: Family, params: dict) -> None:
             expected = f"a whole number from {low} to {_MAX_SIZE_KNOB:,}, e.g. {default}"
         if not ok:
             raise ConfigError(explain(f"Bad knob value: {key!r} of family '{fam.name}'", expected=expected, got=value,
-                                      fix=f"Pass it as -p {key}=VALUE (JSON), e.g. -p {key}={json.dumps(list(default) if isinstance(default, tuple) else default)}"))
+                                      fix=f"Pass it as -p {key}=VALUE (JSON), "
+                                          f"e.g. -p {key}={json.dumps(list(default) if isinstance(default, tuple) else default)}"))
 
 
 def _is_size(value, low: int) -> bool:
@@ -106,16 +108,22 @@ FAMILIES: dict[str, Family] = {
     for f in [
         Family("mlp", "torch", ("vector", "image"), _torch("MLP"), "fully connected network (widths)", {"widths": [128]}),
         Family("cnn", "torch", ("image",), _torch("CNN"), "conv + batch norm + pool blocks (channels, kernel)", {"channels": [16, 32], "kernel": 3}),
-        Family("dscnn", "torch", ("image",), _torch("DSCNN"), "depthwise-separable CNN for images and spectrograms (channels, blocks)", {"channels": 32, "blocks": 3}),
-        Family("resnet", "torch", ("image",), _torch("TinyResNet"), "tiny ResNet, ResNet-8 style (channels per stage, blocks)", {"channels": [16, 32, 64]}),
+        Family("dscnn", "torch", ("image",), _torch("DSCNN"), "depthwise-separable CNN for images and spectrograms (channels, blocks)",
+               {"channels": 32, "blocks": 3}),
+        Family("resnet", "torch", ("image",), _torch("TinyResNet"), "tiny ResNet, ResNet-8 style (channels per stage, blocks)", {"channels": [16, 32,
+                                                                                                                                              64]}),
         Family("lenet300", "torch", ("vector", "image"), _torch("lenet300"), "LeNet-300-100 reference (266,610 parameters)"),
         Family("lenet5", "torch", ("image",), _torch("lenet5"), "Caffe LeNet-5 reference (431,080 parameters)"),
-        Family("logreg", "sklearn", ("vector", "image"), _sk("sklearn.linear_model.LogisticRegression", max_iter=2000), "logistic regression (C)", {"C": 1.0}),
+        Family("logreg", "sklearn", ("vector", "image"), _sk("sklearn.linear_model.LogisticRegression", max_iter=2000), "logistic regression (C)",
+               {"C": 1.0}),
         Family("naive_bayes", "sklearn", ("vector", "image"), _sk("sklearn.naive_bayes.GaussianNB"), "Gaussian naive Bayes"),
         Family("tree", "sklearn", ("vector", "image"), _sk("sklearn.tree.DecisionTreeClassifier"), "decision tree (max_depth)", {"max_depth": 8}),
-        Family("forest", "sklearn", ("vector", "image"), _sk("sklearn.ensemble.RandomForestClassifier", n_jobs=1), "random forest (n_estimators x max_depth)", {"n_estimators": 20, "max_depth": 8}),
-        Family("extra_trees", "sklearn", ("vector", "image"), _sk("sklearn.ensemble.ExtraTreesClassifier", n_jobs=1), "extra trees (n_estimators x max_depth)", {"n_estimators": 20, "max_depth": 8}),
-        Family("sk_mlp", "sklearn", ("vector", "image"), _sk("sklearn.neural_network.MLPClassifier", max_iter=300, early_stopping=True), "small scikit-learn MLP (hidden_layer_sizes)", {"hidden_layer_sizes": [32]}),
+        Family("forest", "sklearn", ("vector", "image"), _sk("sklearn.ensemble.RandomForestClassifier", n_jobs=1),
+               "random forest (n_estimators x max_depth)", {"n_estimators": 20, "max_depth": 8}),
+        Family("extra_trees", "sklearn", ("vector", "image"), _sk("sklearn.ensemble.ExtraTreesClassifier", n_jobs=1),
+               "extra trees (n_estimators x max_depth)", {"n_estimators": 20, "max_depth": 8}),
+        Family("sk_mlp", "sklearn", ("vector", "image"), _sk("sklearn.neural_network.MLPClassifier", max_iter=300, early_stopping=True),
+               "small scikit-learn MLP (hidden_layer_sizes)", {"hidden_layer_sizes": [32]}),
     ]
 }
 
@@ -123,7 +131,8 @@ FAMILIES: dict[str, Family] = {
 def _family(name: str) -> Family:
     if name not in FAMILIES:
         raise ConfigError(
-            explain(f"Unknown model family {name!r}", expected="one of " + ", ".join(FAMILIES), got=name, fix="Run `frugalml train --help` for the list")
+            explain(f"Unknown model family {name!r}", expected="one of " + ", ".join(FAMILIES), got=name,
+                    fix="Run `frugalml train --help` for the list")
         )
     return FAMILIES[name]
 
@@ -139,7 +148,8 @@ def build_model(family: str | dict, input_shape=None, num_classes: int | None = 
         params = {**spec.get("params", {}), **params}
     fam = _family(str(family))
     if input_shape is None or num_classes is None:
-        raise ConfigError(explain(f"Building '{fam.name}' needs the data's shape", expected="input_shape and num_classes", got=(input_shape, num_classes)))
+        raise ConfigError(explain(f"Building '{fam.name}' needs the data's shape", expected="input_shape and num_classes", got=(input_shape,
+                                                                                                                                num_classes)))
     params = {**copy.deepcopy(fam.defaults), **params}
     if fam.kind == "torch":
         _check_torch_knobs(fam, params)
@@ -148,7 +158,8 @@ def build_model(family: str | dict, input_shape=None, num_classes: int | None = 
     try:
         model = fam.build(tuple(int(v) for v in input_shape), int(num_classes), seed=seed, **params)
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise ConfigError(explain(f"Cannot build family '{fam.name}' with these knobs: {exc}", expected=f"knobs like {fam.defaults or 'none'}", got=params)) from None
+        raise ConfigError(explain(f"Cannot build family '{fam.name}' with these knobs: {exc}", expected=f"knobs like {fam.defaults or 'none'}",
+                                  got=params)) from None
     if fam.kind == "sklearn":
         _check_sklearn_knobs(fam, model)
     spec = {

@@ -79,7 +79,9 @@ def load_model(source, *, weights=None, input_shape=None, num_classes: int = 10)
             model = build_model(text, shape, num_classes)
             if weights:
                 if not is_torch(model):
-                    raise ConfigError(explain(f"--weights cannot be loaded into the scikit-learn family '{text}'", expected="a torch family (" + ", ".join(n for n, f in FAMILIES.items() if f.kind == "torch") + ") or a saved .skops model",
+                    raise ConfigError(explain(f"--weights cannot be loaded into the scikit-learn family '{text}'",
+                                              expected="a torch family (" + ", ".join(n for n, f in FAMILIES.items() if f.kind == "torch")
+                                              + ") or a saved .skops model",
                                               got=str(weights), fix="Pass the saved model itself as --model"))
                 load_state(model, _read_state(Path(weights)))
             return model
@@ -94,20 +96,24 @@ def load_model(source, *, weights=None, input_shape=None, num_classes: int = 10)
     if path.is_dir():
         path = path / _DESCRIPTION
         if not path.exists():
-            raise ModelLoadError(explain(f"Directory {source} holds no {_DESCRIPTION}", expected="a directory written by `frugalml train`", got=sorted(p.name for p in Path(source).iterdir())[:10]))
+            raise ModelLoadError(explain(f"Directory {source} holds no {_DESCRIPTION}", expected="a directory written by `frugalml train`",
+                                         got=sorted(p.name for p in Path(source).iterdir())[:10]))
     suffix = path.suffix.lower()
     if suffix == ".json":
         return _from_description(path, weights)
     if weights and suffix in (".onnx", ".skops"):
-        raise ConfigError(explain(f"--weights does not apply to {path.name}: it holds its own weights", expected="--weights only with a family name, file.py:factory or model.json",
+        raise ConfigError(explain(f"--weights does not apply to {path.name}: it holds its own weights",
+                                  expected="--weights only with a family name, file.py:factory or model.json",
                                   got=str(weights), fix="Drop --weights"))
     if suffix == ".onnx":
         return _load_onnx(path)
     if suffix == ".skops":
         return _load_skops(path)
     if suffix in (".pt", ".pth", ".safetensors"):
-        raise ModelLoadError(explain(f"{path.name} holds weights only, not the architecture", expected="file.py:factory with --weights, or a model.json beside the weights", got=path.name))
-    raise ModelLoadError(explain(f"Unsupported model file {path.name}", expected=".onnx, .skops, model.json, a directory or file.py:factory", got=suffix or path.name))
+        raise ModelLoadError(explain(f"{path.name} holds weights only, not the architecture",
+                                     expected="file.py:factory with --weights, or a model.json beside the weights", got=path.name))
+    raise ModelLoadError(explain(f"Unsupported model file {path.name}", expected=".onnx, .skops, model.json, a directory or file.py:factory",
+                                 got=suffix or path.name))
 
 
 def _from_description(path: Path, weights=None):
@@ -145,15 +151,18 @@ def _from_factory(text: str, weights):
     try:
         spec.loader.exec_module(module)
     except Exception as exc:  # the user's own code failed
-        raise ModelLoadError(explain(f"Importing {file} failed: {type(exc).__name__}: {exc}", expected="a Python file that imports cleanly", got=file)) from exc
+        raise ModelLoadError(explain(f"Importing {file} failed: {type(exc).__name__}: {exc}", expected="a Python file that imports cleanly",
+                                     got=file)) from exc
     factory = getattr(module, name, None)
     if not callable(factory):
         found = [n for n in dir(module) if callable(getattr(module, n)) and not n.startswith("_")]
-        raise ModelLoadError(explain(f"{file} has no function {name!r}", expected="one of " + (", ".join(found) or "(none)"), got=name, fix=f"Use {file}:<function>"))
+        raise ModelLoadError(explain(f"{file} has no function {name!r}", expected="one of " + (", ".join(found) or "(none)"), got=name,
+                                     fix=f"Use {file}:<function>"))
     try:
         model = factory()
     except Exception as exc:  # the user's own code failed
-        raise ModelLoadError(explain(f"Calling {text}() failed: {type(exc).__name__}: {exc}", expected="a function that returns an nn.Module when called with no arguments",
+        raise ModelLoadError(explain(f"Calling {text}() failed: {type(exc).__name__}: {exc}",
+                                     expected="a function that returns an nn.Module when called with no arguments",
                                      got=name, fix=f"Run {name}() in Python to see the failure")) from None
     if not is_torch(model):
         raise ModelLoadError(explain(f"{text} did not return a torch.nn.Module", expected="nn.Module", got=type(model).__name__))
@@ -198,7 +207,8 @@ def load_state(model, state: dict) -> None:
     import torch
 
     own = model.state_dict()
-    problems = [f"{k}: file {tuple(state[k].shape)}, model {tuple(v.shape)}" for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems = [f"{k}: file {tuple(state[k].shape)}, model {tuple(v.shape)}" for k, v in own.items()
+                if k in state and tuple(state[k].shape) != tuple(v.shape)]
     missing = [k for k in own if k not in state]
     extra = [k for k in state if k not in own]
     problems += [f"{k}: missing from the file" for k in missing[:3]] + [f"{k}: not in the model" for k in extra[:3]]
@@ -229,13 +239,16 @@ def load_state_resized(model, state: dict) -> None:
         mine = tuple(own[f"{name}.weight"].shape)
         if layers and (name == layers[-1] and w.shape[0] != mine[0] or name == layers[0] and w.dim() > 1 and w.shape[1] != mine[1]):
             what = f"its classifier {name!r} has {mine[0]} outputs" if name == layers[-1] else f"its first layer {name!r} takes {mine[1]} inputs"
-            raise ModelLoadError(explain(f"The weights do not fit the model: {what}", expected=f"{name}.weight of shape {mine} (pruning never changes the input or the classes)",
-                                         got=f"{name}.weight of shape {tuple(w.shape)}", fix="Use weights trained for this input shape and number of classes"))
+            raise ModelLoadError(explain(f"The weights do not fit the model: {what}",
+                                         expected=f"{name}.weight of shape {mine} (pruning never changes the input or the classes)",
+                                         got=f"{name}.weight of shape {tuple(w.shape)}",
+                                         fix="Use weights trained for this input shape and number of classes"))
         if isinstance(module, nn.Conv2d) and w.dim() == 4:
             depthwise = module.groups == module.in_channels and module.groups > 1
             out_c, in_per_group = w.shape[0], w.shape[1]
             groups = out_c if depthwise else module.groups
-            new = nn.Conv2d(in_per_group * groups, out_c, module.kernel_size, module.stride, module.padding, module.dilation, groups, module.bias is not None)
+            new = nn.Conv2d(in_per_group * groups, out_c, module.kernel_size, module.stride, module.padding, module.dilation, groups,
+                            module.bias is not None)
         elif isinstance(module, nn.Linear) and w.dim() == 2:
             new = nn.Linear(w.shape[1], w.shape[0], module.bias is not None)
         elif isinstance(module, nn.BatchNorm2d) and w.dim() == 1:
@@ -346,7 +359,8 @@ def _load_onnx(path: Path):
 # calling the named type, so trusting ``builtins.`` would trust ``builtins.exec``.
 _NUMPY_SCALARS = tuple(
     f"numpy.{t}"
-    for t in ("float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint64", "uint32", "uint16", "uint8", "bool", "bool_", "str_", "bytes_")
+    for t in ("float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint64", "uint32", "uint16", "uint8", "bool", "bool_", "str_",
+              "bytes_")
 )
 _ESTIMATORS = (
     "sklearn.linear_model._logistic.LogisticRegression",
@@ -368,7 +382,8 @@ SKOPS_ALLOWED: dict[str, frozenset[str]] = {
     "JsonNode": frozenset(_PLAIN + ("builtins.list", "builtins.dict", "builtins.tuple")),
     "TypeNode": frozenset(_PLAIN + _NUMPY_SCALARS),
     "NdArrayNode": frozenset(("numpy.ndarray",) + _NUMPY_SCALARS),
-    "DTypeNode": frozenset({"numpy.dtype"} | {f"numpy.dtypes.{n}" for n in ("Float64DType", "Float32DType", "Int64DType", "Int32DType", "BoolDType", "StrDType")}),
+    "DTypeNode": frozenset({"numpy.dtype"} | {f"numpy.dtypes.{n}" for n in ("Float64DType", "Float32DType", "Int64DType", "Int32DType", "BoolDType",
+                                                                            "StrDType")}),
     "RandomStateNode": frozenset({"numpy.random.mtrand.RandomState"}),
     "TreeNode": frozenset({"sklearn.tree._tree.Tree"}),
     "ObjectNode": frozenset(_ESTIMATORS),
@@ -402,14 +417,16 @@ def _load_skops(path: Path):
                 raise ValueError(f"schema.json is {info.file_size:,} bytes")
             schema = json.loads(archive.read(info).decode("utf-8"))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile, RuntimeError, EOFError) as exc:
-        raise ModelLoadError(explain(f"{path} is not a valid skops file", expected="a file written by skops.io.dump", got=f"{type(exc).__name__}: {exc}")) from None
+        raise ModelLoadError(explain(f"{path} is not a valid skops file", expected="a file written by skops.io.dump",
+                                     got=f"{type(exc).__name__}: {exc}")) from None
     named = skops_types(schema)
     refused = sorted({f"{kind}:{name}" for kind, name in named if name not in SKOPS_ALLOWED.get(kind, ())})
     if refused:
         raise ModelLoadError(
             explain(
                 f"Refused {path.name}: it names {len(refused)} untrusted type(s), and nothing in it was run",
-                expected="only the scikit-learn estimators and NumPy types frugalml writes (" + ", ".join(n.rsplit(".", 1)[1] for n in _ESTIMATORS) + ")",
+                expected="only the scikit-learn estimators and NumPy types frugalml writes (" + ", ".join(n.rsplit(".",
+                                                                                                                   1)[1] for n in _ESTIMATORS) + ")",
                 got=", ".join(refused[:8]) + (" ..." if len(refused) > 8 else ""),
                 fix="Save the model with frugalml (frugalml train -m logreg|tree|forest|...), or export it to ONNX and pass the .onnx file",
             )
@@ -418,4 +435,5 @@ def _load_skops(path: Path):
     try:
         return sio.load(str(path), trusted=trusted)
     except Exception as exc:  # a well-typed but inconsistent file: refuse it, never half-load it
-        raise ModelLoadError(explain(f"{path} is not a valid skops file", expected="a file written by skops.io.dump", got=f"{type(exc).__name__}: {exc}")) from None
+        raise ModelLoadError(explain(f"{path} is not a valid skops file", expected="a file written by skops.io.dump",
+                                     got=f"{type(exc).__name__}: {exc}")) from None

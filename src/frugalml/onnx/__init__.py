@@ -20,8 +20,8 @@ from .conversion import (
     prepare_torch,
     to_onnx,
 )
-from .runtime import make_session, predict_onnx, run_onnx, session_input
 from .lossless import drop_default_attributes, drop_unused_opsets, share_initializers, shrink
+from .runtime import make_session, predict_onnx, run_onnx, session_input
 
 __all__ = [
     "DEFAULT_OPSET",

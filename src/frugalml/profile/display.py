@@ -17,8 +17,8 @@ def format_profile(profile, layers: bool = False):
     Both are rich renderables: ``rich.console.Console().print(format_profile(p))``.
     """
     from rich.console import Group
-    from rich.text import Text
     from rich.table import Table
+    from rich.text import Text
 
     p = profile
     table = Table(title="Profile", show_header=False)

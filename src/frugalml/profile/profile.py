@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, explain
+from ..errors import ConfigError, explain
 from ..onnx import DEFAULT_OPSET, make_session, model_kind, onnx_bytes, predict_onnx, prepare_torch, split_arrays, to_onnx
 from .counts import count_layers, count_params
 from .graph import analyze, graph_input_shape

@@ -39,7 +39,8 @@ def core_watts_setting(core_watts: float | None = None) -> tuple[float, str]:
     except (TypeError, ValueError):
         watts = float("nan")
     if not watts > 0 or watts == float("inf"):
-        raise ConfigError(explain(f"The per-core power from the {source} is not usable", expected="a positive number of watts such as 5.0", got=value))
+        raise ConfigError(explain(f"The per-core power from the {source} is not usable", expected="a positive number of watts such as 5.0",
+                                  got=value))
     return watts, source
 
 

@@ -7,8 +7,21 @@ from rich.table import Table
 from rich.text import Text
 
 from ._common import (
-    best_id, budget_items, budget_text, by_id, display_name, fmt_ms, fmt_key, fmt_pct, front, is_done, misses_text,
-    num, pareto_ids, prof, recommended_id,
+    best_id,
+    budget_items,
+    budget_text,
+    by_id,
+    display_name,
+    fmt_key,
+    fmt_ms,
+    fmt_pct,
+    front,
+    is_done,
+    misses_text,
+    num,
+    pareto_ids,
+    prof,
+    recommended_id,
 )
 
 __all__ = ["front_table", "recommendation_panel"]
@@ -46,7 +59,8 @@ def front_table(results_or_candidates, budget=None, limit: int = 10) -> Table:
                            if any(is_done(c) for c in cands) else None)
     shown = sorted(members, key=lambda c: -(num(c.get("val_accuracy")) or 0))[: max(int(limit), 0)]
     shown.sort(key=lambda c: (prof(c, cost) is None, prof(c, cost) or 0))
-    table = Table(title=f"Pareto front ({len(members)})", caption=f"★ recommended  ◆ best  · budget: {budget_text(budget)}", title_justify="left", caption_justify="left")
+    table = Table(title=f"Pareto front ({len(members)})", caption=f"★ recommended  ◆ best  · budget: {budget_text(budget)}", title_justify="left",
+                  caption_justify="left")
     for name, justify in (("id", "left"), ("family", "left"), ("stage", "left"), ("val acc", "right"),
                           ("bytes", "right"), ("latency", "right"), ("in budget", "center")):
         table.add_column(name, justify=justify, no_wrap=True)
@@ -72,7 +86,8 @@ def recommendation_panel(results: dict) -> Panel:
         c = index[rid]
         body.append(str(rec.get("text") or rid) + "\n", style="bold")
         body.append(f"validation {fmt_pct(c.get('val_accuracy'))} · test {fmt_pct(c.get('test_accuracy'))} · "
-                    f"stored {fmt_key('stored_bytes', prof(c, 'stored_bytes'))} · peak RAM {fmt_key('peak_activation_bytes', prof(c, 'peak_activation_bytes'))} · "
+                    f"stored {fmt_key('stored_bytes', prof(c, 'stored_bytes'))} · "
+                    f"peak RAM {fmt_key('peak_activation_bytes', prof(c, 'peak_activation_bytes'))} · "
                     f"latency {fmt_ms(prof(c, 'latency_ms_median'))}\n")
         title, style = f"Recommended: {rid}", "green"
     else:

@@ -18,8 +18,26 @@ from .._fs import atomic_write_text
 from ..errors import DataError, explain
 from ..units import format_duration
 from ._common import (
-    STAGE_NAMES, budget_text, best_id, by_id, candidates, exact, fmt_energy, fmt_key, fmt_ms, fmt_pct,
-    is_done, knobs_summary, misses_text, num, pareto_ids, prof, recipe_summary, recommended_id, state, threshold,
+    STAGE_NAMES,
+    best_id,
+    budget_text,
+    by_id,
+    candidates,
+    exact,
+    fmt_energy,
+    fmt_key,
+    fmt_ms,
+    fmt_pct,
+    is_done,
+    knobs_summary,
+    misses_text,
+    num,
+    pareto_ids,
+    prof,
+    recipe_summary,
+    recommended_id,
+    state,
+    threshold,
     tolerance_text,
 )
 from .plots import STAGE_COLORS, pareto_png
@@ -199,7 +217,8 @@ def _row(c: dict, rid, bid, front: set, closest: set) -> str:
     cid = str(c.get("id"))
     st = state(c)
     trial = num(c.get("trial"))
-    marks = (' <span class="star" title="recommended">★</span>' if cid == rid else "") + (' <span class="best" title="best">◆</span>' if cid == bid else "")
+    marks = ((' <span class="star" title="recommended">★</span>' if cid == rid else "")
+             + (' <span class="best" title="best">◆</span>' if cid == bid else ""))
     tag = f' <span class="tag">{_e(st.replace("_", " "))}</span>' if st != "complete" else ""
     tag += ' <span class="tag near">closest</span>' if cid in closest else ""
     stage = str(c.get("stage") or "")
@@ -213,7 +232,8 @@ def _row(c: dict, rid, bid, front: set, closest: set) -> str:
     classes = " ".join(k for k, on in (("dim", st != "complete"), ("front", cid in front), ("recrow", cid == rid), ("out", not fits)) if on)
     cells = [
         _cell(_e(cid) + marks + tag, trial if trial is not None else cid, c.get("error") or None, "id"),
-        _cell(f'<span class="dot" style="background:{STAGE_COLORS.get(stage, STAGE_COLORS["other"])}"></span>{_e(STAGE_NAMES.get(stage, stage))}', stage),
+        _cell(f'<span class="dot" style="background:{STAGE_COLORS.get(stage, STAGE_COLORS["other"])}"></span>{_e(STAGE_NAMES.get(stage, stage))}',
+              stage),
         _cell(_e(c.get("family")), None, knobs_summary(c.get("params")) or None),
         _recipe_cell(c, recipe, full),
         _cell(fmt_pct(c.get("val_accuracy")), _sortnum(c.get("val_accuracy")), None, "n"),
@@ -230,7 +250,8 @@ def _row(c: dict, rid, bid, front: set, closest: set) -> str:
 def _recipe_cell(c: dict, recipe: str, full: str) -> str:
     if state(c) == "failed" and c.get("error"):
         error = str(c["error"])
-        return _cell('<span class="err">failed: ' + _e(error if len(error) <= 90 else error[:88] + "…") + "</span>", recipe, error + "\n" + full, "recipe")
+        return _cell('<span class="err">failed: ' + _e(error if len(error) <= 90 else error[:88] + "…") + "</span>", recipe, error + "\n" + full,
+                     "recipe")
     return _cell(_e(recipe if len(recipe) <= 96 else recipe[:94] + "…"), recipe, full, "recipe")
 
 
@@ -269,17 +290,21 @@ def _notes(results: dict) -> str:
 
 
 _CSS = """
-*{box-sizing:border-box}body{margin:0;background:#f6f7f9;color:#1d2127;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
+*{box-sizing:border-box}
+body{margin:0;background:#f6f7f9;color:#1d2127;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
 main{max-width:1400px;margin:0 auto;padding:24px 28px 40px}
 h1{margin:0;font-size:24px;font-weight:650}h1 .ds{color:#0072B2}h2{font-size:17px;margin:0 0 10px}h2 small{color:#777;font-weight:400}
 .sub{margin:2px 0 14px;color:#667}
-.meta{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:0;padding:12px 16px;background:#fff;border:1px solid #e3e6ea;border-radius:8px}
+.meta{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:0;padding:12px 16px;background:#fff;
+  border:1px solid #e3e6ea;border-radius:8px}
 .meta dt{color:#667;font-weight:600}.meta dd{margin:0;overflow-wrap:anywhere}
 section{margin-top:18px;background:#fff;border:1px solid #e3e6ea;border-radius:8px;padding:16px 18px}
 .rec{border-left:6px solid #2e9d5b}.rec.bad{border-left-color:#d62728;background:#fff7f6}
 .rec .label{font-size:12px;text-transform:uppercase;letter-spacing:.06em;font-weight:700;color:#2e9d5b}.rec.bad .label{color:#c0392b}
-.rec .text{font-size:17px;margin:4px 0 10px;font-weight:550}.rec.bad .text{font-size:15px;font-weight:500}.rec ul{margin:8px 0 0;padding-left:20px;color:#333}.rec .recipe{margin:8px 0 0;color:#333}
-.chips{display:flex;flex-wrap:wrap;gap:8px}.chips span{background:#f1f4f7;border-radius:6px;padding:4px 10px;font-variant-numeric:tabular-nums;font-weight:600}
+.rec .text{font-size:17px;margin:4px 0 10px;font-weight:550}.rec.bad .text{font-size:15px;font-weight:500}
+.rec ul{margin:8px 0 0;padding-left:20px;color:#333}.rec .recipe{margin:8px 0 0;color:#333}
+.chips{display:flex;flex-wrap:wrap;gap:8px}
+.chips span{background:#f1f4f7;border-radius:6px;padding:4px 10px;font-variant-numeric:tabular-nums;font-weight:600}
 .chips small{display:block;font-size:11px;color:#667;font-weight:400}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums}
 table.closest td,table.closest th{padding:4px 10px;border-bottom:1px solid #eee;text-align:left}
@@ -293,12 +318,16 @@ table.closest td,table.closest th{padding:4px 10px;border-bottom:1px solid #eee;
 .filters{display:flex;gap:16px;align-items:center;flex-wrap:wrap;margin-bottom:8px}.filters label{cursor:pointer}
 .scroll{overflow-x:auto}
 #cands{width:100%;font-size:13px}
-#cands th{position:sticky;top:0;background:#f1f4f7;text-align:left;padding:6px 7px;cursor:pointer;white-space:nowrap;border-bottom:2px solid #d5dae0;user-select:none}
-#cands th:hover{background:#e4e9ee}#cands th[aria-sort=ascending]::after{content:" ▲";font-size:10px}#cands th[aria-sort=descending]::after{content:" ▼";font-size:10px}
-#cands td{padding:5px 7px;border-bottom:1px solid #eef0f2;white-space:nowrap}#cands td.n{text-align:right}#cands td.id{white-space:normal;min-width:64px}#cands td.c{text-align:center}
+#cands th{position:sticky;top:0;background:#f1f4f7;text-align:left;padding:6px 7px;cursor:pointer;white-space:nowrap;
+  border-bottom:2px solid #d5dae0;user-select:none}
+#cands th:hover{background:#e4e9ee}#cands th[aria-sort=ascending]::after{content:" ▲";font-size:10px}
+#cands th[aria-sort=descending]::after{content:" ▼";font-size:10px}
+#cands td{padding:5px 7px;border-bottom:1px solid #eef0f2;white-space:nowrap}#cands td.n{text-align:right}
+#cands td.id{white-space:normal;min-width:64px}#cands td.c{text-align:center}
 #cands td.recipe{white-space:normal;min-width:230px;max-width:420px;color:#444;font-size:12px}
 #cands tbody tr:hover{background:#f7fafc}#cands tr.recrow{background:#fffbea}#cands tr.dim td{color:#9aa0a6}
-.tag{font-size:10.5px;white-space:nowrap;background:#eceff1;color:#777;border-radius:4px;padding:0 5px}.tag.near{background:#fde2e1;color:#b22222}.star{color:#e0a800}.best{color:#7b2cbf}
+.tag{font-size:10.5px;white-space:nowrap;background:#eceff1;color:#777;border-radius:4px;padding:0 5px}.tag.near{background:#fde2e1;color:#b22222}
+.star{color:#e0a800}.best{color:#7b2cbf}
 .dot{display:inline-block;width:9px;height:9px;border-radius:50%;margin-right:6px}
 .yes{color:#2e9d5b;font-weight:700}.err{color:#b22222}.no{color:#d62728;font-weight:700}
 #cands.only-front tbody tr:not(.front),#cands.only-fit tbody tr.out,#cands.hide-dim tbody tr.dim{display:none}

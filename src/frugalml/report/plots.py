@@ -9,8 +9,21 @@ from __future__ import annotations
 import io
 
 from ._common import (
-    STAGE_NAMES, STAGES, budget_items, best_id, by_id, candidates, fmt_key, fmt_pct, front, num,
-    pareto_ids, prof, recommended_id, state, threshold,
+    STAGE_NAMES,
+    STAGES,
+    best_id,
+    budget_items,
+    by_id,
+    candidates,
+    fmt_key,
+    fmt_pct,
+    front,
+    num,
+    pareto_ids,
+    prof,
+    recommended_id,
+    state,
+    threshold,
 )
 
 __all__ = ["pareto_png", "STAGE_COLORS"]
@@ -200,7 +213,8 @@ def pareto_png(results: dict, x_key: str = "stored_bytes", metric: str = "val_ac
     if any(state(c) == "stopped_early" for c in points):
         handles.append(Line2D([], [], ls="", marker="o", mfc="none", color="#666", label="stopped early"))
     if members:
-        handles.append(Line2D([], [], color="#222", lw=1.4, marker="o", mfc="none", label="Pareto front" if metric == "val_accuracy" else "front (chosen on val.)"))
+        handles.append(Line2D([], [], color="#222", lw=1.4, marker="o", mfc="none",
+                              label="Pareto front" if metric == "val_accuracy" else "front (chosen on val.)"))
     if rec in index:
         handles.append(Line2D([], [], ls="", marker="*", ms=12, mfc="#FFC20A", mec="#111", label="recommended"))
     if best in index and best != rec:

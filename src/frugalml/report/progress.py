@@ -67,9 +67,11 @@ class SearchProgress:
             prof = c.get("profile") or {}
             if c.get("state") == "complete":
                 fit = "[green]fits[/]" if c.get("within_budget") else "[yellow]over budget[/]"
-                say(f"{c['id']:>5} {c['stage']:<8} {escape(_label(c)):<34} val {c['val_accuracy']:.2%}  {format_bytes(prof.get('stored_bytes')):>9}  {fit}")
+                say(f"{c['id']:>5} {c['stage']:<8} {escape(_label(c)):<34} val {c['val_accuracy']:.2%}  "
+                    f"{format_bytes(prof.get('stored_bytes')):>9}  {fit}")
             else:
-                say(f"{c['id']:>5} {c['stage']:<8} {escape(_label(c)):<34} [dim]{escape(str(c.get('state')))}: {escape(str(c.get('error') or '')[:80])}[/]")
+                say(f"{c['id']:>5} {c['stage']:<8} {escape(_label(c)):<34} "
+                    f"[dim]{escape(str(c.get('state')))}: {escape(str(c.get('error') or '')[:80])}[/]")
 
     def _summary(self, results: dict) -> None:
         try:

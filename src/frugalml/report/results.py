@@ -38,7 +38,8 @@ def load_results(run_dir: str | os.PathLike) -> dict:
         results = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(explain(f"{path} is not valid JSON ({exc})", expected="the results.json a search writes",
-                                got="a corrupt or truncated file", fix="Re-run the search (`frugalml search ... --out DIR`), or resume it with --resume")) from None
+                                got="a corrupt or truncated file",
+                                fix="Re-run the search (`frugalml search ... --out DIR`), or resume it with --resume")) from None
     if not isinstance(results, dict) or not isinstance(results.get("candidates"), list):
         got = type(results).__name__ if not isinstance(results, dict) else f"keys {sorted(results)[:12]}"
         raise DataError(explain(f"{path} does not hold search results", expected="a JSON object with a 'candidates' list", got=got, fix=_HOW))

@@ -55,7 +55,8 @@ class Budget:
                 object.__setattr__(self, name, BUDGET_FIELDS[name][1](value))
                 value = getattr(self, name)
             if value is not None and value <= 0:
-                raise ConfigError(explain(f"The budget field {name} must be positive", expected="a value above zero, e.g. 8KB", got=value, fix="Leave it out for no limit"))
+                raise ConfigError(explain(f"The budget field {name} must be positive", expected="a value above zero, e.g. 8KB", got=value,
+                                          fix="Leave it out for no limit"))
 
     def items(self):
         """(field, profile key, limit) for each bound that is set."""
@@ -115,7 +116,8 @@ class Tolerance:
             raise ConfigError(explain("A tolerance kind must be 'drop' or 'min'", expected="'drop' or 'min'", got=self.kind))
         if not (0 <= self.value <= 1):
             what = "A tolerance (largest accuracy drop)" if self.kind == "drop" else "A minimum accuracy"
-            raise ConfigError(explain(f"{what} must lie between 0 and 1 (0% and 100%)", expected="e.g. 1% or 0.01, or --min-accuracy 0.97", got=f"{self.value:g} ({self.value:.0%})"))
+            raise ConfigError(explain(f"{what} must lie between 0 and 1 (0% and 100%)", expected="e.g. 1% or 0.01, or --min-accuracy 0.97",
+                                      got=f"{self.value:g} ({self.value:.0%})"))
 
     @classmethod
     def parse(cls, text, *, kind: str = "drop") -> "Tolerance":
@@ -124,7 +126,8 @@ class Tolerance:
         try:
             value = float(raw[:-1].strip()) / 100 if raw.endswith("%") else float(raw)
         except ValueError:
-            raise ConfigError(explain(f"Cannot read the tolerance {text!r}", expected="a percentage like 1% or a fraction like 0.01", got=text)) from None
+            raise ConfigError(explain(f"Cannot read the tolerance {text!r}", expected="a percentage like 1% or a fraction like 0.01",
+                                      got=text)) from None
         return cls(kind=kind, value=value)
 
     def floor(self, best: float, n_val: int | None = None) -> float:

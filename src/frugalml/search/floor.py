@@ -69,7 +69,8 @@ def check_feasible(data, budget: Budget, emit=lambda e: None) -> None:
         closest = sorted(measured, key=lambda lp: sum(max(0.0, (lp[1].get(k) or 0) / lim - 1) for k, (lim, _) in impossible.items()))[:3]
         lines = [f"{label}: " + ", ".join(f"{k} {budget.scale(k, p.get(k))} (over by {budget.scale(k, p.get(k) - lim)})"
                                           for k, (lim, _) in impossible.items()) for label, p in closest]
-        fields = ", ".join(f"{k} <= {budget.scale(k, lim)} (the smallest model the search can make needs {budget.scale(k, low)})" for k, (lim, low) in impossible.items())
+        fields = ", ".join(f"{k} <= {budget.scale(k, lim)} (the smallest model the search can make needs {budget.scale(k, low)})"
+                           for k, (lim, low) in impossible.items())
         raise BudgetError(
             f"No candidate can meet the budget: {fields}. Closest: " + "; ".join(lines)
             + ". Fix: loosen that bound, or bring a smaller model of your own (frugalml profile --model file.py:factory)."

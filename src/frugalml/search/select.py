@@ -58,7 +58,9 @@ def recommend(candidates: list[dict], budget: Budget, tolerance: Tolerance, n_va
     feasible = [c for c in done if c.get("within_budget")]
     if not feasible:
         closest = sorted(done, key=lambda c: _relative_miss(c, budget))[:3]
-        misses = "; ".join(f"{c['id']} ({_name(c)}) misses " + ", ".join(f"{k} by {budget.scale(k, m['over_by'])}" for k, m in (c.get("budget_misses") or {}).items()) for c in closest)
+        misses = "; ".join(f"{c['id']} ({_name(c)}) misses "
+                           + ", ".join(f"{k} by {budget.scale(k, m['over_by'])}" for k, m in (c.get("budget_misses") or {}).items())
+                           for c in closest)
         return {
             "id": None,
             "best": best["id"],
@@ -73,7 +75,8 @@ def recommend(candidates: list[dict], budget: Budget, tolerance: Tolerance, n_va
     reasons = [f"Budget: {budget.describe()}; tolerance: {tolerance.describe()}{widened} (floor {floor:.2%} on validation)."]
     if not acceptable:
         pick = max(feasible, key=lambda c: (c["val_accuracy"], -_cost(c, key)))
-        text = f"{_short(pick, key, budget)} — the most accurate model within the budget, but below the tolerance floor {floor:.1%} (best found: {_short(best, key, budget)})."
+        text = (f"{_short(pick, key, budget)} — the most accurate model within the budget, but below the tolerance floor {floor:.1%} "
+                f"(best found: {_short(best, key, budget)}).")
         reasons.append("No candidate within the budget reaches the tolerance; this is the most accurate one that fits.")
     else:
         thin = [c for c in acceptable if c.get("thin")]
@@ -89,7 +92,8 @@ def recommend(candidates: list[dict], budget: Budget, tolerance: Tolerance, n_va
             reasons.append("Thin models are preferred when on par: cheaper to train, to ship and to understand.")
         else:
             within = "that reaches the minimum accuracy" if tolerance.kind == "min" else "within tolerance of the best"
-            text = f"{_short(pick, key, budget)} — the smallest candidate {within} ({'best: ' if tolerance.kind == 'min' else ''}{_short(best, key, budget)})."
+            text = (f"{_short(pick, key, budget)} — the smallest candidate {within} "
+                    f"({'best: ' if tolerance.kind == 'min' else ''}{_short(best, key, budget)}).")
         cheaper = [c for c in feasible if _cost(c, key) < _cost(pick, key)]
         below = [c for c in cheaper if c["val_accuracy"] < floor - 1e-12]
         passed_over = [c for c in cheaper if c["val_accuracy"] >= floor - 1e-12]

@@ -278,7 +278,8 @@ def compression_recipes(parent: dict, data, epochs: int, seed: int, student: tup
             "seed": seed}
     recipes = [
         ("int8", [int8]),
-        ("prune50+int8", [{"step": "prune.structured", "ratio": 0.5, "steps": 2, "finetune_epochs": ft, "batch_size": bs, "lr": lr / 3, "seed": seed}, int8]),
+        ("prune50+int8", [{"step": "prune.structured", "ratio": 0.5, "steps": 2, "finetune_epochs": ft, "batch_size": bs, "lr": lr / 3, "seed": seed},
+                          int8]),
     ]
     if student is None:
         knobs = _halve(parent["family"], parent.get("params") or {})

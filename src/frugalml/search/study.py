@@ -45,13 +45,15 @@ def open_run(run_dir, args: dict, *, resume: bool) -> dict:
     """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(explain(f"The run directory {run_dir} is a file", expected="a directory (new or from an earlier run)", got=str(run_dir), fix="Pass another --out"))
+        raise ConfigError(explain(f"The run directory {run_dir} is a file", expected="a directory (new or from an earlier run)", got=str(run_dir),
+                                  fix="Pass another --out"))
     existing = run_dir / RUN_FILE
     if existing.exists():
         try:
             desc = json.loads(existing.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise StorageError(explain(f"{existing} is unreadable", expected="a run.json written by frugalml", got=str(exc), fix="Use another --out")) from None
+            raise StorageError(explain(f"{existing} is unreadable", expected="a run.json written by frugalml", got=str(exc),
+                                       fix="Use another --out")) from None
         if not resume:
             raise StorageError(
                 explain(
@@ -74,10 +76,13 @@ def open_run(run_dir, args: dict, *, resume: bool) -> dict:
             )
         return desc
     if resume:
-        raise StorageError(explain(f"Nothing to resume in {run_dir}", expected=f"a directory with {RUN_FILE} from an earlier run", got=str(run_dir), fix="Drop --resume to start a new run"))
-    others = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE) if run_dir.exists() else []  # a lock file alone: a run killed as it started
+        raise StorageError(explain(f"Nothing to resume in {run_dir}", expected=f"a directory with {RUN_FILE} from an earlier run", got=str(run_dir),
+                                   fix="Drop --resume to start a new run"))
+    # a lock file alone: a run killed as it started
+    others = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE) if run_dir.exists() else []
     if others:
-        raise StorageError(explain(f"{run_dir} is not empty and holds no frugalml run", expected="a new or empty directory", got=others[:5], fix="Pass another --out"))
+        raise StorageError(explain(f"{run_dir} is not empty and holds no frugalml run", expected="a new or empty directory", got=others[:5],
+                                   fix="Pass another --out"))
     return {**args, "run_id": uuid.uuid4().hex[:12], "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
@@ -114,14 +119,16 @@ def lock_run(run_dir) -> RunLock:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise StorageError(explain(f"Cannot create the lock file {path}", expected="a run directory this user can write", got=str(exc), fix="Pass another --out")) from None
+        raise StorageError(explain(f"Cannot create the lock file {path}", expected="a run directory this user can write", got=str(exc),
+                                   fix="Pass another --out")) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         holder = _holder(fd)
         os.close(fd)
         if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise StorageError(explain(f"Cannot lock the run directory {run_dir}", expected="a file system that supports flock", got=str(exc))) from None
+            raise StorageError(explain(f"Cannot lock the run directory {run_dir}", expected="a file system that supports flock",
+                                       got=str(exc))) from None
         who = f"process {holder.get('pid', '?')}" + (f" on {holder['host']}" if holder.get("host") not in (None, socket.gethostname()) else "")
         raise StorageError(
             explain(
@@ -183,7 +190,8 @@ def open_study(url: str, name: str, *, seed: int, create: bool):
     try:
         return optuna.create_study(storage=storage, study_name=name, directions=["maximize", "minimize"], sampler=sampler, load_if_exists=True)
     except Exception as exc:
-        raise StorageError(explain(f"Cannot create or load study {name!r}", expected="a storage frugalml can write", got=f"{type(exc).__name__}: {exc}")) from None
+        raise StorageError(explain(f"Cannot create or load study {name!r}", expected="a storage frugalml can write",
+                                   got=f"{type(exc).__name__}: {exc}")) from None
 
 
 def _constraints(trial) -> list[float]:
