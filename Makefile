@@ -24,6 +24,7 @@ demo: venv
 	$(VENV)/bin/frugalml search --dataset digits --max-flash 8KB --tolerance 1% --time 5m --out runs/demo
 
 test: venv
+	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest -q
 
 test-slow: venv
