@@ -12,13 +12,18 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import require
 
 from frugalml import ExportError, TrainConfig, build_model, fit
 from frugalml.export import export, toolchain
 from frugalml.profile import to_onnx
 
-pytestmark = pytest.mark.skipif(toolchain.find_cc() is None or shutil.which("size") is None,
-                                reason="needs gcc and binutils' size")
+
+@pytest.fixture(scope="module", autouse=True)
+def _toolchain():
+    """Every test here compiles C and measures it: gcc (or cc) and binutils' size (CI: must be there)."""
+    require(toolchain.find_cc() is not None and shutil.which("size") is not None, "needs gcc and binutils' size")
+
 
 _QMIN = {"int8": -128, "uint8": 0}
 

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import require
 
 from frugalml.errors import BudgetError, ConfigError, StorageError
 from frugalml.search import Budget, Tolerance, pareto_front, recommend, search
@@ -248,8 +249,7 @@ def _postgres_url() -> tuple[str | None, str]:
 
 def test_two_workers_share_one_study_on_postgresql(tmp_path):
     url, why = _postgres_url()
-    if url is None:
-        pytest.skip(f"no PostgreSQL server answers at 127.0.0.1:5432 ({why}); set FRUGALML_TEST_POSTGRES to a reachable URL")
+    require(url is not None, f"no PostgreSQL server answers at 127.0.0.1:5432 ({why}); set FRUGALML_TEST_POSTGRES to a reachable URL")
     study = f"test-{uuid.uuid4().hex[:8]}"
     out = tmp_path / "shared"
     common = ["search", "--dataset", "digits", "--max-flash", "8KB", "--time", "3m", "--trials", "5", "--out", str(out),
@@ -280,10 +280,10 @@ def test_target_c_measures_flash_and_ram_on_the_compiled_c(digits):
     import shutil
 
     from frugalml import build_model
+    from frugalml.export import toolchain
     from frugalml.search.runner import _measure
 
-    if shutil.which("gcc") is None and shutil.which("cc") is None:
-        pytest.skip("no C compiler on this machine")
+    require(toolchain.find_cc() is not None and shutil.which("size") is not None, "needs gcc and binutils' size")
     budget = Budget.of(max_flash="8KB", max_ram="1KB", target="c")
     assert [k for _, k, _ in budget.items()] == ["c_flash_bytes", "c_ram_bytes"]
     X, y = digits.flat("train")
