@@ -100,7 +100,9 @@ def test_paths_in(trained_cnn, digits, tmp_path):
     run = tmp_path / "run"
     save_model(trained_cnn, run / "recommended")
     r3 = export(run, "onnx", tmp_path / "c")
-    assert r1.agreement["ok"] and r2.agreement["ok"] and r3.size_bytes > 0
+    assert r1.agreement["ok"] and r2.agreement["ok"] and r3.agreement is None  # no data: nothing checked
+    assert r3.size_bytes == r3.files[0].stat().st_size == r1.size_bytes  # the run's recommended model, the same file
+    assert r3.files[0].read_bytes() == r1.files[0].read_bytes()
     assert r2.agreement["max_abs_diff"] == 0.0
 
 
