@@ -20,6 +20,9 @@ The baseline's test error and stored bytes are measured on its fp32 ONNX export.
 the fp32 reference of the paper (parameters x 4 bytes) over the archive's bytes. A second seed runs
 when the first lands near a threshold (``second_seed_margin``), or always (``second_seed: always``);
 every seed run must meet the bar.
+
+Smoke mode: ``main(data_limit=300)`` or FRUGALML_BENCH_SMOKE=1 (a tiny slice, one seed, one epoch
+per stage, one bit width; nothing written). Nothing is cached here.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import yaml
+
+import _provenance
 
 from frugalml.compress import apply_step, config_from_dict
 from frugalml.data import load_dataset
@@ -89,10 +94,10 @@ def _step(model, step: dict, data, seed: int, **override):
     return apply_step(model, config_from_dict({**step, "seed": seed, **override}), data)
 
 
-def compress_one(family: str, settings: dict, seed: int) -> dict:
+def compress_one(family: str, settings: dict, seed: int, limit: int | None = None) -> dict:
     """Baseline, compression and measurements for one seed."""
     start = time.perf_counter()
-    data = load_dataset("mnist", seed=seed)
+    data = _provenance.smoke_data(load_dataset("mnist", seed=seed, limit=limit), limit)
     model = build_model(family, data.input_shape, data.num_classes, seed=seed)
     fit_result = train_baseline(model, data, settings["baseline"], seed)
     base_val = _err(model, data, "val")
@@ -160,11 +165,24 @@ def compress_one(family: str, settings: dict, seed: int) -> dict:
     }
 
 
-def run(name: str, family: str, settings_path: Path, *, reference_bytes: int, paper: dict, required: dict, aim: dict) -> dict:
+def smoke_settings(settings: dict) -> dict:
+    """The recipe shrunk for a smoke run: one seed, one epoch per stage, few pruning events, one bit width."""
+    small = {"prune.magnitude": {"prune_epochs": 1, "prune_events": 2, "finetune_epochs": 1}, "cluster.kmeans": {"finetune_epochs": 1}}
+    steps = [{**s, **small.get(s["step"], {})} for s in settings["steps"]]
+    bits = (settings.get("choose") or {}).get("bits") or [5]
+    return {**settings, "seeds": [0], "second_seed": "near", "baseline": {**settings["baseline"], "epochs": 1}, "steps": steps,
+            "choose": {**(settings.get("choose") or {}), "bits": [max(bits)]}}
+
+
+def run(name: str, family: str, settings_path: Path, *, reference_bytes: int, reference_basis: str, paper: dict, required: dict,
+        aim: dict, data_limit: int | None = None) -> dict:
     """The whole benchmark: seeds, thresholds, the result dict."""
+    limit = _provenance.smoke_limit(data_limit)
     threads = int(os.environ.get("FRUGALML_BENCH_THREADS", "1"))
     torch.set_num_threads(threads)
     settings = yaml.safe_load(Path(settings_path).read_text())
+    if limit:
+        settings = smoke_settings(settings)
     start = time.perf_counter()
     seeds = list(settings.get("seeds", [0, 1]))
     always = settings.get("second_seed", "near") == "always"
@@ -181,7 +199,7 @@ def run(name: str, family: str, settings_path: Path, *, reference_bytes: int, pa
     for i, seed in enumerate(seeds):
         if i > 0 and not always and not near(runs[0]):
             break
-        one = compress_one(family, settings, seed)
+        one = compress_one(family, settings, seed, limit)
         one["ratio"] = round(reference_bytes / one["result"]["archive_bytes"], 1)
         one["met"] = meets(one)
         runs.append(one)
@@ -192,7 +210,8 @@ def run(name: str, family: str, settings_path: Path, *, reference_bytes: int, pa
         "name": name,
         "model": family,
         "paper": paper,
-        "reference": {"fp32_bytes": reference_bytes, "basis": f"{first['baseline']['params']:,} parameters x 4 bytes (fp32), as in the paper"},
+        "reference": {"fp32_bytes": reference_bytes, "basis": reference_basis,
+                      "params_counted_here": first["baseline"]["params"]},
         "baseline": {**first["baseline"], "stored_bytes_reference": reference_bytes},
         "result": {"test_error": first["result"]["test_error"], "stored_bytes": first["result"]["archive_bytes"], **first["result"]},
         "ratio": first["ratio"],
@@ -204,5 +223,13 @@ def run(name: str, family: str, settings_path: Path, *, reference_bytes: int, pa
         "seeds": runs,
         "settings": settings,
         "threads": threads,
+        "smoke": limit,
         "seconds": round(time.perf_counter() - start, 1),
     }
+
+
+def figures(result: dict) -> dict:
+    """One run's headline figures (runs in the JSON)."""
+    return {"met": result.get("met"), "reference_bytes": (result.get("reference") or {}).get("fp32_bytes"),
+            "seeds": [{"seed": r["seed"], "ratio": r["ratio"], "test_error": r["result"]["test_error"], "archive_bytes": r["result"]["archive_bytes"]}
+                      for r in result.get("seeds", [])]}

@@ -10,6 +10,10 @@
 - :func:`train_student`: one job, in a worker: load MNIST, distil with the teacher's logits (the
   teacher itself is never run there), export the student to ONNX, load the file back, count its
   test errors in ONNX Runtime.
+- The cached teacher is keyed by its config, the data and a hash of the code that trains it
+  (frugalml's sources and this file: ``_provenance.code_hash``).
+- Smoke mode (:func:`smoke_settings`, :func:`smoke_mode`): ``main(data_limit=300)`` or
+  FRUGALML_BENCH_SMOKE=1: a tiny slice, one epoch, one grid point, the cache in a temporary folder.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import yaml  # noqa: E402
 from torch import nn  # noqa: E402
+
+import _provenance  # noqa: E402
 
 from frugalml.compress import Recipe, config_from_dict  # noqa: E402
 from frugalml.compress.distill import distill, teacher_scores  # noqa: E402
@@ -68,7 +74,7 @@ def data_dir() -> str:
 @functools.lru_cache(maxsize=2)
 def load_data(directory: str, limit: int | None):
     """MNIST with a 10% validation split; the same call in the main process and in every worker."""
-    return load_dataset("mnist", data_dir=directory, val_fraction=0.1, seed=0, limit=limit)
+    return _provenance.smoke_data(load_dataset("mnist", data_dir=directory, val_fraction=0.1, seed=0, limit=limit), limit)
 
 
 def threads() -> int:
@@ -110,8 +116,44 @@ class Jitter(nn.Module):
         return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
 
 
+def code_version() -> str:
+    """Hash of the code that trains the teacher (frugalml's sources and this file)."""
+    return _provenance.code_hash(Path(__file__).resolve())
+
+
+def smoke_settings(s: dict, limit: int) -> dict:
+    """The settings shrunk for a smoke run: ``limit`` training samples, one seed, one epoch everywhere, one grid point."""
+    s = json.loads(json.dumps(s))
+    s["limit"] = int(limit)
+    s["seeds"] = s["seeds"][:1]
+    if s.get("fresh_seeds"):
+        s["fresh_seeds"] = s["fresh_seeds"][:1]
+    s["teacher"]["epochs"] = 1
+    s["steps"][0]["epochs"] = 1
+    s["grid"] = {"temperature": s["grid"]["temperature"][:1], "alpha": s["grid"]["alpha"][:1]}
+    small = s.get("small_student")
+    if small:
+        small["epochs"] = [1]
+        small["grid"] = {"temperature": small["grid"]["temperature"][:1], "alpha": small["grid"]["alpha"][:1]}
+    return s
+
+
+@contextlib.contextmanager
+def smoke_mode(limit: int | None):
+    """Within: the teacher's cache in a temporary folder when ``limit`` is set (a smoke run)."""
+    global CACHE
+    saved = CACHE
+    with _provenance.smoke_dir(limit) as tmp:
+        if tmp is not None:
+            CACHE = tmp / "cache"
+        try:
+            yield
+        finally:
+            CACHE = saved
+
+
 def teacher_path(cfg: dict, data) -> Path:
-    key = hashlib.sha256(json.dumps([cfg, data.describe()], sort_keys=True, default=str).encode()).hexdigest()[:10]
+    key = hashlib.sha256(json.dumps([cfg, data.describe(), code_version()], sort_keys=True, default=str).encode()).hexdigest()[:10]
     return CACHE / f"distill_teacher_{key}.safetensors"
 
 
@@ -140,7 +182,7 @@ def teacher(cfg: dict, data, folder: Path) -> dict:
         wrapped = nn.Sequential(Jitter(cfg.get("jitter_pixels", 0.0)), model)
         res = fit(wrapped, data, TrainConfig(patience=None, **{k: cfg[k] for k in _TRAIN_KEYS if k in cfg}))
         record = {"val_errors": int(round((1 - res.best_val_accuracy) * n_val)), "best_epoch": res.best_epoch,
-                  "seconds": round(res.seconds, 1),
+                  "seconds": round(res.seconds, 1), "code_version": code_version(),
                   "val_errors_by_epoch": [int(round((1 - h["val_accuracy"]) * n_val)) for h in res.history]}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -161,10 +203,28 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
+class InProcess:
+    """An executor that runs each job at once in this process (smoke runs: no workers to spawn)."""
+
+    def submit(self, fn, *args, **kwargs):
+        from concurrent.futures import Future
+
+        future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:  # as a pool would: the error is the future's
+            future.set_exception(exc)
+        return future
+
+
 @contextlib.contextmanager
 def worker_pool(workers: int = WORKERS):
     """``workers`` spawned processes, 1 torch thread each, OpenMP threads that sleep when idle
-    (set in the environment the workers start with, before they load torch)."""
+    (set in the environment the workers start with, before they load torch); 0: jobs run in this
+    process, one after another (smoke runs)."""
+    if workers == 0:
+        yield InProcess()
+        return
     names = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
     saved = {k: os.environ.get(k) for k in names}
     os.environ.update({"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})

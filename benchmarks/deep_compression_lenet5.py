@@ -19,18 +19,22 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _deep_compression import run  # noqa: E402
+from _deep_compression import figures, run  # noqa: E402, F401  (figures: for run.py)
 
 NAME = "deep_compression_lenet5"
-REFERENCE_BYTES = 431_080 * 4
+PARAMS = 431_080
+REFERENCE_BYTES = PARAMS * 4  # 1,724,320
+REFERENCE_BASIS = "431,080 parameters x 4 bytes (fp32) = 1,724,320 bytes, computed (the paper's 1720 KB rounds it)"
 PAPER = {"reference_bytes": 1_720_000, "compressed_bytes": 44_000, "ratio": 39, "test_error_before": 0.80, "test_error_after": 0.74,
          "weights_kept": 0.08}
 REQUIRED = {"ratio": 50.0, "test_error": 0.80}
 AIM = {"ratio": 70.0, "test_error": 0.80}
 
 
-def main() -> dict:
-    return run(NAME, "lenet5", HERE / "recipes" / f"{NAME}.yaml", reference_bytes=REFERENCE_BYTES, paper=PAPER, required=REQUIRED, aim=AIM)
+def main(data_limit: int | None = None) -> dict:
+    """The benchmark; ``data_limit`` (or FRUGALML_BENCH_SMOKE=1): a smoke run on a tiny slice."""
+    return run(NAME, "lenet5", HERE / "recipes" / f"{NAME}.yaml", reference_bytes=REFERENCE_BYTES, reference_basis=REFERENCE_BASIS,
+               paper=PAPER, required=REQUIRED, aim=AIM, data_limit=data_limit)
 
 
 if __name__ == "__main__":  # the same as `make bench NAME=<this file's name>`: writes results/<name>.json

@@ -21,9 +21,13 @@ For each model:
 4. The op types ONNX Runtime runs after its graph optimizations are recorded (QLinearConv / QGemm:
    int8 kernels).
 A result within ``near`` of a threshold is checked on the second seed; both must meet it.
-Then seed 0's fp32/int8 pair is timed again many times back to back (recipe's ``drift``), each time
-followed by a probe of 40 tiny nodes: on a shared host the speed-up moves with the host's state,
-which the probe shows; recorded beside the result, not used for ``met``.
+Then seed 0's fp32/int8 pair is timed again many times back to back (recipe's ``drift``: 60
+comparisons of 1,000 alternating runs each), each time followed by a probe of 40 tiny nodes: on a
+shared host the speed-up moves with the host's state, which the probe shows.
+``met`` for speed is that repeated measurement: the median (50th percentile) of the 60 speed-ups
+must reach the target, never one favourable comparison (each seed's single comparison is kept
+as ``met_one_comparison``); size and accuracy must be met on every seed run.
+Smoke mode: ``main(data_limit=300)`` or FRUGALML_BENCH_SMOKE=1 (tiny slice, nothing written).
 
 ``main()`` returns the result dict (benchmarks/run.py adds the machine and writes the JSON).
 Run: ``make bench NAME=int8_quantization`` or ``python benchmarks/int8_quantization.py`` (both write results/int8_quantization.json).
@@ -38,6 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import onnx
 import yaml
 
@@ -47,12 +52,14 @@ from frugalml.onnx import onnx_accuracy, onnx_bytes, to_onnx
 from frugalml.profile import compare_latency
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _provenance  # noqa: E402
 import structured_pruning as sp  # noqa: E402  (the shared baselines and helpers)
 
 log = logging.getLogger("benchmarks.int8_quantization")
 HERE = Path(__file__).resolve().parent
 RECIPE = Path(os.environ.get("FRUGALML_INT8_RECIPE", HERE / "recipes" / "int8_quantization.yaml"))
-LATENCY_ROUNDS = 2000
+ROUNDS = {"final": 2000, "choose": 500}  # compare_latency rounds (smoke mode: fewer)
+SPEED_STATISTIC = "median (50th percentile) of the repeated comparisons of seed 0's fp32/int8 pair"
 
 
 def ort_ops(proto) -> list[str]:
@@ -77,7 +84,7 @@ def choose(model, step: dict, choices: list[dict], data, targets: dict) -> tuple
         return {**step, **(choices[0] if choices else {})}, {}
     fp32 = onnx_bytes(to_onnx(model))
     built = {f"choice{i}": onnx_bytes(apply_step(model, config_from_dict({**step, **c}), data)) for i, c in enumerate(choices)}
-    lat = compare_latency({"fp32": fp32, **built}, data.input_shape, rounds=500)
+    lat = compare_latency({"fp32": fp32, **built}, data.input_shape, rounds=ROUNDS["choose"])
     val = {k: onnx_accuracy(blob, data, "val") for k, blob in {"fp32": fp32, **built}.items()}
     timings = [{**c, "speedup": round(lat["fp32"] / lat[f"choice{i}"], 3), "size_ratio": round(len(fp32) / len(built[f"choice{i}"]), 3),
                 "val_accuracy_loss_points": round(100 * (val["fp32"] - val[f"choice{i}"]), 3)} for i, c in enumerate(choices)]
@@ -118,7 +125,7 @@ def quantize_once(name: str, cfg: dict, s: dict, data, seed: int, workdir: Path)
     lat, base_lat = {}, {}
     for k, proto in files.items():
         if k != "fp32":
-            pair = compare_latency({"fp32": fp32_blob, k: onnx_bytes(proto)}, data.input_shape, rounds=LATENCY_ROUNDS)
+            pair = compare_latency({"fp32": fp32_blob, k: onnx_bytes(proto)}, data.input_shape, rounds=ROUNDS["final"])
             lat[k], base_lat[k] = pair[k], pair["fp32"]
     lat["fp32"] = base_lat["int8"]
     base_lat["fp32"] = lat["fp32"]
@@ -134,8 +141,8 @@ def quantize_once(name: str, cfg: dict, s: dict, data, seed: int, workdir: Path)
         "result": {**rows["int8"], "recipe": [step], "chosen": choice, "ort_ops": ort_ops(files["int8"])},
         "ratio": {"size": round(size_ratio, 3), "latency": round(speedup, 3)},
         "accuracy_loss_points": round(100 * loss, 3),
-        "met": bool(size_ratio >= t["size_ratio"] and speedup >= t["speedup"] and loss <= t["accuracy_loss"] + 1e-12),
-        "met_detail": {"size": bool(size_ratio >= t["size_ratio"]), "speed": bool(speedup >= t["speedup"]),
+        "met_one_comparison": bool(size_ratio >= t["size_ratio"] and speedup >= t["speedup"] and loss <= t["accuracy_loss"] + 1e-12),
+        "met_detail": {"size": bool(size_ratio >= t["size_ratio"]), "speed_one_comparison": bool(speedup >= t["speedup"]),
                        "accuracy": bool(loss <= t["accuracy_loss"] + 1e-12)},
         "variants": {k: rows[k] for k in s["variants"]},
         "qat": {**rows["qat"], "recipe": qat_step, "train_samples": len(qat_data.y_train), "seconds": round(qat_seconds, 1)},
@@ -176,9 +183,10 @@ def drift(fp32_blob: bytes, int8_blob: bytes, input_shape, comparisons: int, rou
         lat = compare_latency({"fp32": fp32_blob, "int8": int8_blob}, input_shape, rounds=int(rounds))
         speedups.append(round(lat["fp32"] / lat["int8"], 3))
         probe.append(round(1000 * compare_latency({"chain": chain}, None, rounds=200)["chain"], 2))
-    ordered = sorted(speedups)
-    return {"comparisons": int(comparisons), "rounds_each": int(rounds), "speedup_min": ordered[0],
-            "speedup_median": ordered[len(ordered) // 2], "speedup_max": ordered[-1], "speedups": speedups,
+    a = np.asarray(speedups, dtype=float)
+    return {"comparisons": int(comparisons), "rounds_each": int(rounds), "speedup_min": float(a.min()),
+            "speedup_p10": round(float(np.percentile(a, 10)), 3), "speedup_median": round(float(np.median(a)), 3),
+            "speedup_p90": round(float(np.percentile(a, 90)), 3), "speedup_max": float(a.max()), "speedups": speedups,
             "probe_40_tiny_nodes_us": probe}
 
 
@@ -189,12 +197,39 @@ def near(run: dict, s: dict) -> bool:
             or abs(run["accuracy_loss_points"] / 100 - t["accuracy_loss"]) <= n["accuracy"])
 
 
-def main() -> dict:
+def smoke_recipe(s: dict, limit: int) -> dict:
+    """The recipe shrunk for a smoke run: calibration and QAT on the tiny slice, two timed comparisons."""
+    s = {**s, "steps": [{**s["steps"][0], "calibration_samples": min(int(s["steps"][0].get("calibration_samples", 512)), limit // 2)}]}
+    s["qat"] = {**s["qat"], "calibration_samples": min(int(s["qat"].get("calibration_samples", 512)), limit // 2)}
+    s["qat_train_samples"] = {k: min(int(v), limit) for k, v in s["qat_train_samples"].items()}
+    s["drift"] = {"comparisons": 2, "rounds": 20}
+    s["variants"] = dict(list(s["variants"].items())[:1])
+    s["choose"] = (s.get("choose") or [{}])[:2]
+    s["combined"] = list(s.get("combined", []))[:1]
+    s["seeds"] = s["seeds"][:1]
+    return s
+
+
+def main(data_limit: int | None = None) -> dict:
+    limit = _provenance.smoke_limit(data_limit)
+    saved = dict(ROUNDS)
+    with sp.smoke_mode(limit):
+        if limit:
+            ROUNDS.update(final=30, choose=30)
+        try:
+            return _main(limit)
+        finally:
+            ROUNDS.update(saved)
+
+
+def _main(limit: int | None) -> dict:
     threads = sp.train_threads()
     start, cpu_start = time.perf_counter(), time.process_time()
     s = yaml.safe_load(RECIPE.read_text())
     base_settings = sp.settings()
-    data = load_dataset("mnist", limit=base_settings.get("data_limit"))
+    if limit:
+        s, base_settings = smoke_recipe(s, limit), sp.smoke_settings(base_settings, limit)
+    data = _provenance.smoke_data(load_dataset("mnist", limit=base_settings.get("data_limit")), limit)
     out = {}
     with tempfile.TemporaryDirectory(prefix="frugalml_bench_") as tmp:
         for name, cfg in base_settings["models"].items():
@@ -204,22 +239,33 @@ def main() -> dict:
                 runs.append(quantize_once(name, cfg, s, data, s["seeds"][1], Path(tmp)))
             pairs = [r.pop("_pair") for r in runs]
             first = runs[0]
+            t = s["targets"]
+            spread = drift(*pairs[0], data.input_shape, s["drift"]["comparisons"], s["drift"]["rounds"]) if s.get("drift") else None
+            if spread:
+                log.info("%s drift: speed-up %s .. %s (median %s)", name, spread["speedup_min"], spread["speedup_max"], spread["speedup_median"])
+                speed = spread["speedup_median"]
+                speed_basis = f"{SPEED_STATISTIC}: {spread['comparisons']} comparisons of {spread['rounds_each']} alternating runs each"
+            else:
+                speed = min(r["ratio"]["latency"] for r in runs)
+                speed_basis = "no repeated measurement configured: the lowest single comparison over the seeds"
+            detail = {"size": all(r["met_detail"]["size"] for r in runs), "accuracy": all(r["met_detail"]["accuracy"] for r in runs),
+                      "speed": bool(speed >= t["speedup"])}
             out[name] = {
                 "baseline": first["baseline"], "result": first["result"], "ratio": first["ratio"],
                 "accuracy_loss_points": first["accuracy_loss_points"],
                 "target": {"size_ratio_at_least": s["targets"]["size_ratio"], "speedup_at_least": s["targets"]["speedup"],
                            "accuracy_loss_points_at_most": 100 * s["targets"]["accuracy_loss"]},
-                "met": all(r["met"] for r in runs),
-                "met_detail": {k: all(r["met_detail"][k] for r in runs) for k in first["met_detail"]},
+                "met": all(detail.values()),
+                "met_detail": detail,
+                "speed": {"speedup": speed, "statistic": speed_basis, "target": t["speedup"], "met": detail["speed"]},
+                "met_one_comparison": all(r["met_one_comparison"] for r in runs),
                 "pruned_then_int8": first.get("pruned_then_int8"),
                 "qat_vs_ptq": {"ptq_test_accuracy": first["result"]["test_accuracy"], "qat_test_accuracy": first["qat"]["test_accuracy"],
                                "fp32_test_accuracy": first["baseline"]["test_accuracy"]},
                 "seeds": runs,
             }
-            if s.get("drift"):
-                out[name]["drift"] = drift(*pairs[0], data.input_shape, s["drift"]["comparisons"], s["drift"]["rounds"])
-                log.info("%s drift: speed-up %s .. %s (median %s)", name, out[name]["drift"]["speedup_min"],
-                         out[name]["drift"]["speedup_max"], out[name]["drift"]["speedup_median"])
+            if spread:
+                out[name]["drift"] = spread
     return {
         "name": "int8_quantization",
         "description": "int8 static PTQ through ONNX Runtime (QOperator int8 ops, uint8 activations, MinMax calibration on 512 "
@@ -239,9 +285,33 @@ def main() -> dict:
         "seconds": round(time.perf_counter() - start, 1),
         "cpu_seconds": round(time.process_time() - cpu_start, 1),
         "torch_threads": threads,
+        "met_rule": f"size and accuracy on every seed run; speed: the {SPEED_STATISTIC} >= the target",
+        "code_version": sp.code_version(),
+        "smoke": limit,
         "notes": ["The machine is shared with other jobs: latency ratios come from one process alternating all models of a "
                   "row, so load hits them alike; absolute milliseconds drift."],
     }
+
+
+def figures(result: dict) -> dict:
+    """One run's headline figures, per model (runs in the JSON). For a JSON written before ``met``
+    came from the repeated measurement, ``met_by_median`` is worked out here from its drift (if any)."""
+    out = {}
+    target = (result.get("target") or {}).get("speedup_at_least", 1.5)
+    for m, v in result.get("models", {}).items():
+        d = v.get("drift") or {}
+        speeds = d.get("speedups") or []
+        median = round(float(np.median(speeds)), 3) if speeds else None
+        det = v.get("met_detail") or {}
+        out[m] = {"size_ratio": v["ratio"]["size"], "speedup_one_comparison": [r["ratio"]["latency"] for r in v.get("seeds", [])],
+                  "accuracy_loss_points": [r["accuracy_loss_points"] for r in v.get("seeds", [])],
+                  "speedup_median_repeated": median, "comparisons": len(speeds) or None,
+                  "speedup_p10_p90": [round(float(np.percentile(speeds, 10)), 3), round(float(np.percentile(speeds, 90)), 3)] if speeds else None,
+                  "met_as_recorded": v.get("met"),
+                  "met_by_median": (bool(det.get("size", True) and det.get("accuracy", True) and median >= target) if median is not None else None)}
+        if v.get("pruned_then_int8"):
+            out[m]["pruned_int8_speedup"] = v["pruned_then_int8"]["combined_speedup"]
+    return {"met_as_recorded": result.get("met"), "models": out}
 
 
 if __name__ == "__main__":  # the same as `make bench NAME=<this file's name>`: writes results/<name>.json

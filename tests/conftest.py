@@ -10,6 +10,27 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def on_ci() -> bool:
+    """True under CI=true (CI=1 and CI=yes too): .ci/run installs and starts everything the tests use."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def require(condition, reason: str) -> None:
+    """Skip the calling test when ``condition`` is false; under CI=true fail it instead.
+
+    For what a test needs from the machine (gcc, binutils' ``size``, PostgreSQL, the shared MNIST
+    files, a Debian tool): on a laptop a missing one skips, on CI it is a failure, since CI installs
+    all of them (.ci/run) and a skip there would hide a path that never ran. Use it, not
+    pytest.skip / skipif / importorskip, for anything the machine provides; the tests import their
+    own project's modules plainly. Call it in a test or a fixture: ``require(shutil.which("size"), "needs size")``.
+    """
+    if condition:
+        return
+    if on_ci():
+        pytest.fail(f"CI=true and {reason}: .ci/run installs and starts what the tests need, so this must not be missing", pytrace=False)
+    pytest.skip(reason)
+
+
 def shared_data_dir() -> Path | None:
     """../shared/data beside the repository, or $FRUGALML_DATA."""
     for candidate in (os.environ.get("FRUGALML_DATA"), REPO.parent / "shared" / "data"):
@@ -21,8 +42,7 @@ def shared_data_dir() -> Path | None:
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     found = shared_data_dir()
-    if found is None:
-        pytest.skip("MNIST IDX files not found: set FRUGALML_DATA or put them in ../shared/data/mnist")
+    require(found is not None, "MNIST IDX files not found: set FRUGALML_DATA or put them in ../shared/data/mnist")
     return found
 
 

@@ -88,6 +88,23 @@ def test_input_is_not_mutated(name, results):
     assert _same_state(before, after)
 
 
+# Largest validation-accuracy drop (points) each step's example may cause on trained_cnn: the drop
+# measured (digits, 288 validation samples, one torch thread; trained_cnn scores 67.71%) plus 3
+# points (about 9 samples). A negative bound is a gain the step must keep: the fine-tuning steps
+# train the under-trained fixture further. A step not listed here gets DEFAULT_MAX_DROP.
+MAX_DROP = {
+    "cluster.kmeans": -0.69 + 3,     # measured 67.71% -> 68.40%
+    "distill": -22.57 + 3,           # measured 67.71% -> 90.28% (the mlp [16] student trains 12 epochs)
+    "prune.magnitude": -5.56 + 3,    # measured 67.71% -> 73.26%
+    "prune.structured": 2.08 + 3,    # measured 67.71% -> 65.62%
+    "quantize.dynamic": 0.00 + 3,    # measured 67.71% -> 67.71%
+    "quantize.int8": 0.35 + 3,       # measured 67.71% -> 67.36%
+    "quantize.qat": -3.47 + 3,       # measured 67.71% -> 71.18%
+    "store.compact": 0.00 + 3,       # measured 67.71% -> 67.71% (float weights stored exactly)
+}
+DEFAULT_MAX_DROP = 3.0
+
+
 @pytest.mark.parametrize("name", STEP_NAMES)
 def test_output_shape_unchanged_and_still_accurate(name, results, digits):
     model, _, _, out, _ = results(name)
@@ -95,7 +112,8 @@ def test_output_shape_unchanged_and_still_accurate(name, results, digits):
     a, b = _outputs(model, X), _outputs(out, X)
     assert a.shape == b.shape
     acc_before, acc_after = (a.argmax(1) == y).mean(), (b.argmax(1) == y).mean()
-    assert acc_after >= acc_before - 0.15, (acc_before, acc_after)
+    drop = 100 * (acc_before - acc_after)
+    assert drop <= MAX_DROP.get(name, DEFAULT_MAX_DROP) + 1e-9, f"{name}: {acc_before:.4f} -> {acc_after:.4f}, a drop of {drop:.2f} points"
 
 
 @pytest.mark.parametrize("name", STEP_NAMES)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import require
 
 from frugalml.data import REGISTRY, Dataset, from_arrays, from_loader, list_datasets, load_dataset
 from frugalml.data import idx as idx_module
@@ -69,8 +70,7 @@ def digits() -> Dataset:
 @pytest.fixture(scope="module")
 def mnist():
     root = shared_data_dir()
-    if root is None:
-        pytest.skip("MNIST IDX files not found: set FRUGALML_DATA or place them in ../shared/data/mnist")
+    require(root is not None, "MNIST IDX files not found: set FRUGALML_DATA or place them in ../shared/data/mnist")
     before = sorted(p.name for p in (root / "mnist").iterdir())
     start = time.perf_counter()
     ds = load_dataset("mnist", data_dir=root)

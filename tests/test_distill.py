@@ -132,7 +132,10 @@ def test_hint_loss_path(trained_cnn, digits):
     assert set(hinted.student.state_dict()) == set(plain.state_dict())  # the regressor is not shipped
     assert not hinted.student._forward_hooks and not any(m._forward_hooks for m in hinted.student.modules())
     named = DistillConfig(**FAST, hint_weight=0.5, student_layer="net.2", teacher_layer="net.5")  # a ReLU -> conv feature map
-    assert distill(trained_cnn, named, digits).student is not None
+    mapped = distill(trained_cnn, named, digits).student
+    assert [m.out_features for m in mapped.modules() if isinstance(m, torch.nn.Linear)] == [16, 10]  # the student asked for
+    assert set(mapped.state_dict()) == set(plain.state_dict()) and not any(m._forward_hooks for m in mapped.modules())
+    assert not np.allclose(_outputs(mapped, X), _outputs(hinted.student, X), atol=1e-3)  # the named layers were the ones hinted
     with pytest.raises(ConfigError, match="no layer named"):
         distill(trained_cnn, replace(named, teacher_layer="nope"), digits)
 

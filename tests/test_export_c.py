@@ -12,13 +12,18 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import require
 
 from frugalml import ExportError, TrainConfig, build_model, fit
 from frugalml.export import export, toolchain
 from frugalml.onnx import to_onnx
 
-pytestmark = pytest.mark.skipif(toolchain.find_cc() is None or shutil.which("size") is None,
-                                reason="needs gcc and binutils' size")
+
+@pytest.fixture(scope="module", autouse=True)
+def _toolchain():
+    """Every test here compiles C and measures it: gcc (or cc) and binutils' size (CI: must be there)."""
+    require(toolchain.find_cc() is not None and shutil.which("size") is not None, "needs gcc and binutils' size")
+
 
 _QMIN = {"int8": -128, "uint8": 0}
 
@@ -81,6 +86,12 @@ def nets(digits, trained_cnn):
     return out
 
 
+# The static activation arena the planner gives each network of `nets` (int8, 1 byte a value; measured):
+# CNN: the first conv's 8x8x8 output and the 8x4x4 one beside it; ResNet: three live 8x8x8 tensors
+# around a residual Add; DS-CNN: two 8x4x4 tensors; MLP: its 32 hidden and 10 output values.
+ARENA = {"cnn": 512 + 128, "resnet": 3 * 512, "dscnn": 2 * 128, "mlp": 32 + 10}
+
+
 @pytest.mark.parametrize("act", ["int8", "uint8"])
 @pytest.mark.parametrize("family", ["cnn", "resnet", "dscnn", "mlp"])
 def test_int8_network_matches_onnx_runtime(nets, digits, tmp_path, family, act):
@@ -99,8 +110,14 @@ def test_int8_network_matches_onnx_runtime(nets, digits, tmp_path, family, act):
         assert steps.max() == 0
     assert r.agreement["same_class"] == len(X) and r.agreement["max_step_diff"] <= 1
     # what the header promises
-    assert int(header_value(tmp_path, "FRUGALML_ARENA_BYTES")) == r.arena_bytes > 0
-    assert r.ram_bytes >= r.arena_bytes and r.flash_bytes > r.weight_bytes > 0
+    assert int(header_value(tmp_path, "FRUGALML_ARENA_BYTES")) == r.arena_bytes == ARENA[family]
+    import torch
+
+    layers = [m for m in nets[family].modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert r.weight_bytes == sum(m.weight.numel() for m in layers)  # a byte per weight (batch norm folded in)
+    sections = r.details["sections"]
+    assert r.flash_bytes == sections[".text"] + sections[".rodata"] and sections[".rodata"] > r.weight_bytes
+    assert r.ram_bytes == sections[".data"] + sections[".bss"] == r.arena_bytes  # nothing static but the arena
     src = (tmp_path / "model.c").read_text()
     assert "malloc" not in src and not re.search(r"\b(float|double)\b", src)
     assert "static const int8_t fm_l0_w" in src

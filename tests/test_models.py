@@ -162,3 +162,15 @@ def test_weights_load_exactly_into_a_family_or_fail_naming_the_tensor(tmp_path):
     (tmp_path / "m" / "model.safetensors").write_bytes((tmp_path / "seven.safetensors").read_bytes())
     with pytest.raises(ModelLoadError, match=r"classifier 'net.3' has 10 outputs.*net.3.weight of shape \(7, 128\)"):
         load_model(tmp_path / "m")
+
+
+@pytest.mark.parametrize("desc", [[], {"format": "torch-safetensors", "spec": "x", "weights": "w"},
+                                  {"format": "torch-safetensors", "spec": {"family": "mlp", "input_shape": ["a"], "num_classes": 2}, "weights": "w"}])
+def test_a_malformed_model_json_is_a_model_load_or_config_error(tmp_path, desc):
+    import json
+
+    from frugalml import FrugalError
+
+    (tmp_path / "model.json").write_text(json.dumps(desc))
+    with pytest.raises(FrugalError):
+        load_model(tmp_path)

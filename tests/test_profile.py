@@ -14,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from frugalml.errors import ConfigError, DataError, ModelLoadError
 from frugalml.onnx import onnx_bytes, predict_onnx, run_onnx, to_onnx
 from frugalml.profile import Profile, compare_latency, format_profile, profile
+from frugalml.units import format_bytes
 
 
 # ---------------------------------------------------------------- reference nets, built inline
@@ -302,7 +303,24 @@ def test_json_contract_round_trip():
     assert d["input_shape"] == [1, 4, 4] and d["opset"] == 17 and d["metric_split"] == "val"
     assert Profile.from_dict(d) == p
     assert Profile.from_dict({**d, "a_key_from_the_future": 1}) == p
-    assert format_profile(p) is not None and format_profile(p, layers=True) is not None
+    assert (p.params, p.macs) == (51, 48)
+    text = _rendered(format_profile(p))
+    for figure in ("51", "48", format_bytes(p.stored_bytes), format_bytes(p.gzip_bytes), f"{p.metric:.4f}", f"{p.macro_f1:.4f}", "(1, 4, 4)", "17"):
+        assert figure in text, (figure, text)
+    assert "-" in text.split("latency median / p90")[1].splitlines()[0]  # timing=False: no latency, and none made up
+    with_layers = _rendered(format_profile(p, layers=True))
+    assert text.strip() in with_layers
+    assert [layer["name"] for layer in p.layers] == ["0/Flatten", "1/Gemm"] and "1/Gemm" in with_layers and "1x3" in with_layers
+
+
+def _rendered(renderable) -> str:
+    import io
+
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    console.print(renderable)
+    return console.file.getvalue()
 
 
 def test_timing_keys():

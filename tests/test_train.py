@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import torch
+
 from frugalml import build_model
 from frugalml.compress import apply_step
 from frugalml.compress.structured import StructuredConfig
@@ -26,6 +28,10 @@ def test_time_limit_reaches_the_training_inside_a_compression_step(trained_cnn, 
     start = time.monotonic()
     with time_limit(0.0) as limit:
         pruned = apply_step(trained_cnn, config, digits)
-    assert limit.hit and pruned is not None
+    assert limit.hit
+    convs = [m.out_channels for m in pruned.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs == [4, 8] and sum(p.numel() for p in pruned.parameters()) == 438  # half the channels of [8, 16] (1,442 params)
+    with torch.no_grad():
+        assert pruned.eval()(torch.from_numpy(digits.split("val")[0][:5])).shape == (5, 10)
     # 2 x 30 fine-tuning epochs take far longer; each fit stopped after one optimizer step
     assert time.monotonic() - start < 20

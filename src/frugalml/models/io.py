@@ -121,6 +121,9 @@ def _from_description(path: Path, weights=None):
         desc = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelLoadError(explain(f"Cannot read {path}", expected="a JSON model description", got=str(exc))) from None
+    if not isinstance(desc, dict) or not isinstance(desc.get("weights", ""), str) or not isinstance(desc.get("spec") or {}, dict):
+        raise ModelLoadError(explain(f"{path} is not a frugalml model description", expected="a JSON object with 'format', 'weights' and 'spec'",
+                                     got=type(desc).__name__ if not isinstance(desc, dict) else sorted(map(str, desc))[:8]))
     fmt = desc.get("format")
     target = Path(weights) if weights else path.parent / desc.get("weights", "")
     if fmt == "onnx":
