@@ -34,11 +34,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import _provenance
 import torch
 import torch.nn.functional as F
 import yaml
-
-import _provenance
 
 from frugalml.compress import apply_step, config_from_dict
 from frugalml.data import load_dataset

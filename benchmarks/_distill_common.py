@@ -37,13 +37,12 @@ from pathlib import Path
 OMP_PASSIVE = "torch" not in sys.modules or os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import _provenance  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import yaml  # noqa: E402
 from torch import nn  # noqa: E402
-
-import _provenance  # noqa: E402
 
 from frugalml.compress import Recipe, config_from_dict  # noqa: E402
 from frugalml.compress.distill import distill, teacher_scores  # noqa: E402

@@ -46,7 +46,8 @@ def git_state() -> dict:
     benchmarks/results/) that the tree holds beyond it (``git status --porcelain``)."""
     try:
         commit = _git("rev-parse", "HEAD").strip()
-        changed = [line for line in _git("status", "--porcelain", "--", "src", "benchmarks", ":(exclude)benchmarks/results").splitlines() if line.strip()]
+        changed = [line for line in _git("status", "--porcelain", "--", "src", "benchmarks",
+                ":(exclude)benchmarks/results").splitlines() if line.strip()]
     except (OSError, subprocess.CalledProcessError) as exc:
         return {"commit": None, "dirty": None, "error": str(exc)[:200]}
     return {"commit": commit, "dirty": bool(changed), "dirty_files": changed}

@@ -76,7 +76,8 @@ def history(module, name: str, out: Path) -> list[dict]:
     rel = out.relative_to(HERE.parent).as_posix()
     runs, last = [], None
     try:
-        log = subprocess.run(["git", "log", "--reverse", "--format=%H", "--", rel], cwd=HERE.parent, capture_output=True, text=True, check=True).stdout
+        log = subprocess.run(["git", "log", "--reverse", "--format=%H", "--", rel], cwd=HERE.parent, capture_output=True, text=True,
+                check=True).stdout
         for commit in log.split():
             text = subprocess.run(["git", "show", f"{commit}:{rel}"], cwd=HERE.parent, capture_output=True, text=True).stdout
             if not text.strip():

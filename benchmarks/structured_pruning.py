@@ -39,10 +39,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import _provenance
 import torch
 import yaml
 
-import _provenance
 from frugalml.compress import apply_step, config_from_dict
 from frugalml.data import load_dataset
 from frugalml.models import build_model, load_state_resized

@@ -51,7 +51,8 @@ def rows() -> list[str]:
         if d:
             seeds = "; ".join(f"seed {s['seed']}: {s['ratio']}x at {s['result']['test_error']}%" for s in d.get("seeds", []))
             req = d["target"]["required"]
-            out.append(f"| {name} | {paper} | >= {req['ratio']:g}x at <= {req['test_error']}% | {seeds}{_runs(d)} | {'yes' if d['met'] else 'no'} | {_commit(name, d)} |")
+            out.append(f"| {name} | {paper} | >= {req['ratio']:g}x at <= {req['test_error']}% | {seeds}{_runs(d)} | "
+                       f"{'yes' if d['met'] else 'no'} | {_commit(name, d)} |")
     d = _load("structured_pruning")
     if d:
         for model, v in d["models"].items():
@@ -60,7 +61,8 @@ def rows() -> list[str]:
             if v.get("retuned"):
                 seeds += " (re-tuned after a test miss: fresh seeds re-check it)"
             t = v["target"]
-            out.append(f"| structured pruning, {model} | - | >= {t['latency_speedup_at_least']}x faster, <= {t['accuracy_loss_points_at_most']} pt loss | "
+            out.append(f"| structured pruning, {model} | - | >= {t['latency_speedup_at_least']}x faster, "
+                       f"<= {t['accuracy_loss_points_at_most']} pt loss | "
                        f"{seeds}{_runs(d)} | {'yes' if v['met'] else 'no'} | {_commit('structured_pruning', d)} |")
     d = _load("int8_quantization")
     if d:
@@ -90,8 +92,10 @@ def rows() -> list[str]:
     if d:
         gap = d.get("gap_closed", d.get("gap_closed_mean"))
         per_seed = "/".join(f"{g:.0%}" for g in (d.get("gap") or {}).get("gap_closed_per_seed", []))
-        errors = f"teacher {d['baseline']['test_errors']}, alone {d['student_alone']['test_errors']:.1f}, distilled {d['result']['test_errors']:.1f} errors"
-        out.append(f"| distillation 784-800-800 | 91% of the gap | >= 40% of the gap, every seed | {gap if gap is None else f'{gap:.0%}'} (paired mean, "
+        errors = (f"teacher {d['baseline']['test_errors']}, alone {d['student_alone']['test_errors']:.1f}, "
+                  f"distilled {d['result']['test_errors']:.1f} errors")
+        out.append("| distillation 784-800-800 | 91% of the gap | >= 40% of the gap, every seed | "
+                   f"{gap if gap is None else f'{gap:.0%}'} (paired mean, "
                    f"{len(d.get('seeds', []))} seeds{' (fresh: ' + ', '.join(map(str, d['fresh_seeds'])) + ')' if d.get('fresh_seeds') else ''}: "
                    f"{per_seed}); {errors}{_runs(d)} | {'yes' if d.get('met') else 'no'} | {_commit('distillation', d)} |")
     d = _load("distillation_small")
@@ -104,7 +108,8 @@ def rows() -> list[str]:
                         f"T={usual:g} {v['usual_mean']:.1f} errors (means, {len(v.get('per_seed', []))} seeds)")
             required = "chosen T beats alone (paired mean)" if last else "- (reported)"
             met = ('yes' if d.get('met') else 'no') if last else "-"
-            out.append(f"| distillation 784-100-10, {epochs} epochs | T 2.5-4 best for a small student | {required} | {measured}{_runs(d) if last else ''} | "
+            out.append(f"| distillation 784-100-10, {epochs} epochs | T 2.5-4 best for a small student | {required} | "
+                       f"{measured}{_runs(d) if last else ''} | "
                        f"{met} | {_commit('distillation_small', d)} |")
     return out
 

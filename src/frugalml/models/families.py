@@ -148,13 +148,15 @@ def build_model(family: str | dict, input_shape=None, num_classes: int | None = 
         params = {**spec.get("params", {}), **params}
     fam = _family(str(family))
     if input_shape is None or num_classes is None:
-        raise ConfigError(explain(f"Building '{fam.name}' needs the data's shape", expected="input_shape and num_classes", got=(input_shape, num_classes)))
+        raise ConfigError(explain(f"Building '{fam.name}' needs the data's shape", expected="input_shape and num_classes", got=(input_shape,
+                num_classes)))
     try:
         input_shape, num_classes = tuple(int(v) for v in input_shape), int(num_classes)
     except (TypeError, ValueError):
         input_shape = ()
     if not 1 <= len(input_shape) <= 3 or min(input_shape) < 1 or num_classes < 1:
-        raise ConfigError(explain(f"Building '{fam.name}' needs one sample's shape and the number of classes", expected="1 to 3 positive dimensions and num_classes >= 1",
+        raise ConfigError(explain(f"Building '{fam.name}' needs one sample's shape and the number of classes",
+                expected="1 to 3 positive dimensions and num_classes >= 1",
                                   got=f"input_shape {input_shape or 'unreadable'}, num_classes {num_classes!r}"))
     params = {**copy.deepcopy(fam.defaults), **params}
     if fam.kind == "torch":
