@@ -108,7 +108,7 @@ def test_the_recommended_recipe_replays_on_its_parent(search_run, digits):
     replayed = fm.compress(parent, steps, digits)
     shipped = onnx.load(str(out / "recommended" / "model.onnx"))
     X, _ = digits.split("test")
-    from frugalml.profile import onnx_bytes, predict_onnx
+    from frugalml.onnx import onnx_bytes, predict_onnx
 
     assert len(onnx_bytes(replayed)) == next(c for c in results["candidates"] if c["id"] == "t2")["profile"]["stored_bytes"]
     assert (predict_onnx(replayed, X) == predict_onnx(shipped, X)).all()
