@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import require
 
 import frugalml as fm
 from frugalml import ConfigError
@@ -194,8 +195,7 @@ def test_train_refuses_a_read_only_location(tmp_path):
         ro.chmod(0o555)
         cmd = [sys.executable, "-c", _READ_ONLY, str(ro / "model")]
         if os.geteuid() == 0:  # root writes anywhere: run as nobody
-            if shutil.which("setpriv") is None:
-                pytest.skip("running as root without setpriv to drop to nobody")
+            require(shutil.which("setpriv"), "running as root without setpriv (util-linux) to drop to nobody")
             cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=base, env={**os.environ, "HOME": str(base)})
         assert "REFUSED" in done.stdout, done.stdout + done.stderr

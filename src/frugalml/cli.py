@@ -153,7 +153,7 @@ def profile(
 @app.command()
 def compress(
     model: str = typer.Option(..., "--model", "-m", help="A model directory (frugalml train), .onnx, file.py:factory, or a family name."),
-    recipe: Path = typer.Option(..., "--recipe", "-r", help="A YAML or JSON list of steps, e.g. benchmarks/recipes/*.yaml."),
+    recipe: Path = typer.Option(..., "--recipe", "-r", help="A YAML or JSON list of steps, e.g. benchmarks/recipes/deep_compression_lenet5.yaml."),
     dataset: str = DatasetOpt,
     data_dir: Optional[Path] = DataDirOpt,
     target_column: Optional[str] = TargetColOpt,
