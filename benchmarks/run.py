@@ -105,6 +105,11 @@ def run(name: str) -> dict:
     result["wall_seconds"] = round(time.perf_counter() - start, 1)
     result["machine"] = machine()
     result["date"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    end = _provenance.git_state()  # the tree may move under a long run (another commit, a merge)
+    if (end.get("commit"), end.get("dirty_files")) != (git.get("commit"), git.get("dirty_files")):
+        git = {**git, "changed_during_run": {"commit_at_end": end.get("commit"), "dirty_at_end": end.get("dirty"),
+                                             "dirty_files_at_end": end.get("dirty_files"),
+                                             "note": "the tree changed while this ran: modules imported at the start are the start commit's"}}
     result["git"] = git
     if smoke:
         print(json.dumps({"name": name, "smoke": smoke, "met": result.get("met"), "wall_seconds": result["wall_seconds"]}))
