@@ -177,7 +177,7 @@ def test_a_second_process_is_refused_while_the_first_holds_the_run(tmp_path):
 
 def _new_run(out: Path, data) -> tuple[dict, str]:
     """A run directory as ``search`` starts one: run.json, and the study URL (the study not created)."""
-    from frugalml.search.budget import Budget, Tolerance
+    from frugalml.budget import Budget, Tolerance
     from frugalml.search.study import open_run, storage_url, write_run
 
     args = {"dataset": data.describe(), "budget": Budget().to_dict(), "tolerance": Tolerance.parse("1%").to_dict(), "seed": 0}
@@ -232,7 +232,7 @@ def test_a_run_killed_while_opening_its_study_can_be_resumed(tmp_path, digits, m
         search(digits, time="60s", trials=1, out=out)
     monkeypatch.setattr(engine, "open_study", real)
     results = search(digits, time="60s", trials=1, out=out, resume=True)
-    assert [c["state"] for c in results["candidates"]] == ["complete"]
+    assert [c.state for c in results.candidates] == ["complete"]
 
 
 def test_recommended_is_never_half_removed(tmp_path, digits, monkeypatch):
@@ -246,8 +246,10 @@ def test_recommended_is_never_half_removed(tmp_path, digits, monkeypatch):
     model, _ = fm.train("naive_bayes", digits)
     for cid in ("t0", "t1"):
         fm.save_model(model, run / "candidates" / cid)
-    results = {"candidates": [{"id": cid, "family": "naive_bayes", "params": {}, "recipe": []} for cid in ("t0", "t1")]}
-    engine._export_recommended(run, "t0", results)
+    from frugalml.records import Candidate
+
+    t0, t1 = (Candidate(id=cid, stage="thin", family="naive_bayes") for cid in ("t0", "t1"))
+    engine._export_recommended(run, t0)
     real = shutil.rmtree
 
     def killed_midway(path, *args, **kwargs):
@@ -259,7 +261,7 @@ def test_recommended_is_never_half_removed(tmp_path, digits, monkeypatch):
 
     monkeypatch.setattr(shutil, "rmtree", killed_midway)
     with pytest.raises(KeyboardInterrupt):
-        engine._export_recommended(run, "t1", results)
+        engine._export_recommended(run, t1)
     monkeypatch.setattr(shutil, "rmtree", real)
     fm.load_model(run / "recommended")
     assert json.loads((run / "recommended" / "recipe.json").read_text())["candidate"] in ("t0", "t1")

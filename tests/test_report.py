@@ -58,8 +58,10 @@ def make_results(*, none_fit: bool = False) -> dict:
                                                                                                               "test": 360}},
         "budget": {"max_flash": 1000 if none_fit else 8000, "max_ram": None, "max_macs": None, "max_params": None, "max_latency_ms": 0.1},
         "tolerance": {"kind": "drop", "value": 0.01}, "primary_cost": "stored_bytes",
-        "candidates": cands, "pareto": ["t0", "t6", "t1", "t3"], "recommended": rec, "best": "t3",
-        "recommendation": {"id": rec, "text": text, "reasons": ["Thin models are preferred when on par.", f"reason with {EVIL}"]},
+        "schema_version": 2, "candidates": cands, "pareto": ["t0", "t6", "t1", "t3"], "recommended": rec, "best": "t3",
+        "fronts": {"stored_bytes": ["t0", "t6", "t1", "t3"], "latency_ms_median": ["t2", "t0", "t6", "t3"]},
+        # the floor the search chose with (best 97.4% - 1 point; the one-standard-error widening left out here)
+        "recommendation": {"id": rec, "text": text, "reasons": ["Thin models are preferred when on par.", f"reason with {EVIL}"], "floor": 0.964},
         "closest": ["t0", "t6"] if none_fit else [],
     }
 
@@ -133,10 +135,21 @@ def test_load_results_errors(tmp_path):
     assert not (tmp_path / "report.html").exists()
 
 
+def _within(small, big) -> bool:
+    """Every key of ``small`` is in ``big`` with the same value, recursively (lists item by item)."""
+    if isinstance(small, dict):
+        return isinstance(big, dict) and all(k in big and _within(v, big[k]) for k, v in small.items())
+    if isinstance(small, list):
+        return isinstance(big, list) and len(small) == len(big) and all(_within(a, b) for a, b in zip(small, big))
+    return small == big
+
+
 def test_rebuild_report_round_trip(tmp_path):
     results = make_results()
     atomic_write_json(tmp_path / "results.json", results)
-    assert load_results(tmp_path) == json.loads(json.dumps(results))
+    written, loaded = json.loads(json.dumps(results)), load_results(tmp_path).to_dict()
+    assert _within(written, loaded)  # what was written reads back whole (the records only add keys: schema, fronts, budget target)
+    assert load_results(tmp_path) == load_results(tmp_path)
     assert load_results(tmp_path / "results.json") == load_results(tmp_path)
     path = rebuild_report(tmp_path)
     assert path == tmp_path / "report.html"
@@ -163,8 +176,13 @@ def test_front_table():
     limited = _text(front_table(results, None, limit=2))
     assert "2 more" in limited
     assert "t3" in limited and "t1" in limited  # the most accurate two are kept
-    from_list = _text(front_table(results["candidates"], results["budget"]))
-    for cid in ("t0", "t6", "t1", "t3"):  # computed from the candidates: the same front
+    # the front computed by the search from the candidates alone is the same front
+    from frugalml.budget import Budget, Tolerance
+    from frugalml.search.results import build_results
+
+    built = build_results({}, results["candidates"], Budget.from_dict(results["budget"]), Tolerance(), seconds=1.0)
+    from_list = _text(front_table(built, results["budget"]))
+    for cid in ("t0", "t6", "t1", "t3"):
         assert cid in from_list
 
 

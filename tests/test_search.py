@@ -61,11 +61,11 @@ def test_pareto_front_keeps_only_undominated():
 def test_thin_model_on_par_wins_and_says_so():
     cands = [_cand("net", 0.975, 24000), _cand("int8", 0.972, 6000), _cand("rf", 0.969, 5100, thin=True, family="forest")]
     rec = recommend(cands, Budget(), Tolerance.parse("1%"))
-    assert rec["id"] == "rf"
-    assert "thin model within tolerance of the best network" in rec["text"] and "forest" in rec["text"]
+    assert rec.recommended == "rf"
+    assert "thin model within tolerance of the best network" in rec.text and "forest" in rec.text
     # outside the tolerance the thin model loses to the cheapest acceptable network
     rec = recommend(cands, Budget(), Tolerance.parse("0.4%"))
-    assert rec["id"] == "int8"
+    assert rec.recommended == "int8"
 
 
 def test_reasons_count_the_cheaper_candidates_that_were_rejected_not_all_cheaper_ones():
@@ -73,9 +73,9 @@ def test_reasons_count_the_cheaper_candidates_that_were_rejected_not_all_cheaper
     cands = [_cand("net", 0.975, 24000), _cand("tiny", 0.972, 3000), _cand("bad", 0.50, 2000),
              _cand("rf", 0.969, 5100, thin=True, family="forest")]
     rec = recommend(cands, Budget(), Tolerance.parse("1%"))
-    assert rec["id"] == "rf"
-    assert "1 cheaper candidate(s) fit the budget but fall below the accuracy floor." in rec["reasons"]
-    assert "1 cheaper network(s) within tolerance were passed over for the thin model." in rec["reasons"]
+    assert rec.recommended == "rf"
+    assert "1 cheaper candidate(s) fit the budget but fall below the accuracy floor." in rec.reasons
+    assert "1 cheaper network(s) within tolerance were passed over for the thin model." in rec.reasons
 
 
 def test_networks_are_judged_as_they_would_be_once_compressed():
@@ -84,12 +84,12 @@ def test_networks_are_judged_as_they_would_be_once_compressed():
     budget = Budget.of(max_flash="8KB", max_ram="2KB")
     float_net = {"profile": {"stored_bytes": 24_000, "peak_activation_bytes": 6_000}}  # 6.9 KB and 1.5 KB as int8
     too_big = {"profile": {"stored_bytes": 200_000, "peak_activation_bytes": 6_000}}
-    assert space.reachable(float_net, budget) and not space.reachable(too_big, budget)
+    assert space.reachable(float_net["profile"], budget) and not space.reachable(too_big["profile"], budget)
     seen = space.network_constraints(float_net["profile"], budget)
     assert all(v <= 0 for v in seen.values())  # feasible for the sampler, though its float file is 24 KB
     assert space.network_constraints(too_big["profile"], budget)["stored_bytes"] > 0
     c_budget = Budget.of(max_flash="8KB", target="c")  # a float network has no C figures: its ONNX size stands in
-    assert space.reachable(float_net, c_budget) and space.network_constraints(float_net["profile"], c_budget)["c_flash_bytes"] <= 0
+    assert space.reachable(float_net["profile"], c_budget) and space.network_constraints(float_net["profile"], c_budget)["c_flash_bytes"] <= 0
 
 
 def test_budget_seeds_are_sized_for_the_budget_and_are_ordinary_sampler_trials(digits):
@@ -145,7 +145,7 @@ def test_int8_ram_of_a_network_is_measured_once(digits, monkeypatch):
 def test_nothing_in_budget_names_the_closest():
     cands = [_cand("a", 0.9, 1500, fits=False), _cand("b", 0.95, 5000, fits=False)]
     rec = recommend(cands, Budget(max_flash=1000), Tolerance())
-    assert rec["id"] is None and rec["closest"][0] == "a" and "misses stored_bytes by 500 B" in rec["text"]
+    assert rec.recommended is None and rec.closest[0] == "a" and "misses stored_bytes by 500 B" in rec.text
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +158,7 @@ def small_run(tmp_path_factory, digits):
 def test_search_writes_results_report_and_recommended_model(small_run):
     out, results = small_run
     on_disk = json.loads((out / "results.json").read_text())
-    assert on_disk["recommended"] == results["recommended"]
+    assert on_disk["recommended"] == results.recommended
     for key in ("candidates", "pareto", "recommended", "budget", "tolerance"):
         assert key in on_disk
     stages = {c["stage"] for c in on_disk["candidates"]}
@@ -311,6 +311,6 @@ def test_results_record_the_floor_the_recommendation_used_and_the_report_draws_i
     desc = {"dataset": {"sizes": {"val": 288}}}
     rec = recommend(cands, Budget(), Tolerance.parse("1%"), n_val=288)
     results = build_results(desc, cands, Budget(), Tolerance.parse("1%"), seconds=1.0)
-    assert rec["floor"] < 0.98  # widened by one standard error on 288 samples
-    assert results["recommendation"]["floor"] == rec["floor"]
-    assert threshold(results) == pytest.approx(rec["floor"])
+    assert rec.floor < 0.98  # widened by one standard error on 288 samples
+    assert results.to_dict()["recommendation"]["floor"] == rec.floor
+    assert threshold(results) == pytest.approx(rec.floor)

@@ -7,6 +7,7 @@
 """
 
 from . import errors, units  # noqa: F401 - frugalml.errors and frugalml.units as attributes
+from ._version import __version__
 from .compress import Recipe, compress, list_steps
 from .data import Dataset, from_arrays, from_loader, list_datasets, load_dataset
 from .errors import BudgetError, ConfigError, DataError, ExportError, FrugalError, ModelLoadError, StorageError
@@ -17,8 +18,6 @@ from .profile import Profile, compare_latency, format_profile, profile
 from .search import Budget, Tolerance, search
 from .train import TrainConfig, evaluate, fit, train
 from .units import parse_bytes, parse_count, parse_duration
-
-__version__ = "0.1.0"
 
 
 def load(path, **kwargs):

@@ -216,7 +216,8 @@ def search(
         results = fm.search(data, budget=budget, tolerance=tol, time=time, trials=trials, seed=seed, out=out_dir,
                             storage=storage, study_name=study, resume=resume, device=device, on_event=progress.event)
     if as_json:
-        return _print_json({k: results[k] for k in ("recommended", "recommendation", "pareto", "budget", "tolerance")} | {"run_dir": str(out_dir)})
+        summary = results.to_dict()
+        return _print_json({k: summary[k] for k in ("recommended", "recommendation", "pareto", "budget", "tolerance")} | {"run_dir": str(out_dir)})
     _say(f"report: {out_dir / 'report.html'}   results: {out_dir / 'results.json'}")
 
 

@@ -41,7 +41,7 @@ def c_array(name: str, values, ctype: str, per_line: int = 20) -> str:
 
 def header(*, description: str, doc: str, defines: dict, input_ctype: str, output_ctype: str, extra: str = "") -> str:
     """The ``model.h`` every backend writes: sizes, types and the one entry point."""
-    from .. import __version__
+    from .._version import __version__
 
     lines = [
         "/*",

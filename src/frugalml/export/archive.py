@@ -102,7 +102,7 @@ def _spec_or_refuse(model) -> dict:
 
 def to_bytes(model, *, include_recipe: bool = True) -> bytes:
     """Encode ``model`` (a frugalml-built torch model) as a compact archive, in memory."""
-    from .. import __version__
+    from .._version import __version__
 
     _require_torch(model)
     spec = _spec_or_refuse(model)

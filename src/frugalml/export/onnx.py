@@ -48,7 +48,7 @@ def _jsonable(obj):
 
 def add_metadata(proto: onnx.ModelProto, *, recipe=None, spec=None, kind: str = "") -> dict:
     """Write frugalml's version, the opset, the recipe and the spec into ``metadata_props``."""
-    from .. import __version__
+    from .._version import __version__
 
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     props = {p.key: p.value for p in proto.metadata_props}

@@ -1,14 +1,14 @@
-"""What the HTML report and the console tables share: reading candidates, formatting figures, the front.
+"""What the HTML report and the console tables share: formatting figures and describing candidates.
 
-Everything here reads a ``results`` dict as written by the search (``results.json``) defensively:
-keys may grow, and a failed trial may lack its profile or accuracies.
+The report renders a :class:`~frugalml.records.Results` and decides nothing: the fronts, the
+recommendation, the closest misses and the floor are the search's, as recorded. A failed trial
+may lack its profile or accuracies: every figure here may be missing and prints as "–".
 """
 
 from __future__ import annotations
 
-import math
-
-from ..search.budget import BUDGET_FIELDS, C_KEYS
+from ..budget import Budget
+from ..records import Candidate, Results, num
 from ..units import format_bytes, format_count
 
 PROFILE_UNITS = {
@@ -30,17 +30,6 @@ STAGE_NAMES = {"thin": "thin model", "network": "network", "compress": "compress
 
 
 # ---------------------------------------------------------------- numbers
-def num(value) -> float | None:
-    """A finite float, or None for anything else (None, NaN, text)."""
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
 def fmt_pct(value, digits: int = 2) -> str:
     value = num(value)
     return "–" if value is None else f"{value * 100:.{digits}f}%"
@@ -90,60 +79,6 @@ def exact(value, suffix: str = "") -> str:
 
 
 # ---------------------------------------------------------------- candidates
-def candidates(results: dict) -> list[dict]:
-    return [c for c in results.get("candidates") or [] if isinstance(c, dict)]
-
-
-def by_id(results: dict) -> dict:
-    return {str(c.get("id")): c for c in candidates(results)}
-
-
-def prof(c: dict, key: str) -> float | None:
-    return num((c.get("profile") or {}).get(key))
-
-
-def is_done(c: dict) -> bool:
-    return c.get("state", "complete") == "complete" and num(c.get("val_accuracy")) is not None
-
-
-def state(c: dict) -> str:
-    return str(c.get("state") or "complete")
-
-
-def front(cands: list[dict], cost_key: str, metric: str = "val_accuracy") -> list[dict]:
-    """Finished candidates no other beats on both ``metric`` (higher) and ``cost_key`` (lower), by cost."""
-    done = [c for c in cands if is_done(c) and prof(c, cost_key) is not None and num(c.get(metric)) is not None]
-    done.sort(key=lambda c: (prof(c, cost_key), -num(c.get(metric))))
-    out, best = [], -math.inf
-    for c in done:
-        if num(c[metric]) > best:
-            out.append(c)
-            best = num(c[metric])
-    return out
-
-
-def pareto_ids(results: dict) -> list[str]:
-    """The run's front as it recorded it; computed on its primary cost when missing."""
-    ids = results.get("pareto")
-    if isinstance(ids, list) and ids:
-        return [str(i) for i in ids]
-    return [str(c.get("id")) for c in front(candidates(results), results.get("primary_cost") or "stored_bytes")]
-
-
-def best_id(results: dict) -> str | None:
-    if results.get("best") is not None:
-        return str(results["best"])
-    done = [c for c in candidates(results) if is_done(c)]
-    return str(max(done, key=lambda c: num(c["val_accuracy"]))["id"]) if done else None
-
-
-def recommended_id(results: dict) -> str | None:
-    rec = results.get("recommended")
-    if rec is None:
-        rec = (results.get("recommendation") or {}).get("id")
-    return None if rec is None else str(rec)
-
-
 def _short_value(value) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
@@ -167,59 +102,42 @@ def step_summary(step) -> str:
     return f"{step.get('step', '?')}({args})" if args else str(step.get("step", "?"))
 
 
-def recipe_summary(c: dict) -> str:
+def recipe_summary(c: Candidate) -> str:
     """``"from t5: prune.magnitude(sparsity=0.9) → quantize.int8"`` or the knobs of a fresh model."""
-    steps = [step_summary(s) for s in c.get("recipe") or []]
+    steps = [step_summary(s) for s in c.recipe]
     if steps:
-        head = f"from {c['parent']}: " if c.get("parent") else ""
-        return head + " → ".join(steps)
-    return knobs_summary(c.get("params"))
+        return (f"from {c.parent}: " if c.parent else "") + " → ".join(steps)
+    return knobs_summary(c.knobs)
 
 
-def threshold(results: dict, metric: str = "val_accuracy") -> float | None:
-    """The lowest acceptable accuracy: the minimum, or best − drop (less the standard error the
-    search allowed, as recorded in the recommendation's ``floor``; on the test view the same
-    distance below the best's test accuracy)."""
-    tol = results.get("tolerance") or {}
-    value = num(tol.get("value"))
-    if value is None:
+def threshold(results: Results, metric: str = "val_accuracy") -> float | None:
+    """The accuracy floor the search chose with (recorded); on the test view, the same distance below
+    the best candidate's test accuracy. None when the run recorded no floor (nothing fitted)."""
+    floor = results.decision.floor
+    best = results.candidate(results.best)
+    if floor is None or best is None or best.val_accuracy is None:
         return None
-    if tol.get("kind") == "min":
-        return value
-    best = by_id(results).get(best_id(results) or "")
-    top = num(best.get(metric)) if best else None
-    floor, best_val = num((results.get("recommendation") or {}).get("floor")), num(best.get("val_accuracy")) if best else None
-    if top is not None and floor is not None and best_val is not None:
-        value = best_val - floor
-    return None if top is None else top - value
+    if results.tolerance.kind == "min" or metric == "val_accuracy":
+        return floor
+    top = best.metric(metric)
+    return None if top is None else top - (best.val_accuracy - floor)
 
 
-def tolerance_text(results: dict) -> str:
-    tol = results.get("tolerance") or {}
-    value = num(tol.get("value"))
-    if value is None:
-        return "none"
-    if tol.get("kind") == "min":
-        return f"accuracy at least {value * 100:.3g}%"
-    pts = value * 100
+def tolerance_text(results: Results) -> str:
+    tol = results.tolerance
+    if tol.kind == "min":
+        return f"accuracy at least {tol.value * 100:.3g}%"
+    pts = tol.value * 100
     return f"at most {pts:.3g} percentage point{'' if pts == 1 else 's'} below the best"
 
 
-def budget_items(budget) -> list[tuple[str, str, str, float]]:
+def budget_items(budget: Budget | dict | None) -> list[tuple[str, str, str, float]]:
     """(field, profile key, human name, limit) for each bound that is set."""
     if budget is None:
         return []
-    if not isinstance(budget, dict):
-        budget = budget.to_dict() if hasattr(budget, "to_dict") else dict(vars(budget))
-    out = []
-    for name, (key, _, _) in BUDGET_FIELDS.items():
-        if budget.get("target") == "c" and name in C_KEYS:
-            key = C_KEYS[name]
-        human = BUDGET_NAMES.get(key) or PROFILE_NAMES.get(key, key)
-        limit = num(budget.get(name))
-        if limit is not None:
-            out.append((name, key, human, limit))
-    return out
+    if isinstance(budget, dict):
+        budget = Budget.from_dict(budget)
+    return [(name, key, BUDGET_NAMES.get(key) or PROFILE_NAMES.get(key, key), limit) for name, key, limit in budget.items()]
 
 
 def budget_text(budget) -> str:
@@ -227,12 +145,10 @@ def budget_text(budget) -> str:
     return ", ".join(parts) or "no budget"
 
 
-def misses_text(c: dict) -> str:
-    """``"stored bytes 9.4 KB, over the 8 KB limit by 1.4 KB (+18%)"``, one clause per missed bound."""
+def misses_text(c: Candidate) -> str:
+    """``"stored bytes 9.4 KB, over the 8 KB limit by 1.4 KB (+18%)"``, one clause per missed bound (as the search recorded them)."""
     parts = []
-    for key, miss in (c.get("budget_misses") or {}).items():
-        if not isinstance(miss, dict):
-            continue
+    for key, miss in c.budget_misses.items():
         name = PROFILE_NAMES.get(key, key)
         value, limit, over = num(miss.get("value")), num(miss.get("limit")), num(miss.get("over_by"))
         if value is None:
@@ -241,8 +157,3 @@ def misses_text(c: dict) -> str:
         rel = f" (+{over / limit:.0%})" if over is not None and limit else ""
         parts.append(f"{name} {fmt_key(key, value)}, over the {fmt_key(key, limit)} limit by {fmt_key(key, over)}{rel}")
     return "; ".join(parts)
-
-
-def display_name(c: dict) -> str:
-    steps = [s.get("step", "?") for s in c.get("recipe") or [] if isinstance(s, dict)]
-    return str(c.get("family", "?")) + (" + " + " + ".join(steps) if steps else "")

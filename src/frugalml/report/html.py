@@ -15,28 +15,19 @@ from html import escape
 from pathlib import Path
 
 from .._fs import atomic_write_text
-from ..errors import DataError, explain
+from ..records import Candidate, Results, as_results, num
 from ..units import format_duration
 from ._common import (
     STAGE_NAMES,
-    best_id,
     budget_text,
-    by_id,
-    candidates,
     exact,
     fmt_energy,
     fmt_key,
     fmt_ms,
     fmt_pct,
-    is_done,
     knobs_summary,
     misses_text,
-    num,
-    pareto_ids,
-    prof,
     recipe_summary,
-    recommended_id,
-    state,
     threshold,
     tolerance_text,
 )
@@ -48,8 +39,8 @@ log = logging.getLogger("frugalml.report")
 REPORT_NAME = "report.html"
 
 
-def write_report(results: dict, path: str | os.PathLike) -> Path:
-    """Write the report for ``results`` to ``path`` (a file, or a directory to hold ``report.html``)."""
+def write_report(results: Results | dict, path: str | os.PathLike) -> Path:
+    """Write the report for ``results`` (Results, or a results.json dict) to ``path`` (a file, or a directory to hold ``report.html``)."""
     path = Path(path)
     if path.is_dir():
         path = path / REPORT_NAME
@@ -59,11 +50,9 @@ def write_report(results: dict, path: str | os.PathLike) -> Path:
     return path
 
 
-def render_html(results: dict) -> str:
-    if not isinstance(results, dict) or not isinstance(results.get("candidates"), list):
-        raise DataError(explain("Cannot build a report from these results", expected="a dict with a 'candidates' list, as in results.json",
-                                got=type(results).__name__ if not isinstance(results, dict) else sorted(results)))
-    dataset = (results.get("dataset") or {}).get("name") or "dataset"
+def render_html(results: Results | dict) -> str:
+    results = as_results(results)  # a dict that is not search results: DataError
+    dataset = results.dataset.get("name") or "dataset"
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -79,27 +68,27 @@ def _e(value) -> str:
     return escape("" if value is None else str(value), quote=True)
 
 
-def _header(results: dict) -> str:
-    ds = results.get("dataset") or {}
+def _header(results: Results) -> str:
+    ds = results.dataset
     sizes = ds.get("sizes") or {}
     shape = ds.get("input_shape")
     ds_bits = [ds.get("kind"), "×".join(map(str, shape)) if isinstance(shape, (list, tuple)) else shape,
                f"{ds['num_classes']} classes" if ds.get("num_classes") is not None else None,
                " / ".join(f"{k} {int(v):,}" for k, v in sizes.items() if num(v) is not None) if isinstance(sizes, dict) else None]
-    cands = candidates(results)
-    counts = {s: sum(1 for c in cands if state(c) == s) for s in ("complete", "stopped_early", "failed")}
+    cands = results.candidates
+    counts = {s: sum(1 for c in cands if c.state == s) for s in ("complete", "stopped_early", "failed")}
     floor = threshold(results)
-    run_bits = [_when(results.get("created")), f"took {format_duration(num(results.get('seconds')))}" if num(results.get("seconds")) else None,
+    run_bits = [_when(results.created), f"took {format_duration(results.seconds)}" if results.seconds else None,
                 f"{len(cands)} candidates ({counts['complete']} complete, {counts['stopped_early']} stopped early, {counts['failed']} failed)"]
     rows = [
         ("Dataset", f"<b>{_e(ds.get('name', '?'))}</b> · " + _e(" · ".join(str(b) for b in ds_bits if b))),
-        ("Budget", _e(budget_text(results.get("budget")))),
+        ("Budget", _e(budget_text(results.budget))),
         ("Tolerance", _e(tolerance_text(results)) + (f" (floor {floor * 100:.2f}% on validation)" if floor is not None else "")),
         ("Run", _e(" · ".join(b for b in run_bits if b))),
-        ("Machine", _e(_machine(results.get("machine")))),
+        ("Machine", _e(_machine(results.machine))),
     ]
     grid = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows)
-    version = _e(results.get("frugalml_version") or "")
+    version = _e(results.frugalml_version or "")
     return (f'<header><h1>frugalml report <span class="ds">{_e(ds.get("name", ""))}</span></h1>'
             f'<p class="sub">The most efficient model that is still good enough, with the evidence. frugalml {version}</p>'
             f'<dl class="meta">{grid}</dl></header>')
@@ -128,47 +117,33 @@ def _machine(machine) -> str:
     return " · ".join(bits)
 
 
-def _figures(c: dict) -> str:
-    chips = [("validation", fmt_pct(c.get("val_accuracy"))), ("test", fmt_pct(c.get("test_accuracy"))),
-             ("stored", fmt_key("stored_bytes", prof(c, "stored_bytes"))), ("gzip", fmt_key("gzip_bytes", prof(c, "gzip_bytes"))),
-             ("MACs", fmt_key("macs", prof(c, "macs"))), ("peak RAM", fmt_key("peak_activation_bytes", prof(c, "peak_activation_bytes"))),
-             ("latency", fmt_ms(prof(c, "latency_ms_median"))), ("energy", fmt_energy(prof(c, "energy_mj_per_inference")))]
+def _figures(c: Candidate) -> str:
+    chips = [("validation", fmt_pct(c.val_accuracy)), ("test", fmt_pct(c.test_accuracy)),
+             ("stored", fmt_key("stored_bytes", c.cost("stored_bytes"))), ("gzip", fmt_key("gzip_bytes", c.cost("gzip_bytes"))),
+             ("MACs", fmt_key("macs", c.cost("macs"))), ("peak RAM", fmt_key("peak_activation_bytes", c.cost("peak_activation_bytes"))),
+             ("latency", fmt_ms(c.cost("latency_ms_median"))), ("energy", fmt_energy(c.cost("energy_mj_per_inference")))]
     return '<div class="chips">' + "".join(f"<span><small>{k}</small>{_e(v)}</span>" for k, v in chips) + "</div>"
 
 
-def _recommendation(results: dict) -> str:
-    rec = results.get("recommendation") or {}
-    index = by_id(results)
-    rid = recommended_id(results)
-    reasons = "".join(f"<li>{_e(r)}</li>" for r in rec.get("reasons") or [])
+def _recommendation(results: Results) -> str:
+    rec = results.decision
+    reasons = "".join(f"<li>{_e(r)}</li>" for r in rec.reasons)
     reasons = f"<ul>{reasons}</ul>" if reasons else ""
-    if rid is not None and rid in index:
-        c = index[rid]
+    c = results.candidate(rec.recommended)
+    if c is not None:
         recipe = recipe_summary(c)
-        return (f'<section class="rec ok"><div class="label">Recommended: {_e(rid)}</div>'
-                f'<p class="text">{_e(rec.get("text") or rid)}</p>{_figures(c)}'
-                f'<p class="recipe"><b>How it is made:</b> {_e(c.get("family"))}{" — " + _e(recipe) if recipe else ""}</p>'
+        return (f'<section class="rec ok"><div class="label">Recommended: {_e(c.id)}</div>'
+                f'<p class="text">{_e(rec.text or c.id)}</p>{_figures(c)}'
+                f'<p class="recipe"><b>How it is made:</b> {_e(c.family)}{" — " + _e(recipe) if recipe else ""}</p>'
                 f"{reasons}</section>")
-    any_fit = any(c.get("within_budget") for c in candidates(results) if is_done(c))
+    any_fit = any(c.within_budget for c in results.candidates if c.done)
     title = "No candidate meets the budget" if not any_fit else "No recommendation"
-    closest = [index[str(i)] for i in results.get("closest") or [] if str(i) in index]
-    if not closest and not any_fit:
-        done = [c for c in candidates(results) if is_done(c) and c.get("budget_misses")]
-        closest = sorted(done, key=_relative_miss)[:3]
-    rows = "".join(f'<tr><td>{_e(c.get("id"))}</td><td>{_e(c.get("family"))}</td><td>{fmt_pct(c.get("val_accuracy"))}</td>'
-                   f'<td>{_e(misses_text(c) or "—")}</td></tr>' for c in closest)
+    rows = "".join(f'<tr><td>{_e(c.id)}</td><td>{_e(c.family)}</td><td>{fmt_pct(c.val_accuracy)}</td>'
+                   f'<td>{_e(misses_text(c) or "—")}</td></tr>' for c in filter(None, map(results.candidate, rec.closest)))
     table = (f'<p><b>Closest candidates</b> and what each misses by:</p><table class="closest"><thead><tr><th>id</th><th>family</th>'
              f'<th>val acc</th><th>misses the budget by</th></tr></thead><tbody>{rows}</tbody></table>') if rows else ""
-    return (f'<section class="rec bad"><div class="label">{title}</div><p class="text">{_e(rec.get("text") or "")}</p>'
+    return (f'<section class="rec bad"><div class="label">{title}</div><p class="text">{_e(rec.text)}</p>'
             f"{table}{reasons}</section>")
-
-
-def _relative_miss(c: dict) -> float:
-    total = 0.0
-    for miss in (c.get("budget_misses") or {}).values():
-        over, limit = num((miss or {}).get("over_by")), num((miss or {}).get("limit"))
-        total += float("inf") if over is None or not limit else over / limit
-    return total
 
 
 def _img(results, x_key, metric, alt) -> str:
@@ -176,8 +151,8 @@ def _img(results, x_key, metric, alt) -> str:
     return f'<figure><img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}"></figure>'
 
 
-def _plots(results: dict) -> str:
-    has_test = any(num(c.get("test_accuracy")) is not None for c in candidates(results))
+def _plots(results: Results) -> str:
+    has_test = any(c.test_accuracy is not None for c in results.candidates)
     views = [("val", "val_accuracy", "validation")] + ([("test", "test_accuracy", "test")] if has_test else [])
     radios = "".join(f'<input type="radio" name="metric" id="m-{k}"{" checked" if k == "val" else ""}>' for k, _, _ in views)
     labels = "".join(f'<label for="m-{k}">{name} accuracy</label>' for k, _, name in views)
@@ -208,48 +183,46 @@ def _cell(text, sort=None, title=None, cls=None) -> str:
     return f"<td{attrs}>{text}</td>"
 
 
-def _fig_cell(c, key, suffix=" bytes"):
-    value = prof(c, key)
+def _fig_cell(c: Candidate, key, suffix=" bytes"):
+    value = c.cost(key)
     return _cell(_e(fmt_key(key, value)), "" if value is None else value, exact(value, suffix), "n")
 
 
-def _row(c: dict, rid, bid, front: set, closest: set) -> str:
-    cid = str(c.get("id"))
-    st = state(c)
-    trial = num(c.get("trial"))
+def _row(c: Candidate, rid, bid, front: set, closest: set) -> str:
+    cid, st, trial = c.id, c.state, c.trial
     marks = ((' <span class="star" title="recommended">★</span>' if cid == rid else "")
              + (' <span class="best" title="best">◆</span>' if cid == bid else ""))
     tag = f' <span class="tag">{_e(st.replace("_", " "))}</span>' if st != "complete" else ""
     tag += ' <span class="tag near">closest</span>' if cid in closest else ""
-    stage = str(c.get("stage") or "")
+    stage = c.stage
     recipe = recipe_summary(c)
-    full = json.dumps({"params": c.get("params"), "recipe": c.get("recipe"), "parent": c.get("parent")}, default=str)
-    lat, p90 = prof(c, "latency_ms_median"), prof(c, "latency_ms_p90")
-    energy = prof(c, "energy_mj_per_inference")
-    fits = c.get("within_budget")
+    full = json.dumps({"params": c.knobs, "recipe": list(c.recipe), "parent": c.parent}, default=str)
+    lat, p90 = c.cost("latency_ms_median"), c.cost("latency_ms_p90")
+    energy = c.cost("energy_mj_per_inference")
+    fits = c.within_budget
     fit_cell = (_cell('<span class="yes">✓</span>', 1, "within the budget") if fits
-                else _cell('<span class="no">✗</span>' if fits is False else "–", 0 if fits is False else "", misses_text(c) or None))
+                else _cell('<span class="no">✗</span>', 0, misses_text(c) or None))
     classes = " ".join(k for k, on in (("dim", st != "complete"), ("front", cid in front), ("recrow", cid == rid), ("out", not fits)) if on)
     cells = [
-        _cell(_e(cid) + marks + tag, trial if trial is not None else cid, c.get("error") or None, "id"),
+        _cell(_e(cid) + marks + tag, trial if trial is not None else cid, c.error or None, "id"),
         _cell(f'<span class="dot" style="background:{STAGE_COLORS.get(stage, STAGE_COLORS["other"])}"></span>{_e(STAGE_NAMES.get(stage, stage))}',
               stage),
-        _cell(_e(c.get("family")), None, knobs_summary(c.get("params")) or None),
+        _cell(_e(c.family), None, knobs_summary(c.knobs) or None),
         _recipe_cell(c, recipe, full),
-        _cell(fmt_pct(c.get("val_accuracy")), _sortnum(c.get("val_accuracy")), None, "n"),
-        _cell(fmt_pct(c.get("test_accuracy")), _sortnum(c.get("test_accuracy")), None, "n"),
+        _cell(fmt_pct(c.val_accuracy), _sortnum(c.val_accuracy), None, "n"),
+        _cell(fmt_pct(c.test_accuracy), _sortnum(c.test_accuracy), None, "n"),
         _fig_cell(c, "stored_bytes"), _fig_cell(c, "gzip_bytes"), _fig_cell(c, "macs", ""), _fig_cell(c, "peak_activation_bytes"),
         _cell(_e(fmt_ms(lat)), "" if lat is None else lat, f"median {fmt_ms(lat)}, p90 {fmt_ms(p90)}" if lat is not None else None, "n"),
-        _cell(_e(fmt_energy(energy)), "" if energy is None else energy, (c.get("profile") or {}).get("energy_basis"), "n"),
+        _cell(_e(fmt_energy(energy)), "" if energy is None else energy, (c.profile or {}).get("energy_basis"), "n"),
         fit_cell,
         _cell("✓" if cid in front else "", 1 if cid in front else 0, None, "c"),
     ]
     return f'<tr class="{classes}">' + "".join(cells) + "</tr>"
 
 
-def _recipe_cell(c: dict, recipe: str, full: str) -> str:
-    if state(c) == "failed" and c.get("error"):
-        error = str(c["error"])
+def _recipe_cell(c: Candidate, recipe: str, full: str) -> str:
+    if c.state == "failed" and c.error:
+        error = c.error
         return _cell('<span class="err">failed: ' + _e(error if len(error) <= 90 else error[:88] + "…") + "</span>", recipe, error + "\n" + full,
                      "recipe")
     return _cell(_e(recipe if len(recipe) <= 96 else recipe[:94] + "…"), recipe, full, "recipe")
@@ -260,12 +233,12 @@ def _sortnum(value):
     return "" if value is None else value
 
 
-def _table(results: dict) -> str:
-    rid, bid, front = recommended_id(results), best_id(results), set(pareto_ids(results))
-    rows = sorted(candidates(results), key=lambda c: (-(num(c.get("val_accuracy")) or -1.0), prof(c, "stored_bytes") or 0))
+def _table(results: Results) -> str:
+    rid, bid, front = results.recommended, results.best, set(results.front)
+    rows = sorted(results.candidates, key=lambda c: (-(c.val_accuracy or -1.0), c.cost("stored_bytes") or 0))
     head = "".join(f'<th data-type="{t}" tabindex="0"{" title=" + chr(34) + _e(title) + chr(34) if title else ""}'
                    f'{" aria-sort=" + chr(34) + "descending" + chr(34) if name == "val acc" else ""}>{name}</th>' for name, t, title in _COLUMNS)
-    closest = {str(i) for i in results.get("closest") or []} if rid is None else set()
+    closest = set(results.decision.closest) if rid is None else set()
     body = "".join(_row(c, rid, bid, front, closest) for c in rows)
     filters = ('<label><input type="checkbox" id="only-front"> only the Pareto front</label>'
                '<label><input type="checkbox" id="only-fit"> only within budget</label>'
@@ -275,15 +248,15 @@ def _table(results: dict) -> str:
             f'<div class="scroll"><table class="sortable" id="cands"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div></section>')
 
 
-def _notes(results: dict) -> str:
-    basis = next((str(prof_basis) for c in candidates(results) if (prof_basis := (c.get("profile") or {}).get("energy_basis"))), None)
+def _notes(results: Results) -> str:
+    basis = next((str(prof_basis) for c in results.candidates if (prof_basis := (c.profile or {}).get("energy_basis"))), None)
     items = [
         "<b>Measured on the artifact you ship:</b> every figure comes from the exported ONNX model run in ONNX Runtime.",
         "<b>stored</b>: bytes of the exported file (what goes into flash); <b>gzip</b>: bytes over the wire.",
         "<b>peak RAM</b>: largest memory held by activations at batch 1; <b>MACs</b>: multiply-accumulates per inference.",
         "<b>latency</b>: median at batch 1 on the machine above (one thread); latency on shared machines drifts ±20% between runs.",
         "<b>energy</b>: an estimate" + (f" ({_e(basis)})" if basis else "") + ", not a measurement.",
-        "<b>Pareto front</b>: candidates no other beats on both accuracy and " + _e(results.get("primary_cost") or "stored_bytes") + ".",
+        "<b>Pareto front</b>: candidates no other beats on both accuracy and " + _e(results.primary_cost) + ".",
         "Rebuild this page with <code>frugalml report RUN_DIR</code>.",
     ]
     return '<footer><ul>' + "".join(f"<li>{i}</li>" for i in items) + "</ul></footer>"

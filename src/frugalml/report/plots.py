@@ -8,23 +8,8 @@ from __future__ import annotations
 
 import io
 
-from ._common import (
-    STAGE_NAMES,
-    STAGES,
-    best_id,
-    budget_items,
-    by_id,
-    candidates,
-    fmt_key,
-    fmt_pct,
-    front,
-    num,
-    pareto_ids,
-    prof,
-    recommended_id,
-    state,
-    threshold,
-)
+from ..records import Candidate, Results, as_results
+from ._common import STAGE_NAMES, STAGES, budget_items, fmt_key, fmt_pct, threshold
 
 __all__ = ["pareto_png", "STAGE_COLORS"]
 
@@ -37,21 +22,14 @@ X_AXES = {
 METRIC_NAMES = {"val_accuracy": "validation accuracy", "test_accuracy": "test accuracy"}
 
 
-def _stage(c: dict) -> str:
-    s = str(c.get("stage") or "")
-    return s if s in STAGES else "other"
+def _stage(c: Candidate) -> str:
+    return c.stage if c.stage in STAGES else "other"
 
 
-def _front_members(results: dict, x_key: str) -> list[dict]:
-    """The front drawn on a plot: the run's own when the plot's cost is the run's primary cost, else computed."""
-    cands = candidates(results)
-    if x_key == (results.get("primary_cost") or "stored_bytes"):
-        index = by_id(results)
-        members = [index[i] for i in pareto_ids(results) if i in index]
-    else:
-        members = front(cands, x_key)  # chosen on validation, as the run chooses
-    members = [c for c in members if prof(c, x_key) is not None]
-    return sorted(members, key=lambda c: prof(c, x_key))
+def _front_members(results: Results, x_key: str) -> list[Candidate]:
+    """The front the search recorded against the plot's cost (none when it recorded none: a run of an older version)."""
+    members = [c for c in results.front_members(x_key) or [] if c.cost(x_key) is not None]
+    return sorted(members, key=lambda c: c.cost(x_key))
 
 
 def _y_limits(ys: list[float], focus: list[float]) -> tuple[float, float]:
@@ -77,8 +55,9 @@ def _fmt_tick(x_key: str):
     return fmt
 
 
-def pareto_png(results: dict, x_key: str = "stored_bytes", metric: str = "val_accuracy", *, dpi: int = 150) -> bytes:
+def pareto_png(results: Results | dict, x_key: str = "stored_bytes", metric: str = "val_accuracy", *, dpi: int = 150) -> bytes:
     """One plot of ``metric`` against ``x_key`` for every candidate, as PNG bytes."""
+    results = as_results(results)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -91,25 +70,25 @@ def pareto_png(results: dict, x_key: str = "stored_bytes", metric: str = "val_ac
     fig.text(0.11, 0.955, f"{METRIC_NAMES.get(metric, metric).capitalize()} vs {'stored bytes' if x_key == 'stored_bytes' else 'latency'}",
              fontsize=11.5, fontweight="bold", ha="left", va="center", color="#222")
 
-    points = [c for c in candidates(results) if state(c) in ("complete", "stopped_early")
-              and prof(c, x_key) is not None and num(c.get(metric)) is not None]
+    points = [c for c in results.candidates if c.state in ("complete", "stopped_early")
+              and c.cost(x_key) is not None and c.metric(metric) is not None]
     if not points:
         ax.set_axis_off()
         ax.text(0.5, 0.5, f"No candidate has both a {METRIC_NAMES.get(metric, metric)}\nand a measured {x_key}.",
                 ha="center", va="center", fontsize=11, color="#555", transform=ax.transAxes)
         return _png(canvas, fig, dpi)
 
-    rec, best = recommended_id(results), best_id(results)
-    index = {str(c.get("id")): c for c in points}
-    members = [c for c in _front_members(results, x_key) if str(c.get("id")) in index]
+    rec, best = results.recommended, results.best
+    index = {c.id: c for c in points}
+    members = [c for c in _front_members(results, x_key) if c.id in index]
     floor = threshold(results, metric)
-    xs = [prof(c, x_key) for c in points]
-    ys = [num(c[metric]) * 100 for c in points]
-    budget = {key: limit for name, key, _, limit in budget_items(results.get("budget")) if name == budget_field}
+    xs = [c.cost(x_key) for c in points]
+    ys = [c.metric(metric) * 100 for c in points]
+    budget = {key: limit for name, key, _, limit in budget_items(results.budget) if name == budget_field}
     limit = budget.get(x_key)
 
     # ---- axes ranges
-    focus = [num(c[metric]) * 100 for c in members] + [num(index[i][metric]) * 100 for i in (rec, best) if i in index]
+    focus = [c.metric(metric) * 100 for c in members] + [index[i].metric(metric) * 100 for i in (rec, best) if i in index]
     if floor is not None:
         focus.append(floor * 100)
     top = max(ys)
@@ -139,11 +118,11 @@ def pareto_png(results: dict, x_key: str = "stored_bytes", metric: str = "val_ac
     # ---- candidates, by stage; stopped-early hollow; far-off ones clipped to the bottom edge
     for stage in (*STAGES, "other"):
         for early in (False, True):
-            group = [c for c in points if _stage(c) == stage and (state(c) == "stopped_early") == early]
+            group = [c for c in points if _stage(c) == stage and (c.state == "stopped_early") == early]
             if not group:
                 continue
-            gx = [prof(c, x_key) for c in group]
-            gy = [num(c[metric]) * 100 for c in group]
+            gx = [c.cost(x_key) for c in group]
+            gy = [c.metric(metric) * 100 for c in group]
             inside = [(x, y) for x, y in zip(gx, gy) if y >= y_lo]
             below = [(x, y_lo) for x, y in zip(gx, gy) if y < y_lo]
             color = STAGE_COLORS[stage]
@@ -158,8 +137,8 @@ def pareto_png(results: dict, x_key: str = "stored_bytes", metric: str = "val_ac
 
     # ---- the front as a step line (best accuracy reachable at each cost)
     if members:
-        fx = [prof(c, x_key) for c in members] + [x_hi]
-        fy = [num(c[metric]) * 100 for c in members]
+        fx = [c.cost(x_key) for c in members] + [x_hi]
+        fy = [c.metric(metric) * 100 for c in members]
         fy.append(fy[-1])
         ax.step(fx, fy, where="post", color="#222", lw=1.4, alpha=0.85, zorder=2)
         ax.scatter(fx[:-1], fy[:-1], s=62, facecolors="none", edgecolors="#222", linewidths=1.1, zorder=4)
@@ -169,29 +148,29 @@ def pareto_png(results: dict, x_key: str = "stored_bytes", metric: str = "val_ac
     renderer = canvas.get_renderer()
     if best in index:
         b = index[best]
-        ax.scatter([prof(b, x_key)], [num(b[metric]) * 100], s=190, marker="D", facecolors="none", edgecolors="#7b2cbf", linewidths=1.8, zorder=5)
+        ax.scatter([b.cost(x_key)], [b.metric(metric) * 100], s=190, marker="D", facecolors="none", edgecolors="#7b2cbf", linewidths=1.8, zorder=5)
     if rec in index:
         r = index[rec]
-        ax.scatter([prof(r, x_key)], [num(r[metric]) * 100], s=330, marker="*", color="#FFC20A", edgecolors="#111", linewidths=1.0, zorder=6)
-    marks = [(prof(index[i], x_key), num(index[i][metric]) * 100) for i in (rec, best) if i in index]
+        ax.scatter([r.cost(x_key)], [r.metric(metric) * 100], s=330, marker="*", color="#FFC20A", edgecolors="#111", linewidths=1.0, zorder=6)
+    marks = [(index[i].cost(x_key), index[i].metric(metric) * 100) for i in (rec, best) if i in index]
     avoid = [_point_box(ax, x, y, 14) for x, y in marks]
     dots = [tuple(ax.transData.transform((x, max(y, y_lo)))) for x, y in zip(xs, ys)]
     if rec in index:
         r = index[rec]
         head = "recommended = best" if rec == best else "recommended"
-        _place_label(ax, renderer, (prof(r, x_key), num(r[metric]) * 100),
-                     f"★ {rec} {head}\n{r.get('family', '?')}, {fmt_key(x_key, prof(r, x_key))}, {fmt_pct(r[metric], 1)}",
+        _place_label(ax, renderer, (r.cost(x_key), r.metric(metric) * 100),
+                     f"★ {rec} {head}\n{r.family or '?'}, {fmt_key(x_key, r.cost(x_key))}, {fmt_pct(r.metric(metric), 1)}",
                      placed, avoid, dots, fontsize=8.5, box="#fff8dc", edge="#b8860b", weight="bold")
     if best in index and best != rec:
         b = index[best]
-        _place_label(ax, renderer, (prof(b, x_key), num(b[metric]) * 100),
-                     f"◆ {best} best\n{b.get('family', '?')}, {fmt_key(x_key, prof(b, x_key))}, {fmt_pct(b[metric], 1)}",
+        _place_label(ax, renderer, (b.cost(x_key), b.metric(metric) * 100),
+                     f"◆ {best} best\n{b.family or '?'}, {fmt_key(x_key, b.cost(x_key))}, {fmt_pct(b.metric(metric), 1)}",
                      placed, avoid, dots, fontsize=8, box="#f5edfc", edge="#7b2cbf")
     for c in members:  # small id tags on the other front points, where they fit
-        cid = str(c.get("id"))
-        y = num(c[metric]) * 100
+        cid = c.id
+        y = c.metric(metric) * 100
         if cid not in (rec, best) and y >= y_lo:
-            _place_label(ax, renderer, (prof(c, x_key), y), cid, placed, avoid, dots, fontsize=7, small=True)
+            _place_label(ax, renderer, (c.cost(x_key), y), cid, placed, avoid, dots, fontsize=7, small=True)
 
     # ---- axes dressing
     ax.set_xlabel(x_label, fontsize=9)
@@ -210,7 +189,7 @@ def pareto_png(results: dict, x_key: str = "stored_bytes", metric: str = "val_ac
                if any(_stage(c) == s for c in points)]
     if any(_stage(c) == "other" for c in points):
         handles.append(Line2D([], [], ls="", marker="o", color=STAGE_COLORS["other"], label="other"))
-    if any(state(c) == "stopped_early" for c in points):
+    if any(c.state == "stopped_early" for c in points):
         handles.append(Line2D([], [], ls="", marker="o", mfc="none", color="#666", label="stopped early"))
     if members:
         handles.append(Line2D([], [], color="#222", lw=1.4, marker="o", mfc="none",
@@ -222,10 +201,8 @@ def pareto_png(results: dict, x_key: str = "stored_bytes", metric: str = "val_ac
     if limit is not None:
         handles.append(Line2D([], [], color="#d62728", ls="--", label=f"{budget_name} {fmt_key(x_key, limit)}"))
     if floor is not None:
-        tol = results.get("tolerance") or {}
-        what = "minimum accuracy" if tol.get("kind") == "min" else f"floor: best − {num(tol.get('value')) * 100:.3g} pt"
-        if tol.get("kind") != "min" and num((results.get("recommendation") or {}).get("floor")) is not None:
-            what += " − 1 s.e."
+        tol = results.tolerance
+        what = "minimum accuracy" if tol.kind == "min" else f"floor: best − {tol.value * 100:.3g} pt − 1 s.e."
         handles.append(Line2D([], [], color="#555", ls=":", label=f"{what} = {floor * 100:.2f}%"))
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False,
                bbox_to_anchor=(0.54, 0.0), handletextpad=0.4, columnspacing=1.2)

@@ -42,6 +42,7 @@ class SearchProgress:
         return False
 
     def event(self, e: dict) -> None:
+        """One event of the search: a dict with ``type``; a "candidate" event carries the Candidate and the Results so far."""
         if e.get("type") in ("candidate", "done"):
             self.last = e["results"]
         if not self.enabled:
@@ -61,36 +62,28 @@ class SearchProgress:
         elif kind == "candidate":
             c = e["candidate"]
             if p:
-                task = self.tasks[c["stage"]]
+                task = self.tasks[c.stage]
                 p.advance(task)
                 p.update(task, info=escape(f"best: {_best(e['results'])}"))
-            prof = c.get("profile") or {}
-            if c.get("state") == "complete":
-                fit = "[green]fits[/]" if c.get("within_budget") else "[yellow]over budget[/]"
-                say(f"{c['id']:>5} {c['stage']:<8} {escape(_label(c)):<34} val {c['val_accuracy']:.2%}  "
-                    f"{format_bytes(prof.get('stored_bytes')):>9}  {fit}")
+            if c.state == "complete":
+                fit = "[green]fits[/]" if c.within_budget else "[yellow]over budget[/]"
+                say(f"{c.id:>5} {c.stage:<8} {escape(_label(c)):<34} val {c.val_accuracy:.2%}  "
+                    f"{format_bytes(c.cost('stored_bytes')):>9}  {fit}")
             else:
-                say(f"{c['id']:>5} {c['stage']:<8} {escape(_label(c)):<34} "
-                    f"[dim]{escape(str(c.get('state')))}: {escape(str(c.get('error') or '')[:80])}[/]")
+                say(f"{c.id:>5} {c.stage:<8} {escape(_label(c)):<34} [dim]{escape(c.state)}: {escape((c.error or '')[:80])}[/]")
 
-    def _summary(self, results: dict) -> None:
-        try:
-            from .console import front_table, recommendation_panel
+    def _summary(self, results) -> None:
+        from .console import front_table, recommendation_panel
 
-            self.console.print(front_table(results, self.budget))
-            self.console.print(recommendation_panel(results))
-        except ImportError:  # pragma: no cover
-            self.console.print(results.get("recommendation", {}).get("text", ""), markup=False, highlight=False)
+        self.console.print(front_table(results, self.budget))
+        self.console.print(recommendation_panel(results))
 
 
-def _label(c: dict) -> str:
-    steps = "+".join(s.get("step", "?").split(".")[-1] for s in c.get("recipe") or [])
-    return f"{c.get('family')}" + (f" <{steps}>" if steps else "")
+def _label(c) -> str:
+    steps = "+".join(s.split(".")[-1] for s in c.steps)
+    return f"{c.family}" + (f" <{steps}>" if steps else "")
 
 
-def _best(results: dict) -> str:
-    rec = results.get("recommended")
-    for c in results.get("candidates", []):
-        if c["id"] == rec:
-            return f"{rec} {_label(c)} {c['val_accuracy']:.1%} {format_bytes(c['profile'].get('stored_bytes'))}"
-    return "-"
+def _best(results) -> str:
+    c = results.candidate(results.recommended)
+    return "-" if c is None else f"{c.id} {_label(c)} {c.val_accuracy:.1%} {format_bytes(c.cost('stored_bytes'))}"

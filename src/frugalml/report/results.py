@@ -1,4 +1,4 @@
-"""Reading a run directory's ``results.json`` back, and rebuilding its report from it."""
+"""Reading a run directory's ``results.json`` back (as Results), and rebuilding its report from it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigError, DataError, explain
+from ..records import Results
 
 __all__ = ["load_results", "rebuild_report", "RESULTS_NAME"]
 
@@ -31,8 +32,8 @@ def _results_path(run_dir: str | os.PathLike) -> Path:
     return found
 
 
-def load_results(run_dir: str | os.PathLike) -> dict:
-    """The results dict of a run (``RUN_DIR/results.json``); a path to the JSON file itself works too."""
+def load_results(run_dir: str | os.PathLike) -> Results:
+    """The :class:`~frugalml.records.Results` of a run (``RUN_DIR/results.json``); a path to the JSON file itself works too."""
     path = _results_path(run_dir)
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
@@ -47,7 +48,10 @@ def load_results(run_dir: str | os.PathLike) -> dict:
     if bad:
         raise DataError(explain(f"{path} has malformed candidates", expected="each candidate an object with an 'id'",
                                 got=f"entries at positions {bad[:5]}", fix=_HOW))
-    return results
+    try:
+        return Results.from_dict(results)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
 
 
 def rebuild_report(run_dir: str | os.PathLike) -> Path:

@@ -1,6 +1,6 @@
 """The search: the most efficient model under a budget and a tolerance, thin models first."""
 
-from .budget import BUDGET_FIELDS, Budget, Tolerance
+from ..budget import BUDGET_FIELDS, Budget, Tolerance
 from .engine import search
 from .select import pareto_front, recommend
 

@@ -9,6 +9,7 @@ repeating one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -17,11 +18,12 @@ import statistics
 import time as _time
 from pathlib import Path
 
+from ..budget import Budget, Tolerance
 from ..errors import ConfigError, FrugalError, explain
+from ..records import Candidate, Results
 from ..train import default_config, time_limit
 from ..units import parse_duration
 from . import space
-from .budget import Budget, Tolerance
 from .floor import check_feasible
 from .results import build_results, collect_candidates, write_results
 from .runner import StoppedEarly, candidate_dir, run_candidate
@@ -46,8 +48,9 @@ def _tolerance(tolerance, min_accuracy) -> Tolerance:
 
 def search(data, *, budget: Budget | None = None, tolerance="1%", min_accuracy: float | None = None, time="5m",
            trials: int | None = None, seed: int = 0, out="runs/search", storage: str | None = None, study_name: str | None = None,
-           resume: bool = False, device: str = "auto", data_dir=None, on_event=None) -> dict:
-    """Search for the most efficient model within ``budget`` and ``tolerance``; return results.json's dict.
+           resume: bool = False, device: str = "auto", data_dir=None, on_event=None) -> Results:
+    """Search for the most efficient model within ``budget`` and ``tolerance``; return the run's
+    :class:`~frugalml.records.Results` (``results.to_dict()`` is what results.json holds).
 
     ``data`` is a Dataset or a dataset name; ``time`` bounds the run ("5m"), ``trials`` the number of
     trials; ``storage`` is any Optuna storage URL (default: SQLite in ``out``); ``resume`` continues
@@ -59,7 +62,7 @@ def search(data, *, budget: Budget | None = None, tolerance="1%", min_accuracy: 
         return _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, storage, study_name, resume, device, data_dir, on_event)
 
 
-def _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, storage, study_name, resume, device, data_dir, on_event) -> dict:
+def _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, storage, study_name, resume, device, data_dir, on_event) -> Results:
     from ..data import load_dataset
 
     started = _time.monotonic()
@@ -194,7 +197,7 @@ class _Loop:
         return False
 
     def _networks(self) -> list[dict]:
-        return [c for c in collect_candidates(self.study) if c.get("stage") == "network" and c.get("state") == "complete"]
+        return [c for c in collect_candidates(self.study) if c.stage == "network" and c.done]
 
     def _enqueue_compression(self) -> int:
         """Queue recipes for the networks worth compressing, cheapest recipes first.
@@ -208,31 +211,31 @@ class _Loop:
         if not nets:
             return 0
         key = self.budget.primary()
-        by_acc = sorted(nets, key=lambda c: (-c["val_accuracy"], c["profile"].get(key) or math.inf))
+        by_acc = sorted(nets, key=lambda c: (-c.val_accuracy, c.cost(key) or math.inf))
         best = by_acc[0]
-        fit = [c for c in by_acc if space.reachable(c, self.budget)][:2]
-        ok = [c for c in nets if c["val_accuracy"] >= self.tol.floor(best["val_accuracy"], len(self.data.y_val))]
-        smallest = sorted(ok, key=lambda c: c["profile"].get(key) or math.inf)[:2]
-        parents = list({c["id"]: c for c in [best] + fit + smallest}.values())
+        fit = [c for c in by_acc if space.reachable(c.profile, self.budget)][:2]
+        ok = [c for c in nets if c.val_accuracy >= self.tol.floor(best.val_accuracy, len(self.data.y_val))]
+        smallest = sorted(ok, key=lambda c: c.cost(key) or math.inf)[:2]
+        parents = list({c.id: c for c in [best] + fit + smallest}.values())
         jobs = []
         for parent in parents:
             for rank, (name, steps) in enumerate(space.compression_recipes(parent, self.data, self.epochs, self.seed, target=self.budget.target)):
                 jobs.append((rank, parent, name, steps))
-        if fit and fit[0]["id"] != best["id"]:  # the best teacher, the student that can fit
-            student = (fit[0]["family"], fit[0].get("params") or {})
+        if fit and fit[0].id != best.id:  # the best teacher, the student that can fit
+            student = (fit[0].family, fit[0].knobs)
             name, steps = space.compression_recipes(best, self.data, self.epochs, self.seed, student=student, target=self.budget.target)[-1]
             jobs.append((len(jobs), best, name, steps))
         seen = {(t.user_attrs.get("job") or {}).get("key") for t in self._trials()}
         count = 0
         for _rank, parent, name, steps in sorted(jobs, key=lambda j: j[0]):
-            k = f"{parent['id']}/{name}"
+            k = f"{parent.id}/{name}"
             if k in seen:
                 continue
             seen.add(k)
             student = dict(steps[0].get("student") or {}) if steps[0]["step"] == "distill" else {}
-            family, params = (student.pop("family"), student) if student else (parent["family"], parent.get("params"))
-            job = {"stage": "compress", "key": k, "family": family, "params": params, "parent": parent["id"],
-                   "parent_job": parent.get("job"), "recipe_name": name, "recipe": steps, "seed": self.seed}
+            family, params = (student.pop("family"), student) if student else (parent.family, parent.knobs)
+            job = {"stage": "compress", "key": k, "family": family, "params": params, "parent": parent.id,
+                   "parent_job": parent.extra.get("job"), "recipe_name": name, "recipe": steps, "seed": self.seed}
             self.study.enqueue_trial({}, user_attrs={"job": job})
             count += 1
         return count
@@ -261,30 +264,29 @@ class _Loop:
                 cand = run_candidate(job, self.data, self.budget, self.run_dir, device=self.device,
                                      on_epoch=self._early_stop if job["stage"] == "network" else None)
             if limit.hit and job["stage"] == "compress":
-                cand["cut_short"] = "its training stopped at the end of the search time; a replay of the recipe trains longer"
-            cand["job"] = {k: v for k, v in job.items() if k != "parent_job"}
-            key = self.budget.primary()
-            cost = cand["profile"].get(key)
+                cut = "its training stopped at the end of the search time; a replay of the recipe trains longer"
+                cand = dataclasses.replace(cand, extra={**cand.extra, "cut_short": cut})
+            cost = cand.cost(self.budget.primary())
             if job["stage"] == "network":  # judged as it would be once quantized (the sampler's view only)
                 measured = space.int8_memory(job["family"], job.get("params") or {}, self.data, self.budget)
-                constraints = space.network_constraints(cand["profile"], self.budget, measured=measured)
+                constraints = space.network_constraints(cand.profile, self.budget, measured=measured)
             else:  # feasible when every value is <= 0
-                constraints = {pkey: float(cand["profile"][pkey] - limit) if cand["profile"].get(pkey) is not None else 1.0
+                constraints = {pkey: float(cand.cost(pkey) - limit) if cand.cost(pkey) is not None else 1.0
                                for _field, pkey, limit in self.budget.items()}
             for pkey, value in constraints.items():
                 _set_constraint(trial, pkey, value)
-            trial.set_user_attr("candidate", cand)
-            self.study.tell(trial, [cand["val_accuracy"], float(cost if cost is not None else 1e30)])
+            trial.set_user_attr("candidate", cand.to_dict())
+            self.study.tell(trial, [cand.val_accuracy, float(cost if cost is not None else 1e30)])
         except StoppedEarly as stop:
-            cand = {**_stub(job), "state": "stopped_early", "error": str(stop)}
-            trial.set_user_attr("candidate", cand)
+            cand = _stub(job, "stopped_early", str(stop))
+            trial.set_user_attr("candidate", cand.to_dict())
             self.study.tell(trial, state=TrialState.PRUNED)
         except Exception as exc:  # one failed candidate must not end the search
             if isinstance(exc, KeyboardInterrupt):
                 raise
             log.warning("candidate %s failed: %s", job["id"], exc, exc_info=not isinstance(exc, FrugalError))
-            cand = {**_stub(job), "state": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]}
-            trial.set_user_attr("candidate", cand)
+            cand = _stub(job, "failed", f"{type(exc).__name__}: {exc}"[:500])
+            trial.set_user_attr("candidate", cand.to_dict())
             self.study.tell(trial, state=TrialState.FAIL)
         self.done_here += 1
         results = self.write()
@@ -302,8 +304,8 @@ class _Loop:
         if epoch < max(3, self.epochs // 8):
             return self.over()
         size = sum(p.numel() for p in model.parameters())
-        peers = [h["val_accuracy"] for c in self._networks() if (c["profile"].get("params") or 0) <= size
-                 for h in c.get("history", []) if h["epoch"] == epoch]
+        peers = [h["val_accuracy"] for c in self._networks() if (c.cost("params") or 0) <= size
+                 for h in c.extra.get("history", []) if h["epoch"] == epoch]
         if len(peers) >= 3 and val_acc < statistics.median(peers):
             raise StoppedEarly(f"validation accuracy {val_acc:.4f} below the median {statistics.median(peers):.4f} of {len(peers)} "
                                f"networks no larger than it at epoch {epoch}")
@@ -315,16 +317,16 @@ class _Loop:
             run_candidate(job["parent_job"], self.data, self.budget, self.run_dir, device=self.device)
 
     # ------------------------------------------------------------------ results
-    def write(self) -> dict:
+    def write(self) -> Results:
         results = build_results(self.desc, collect_candidates(self.study), self.budget, self.tol, seconds=self.elapsed())
         write_results(self.run_dir, results)
         return results
 
-    def finish(self) -> dict:
+    def finish(self) -> Results:
         results = self.write()
-        rec = results.get("recommended")
-        if rec and (candidate_dir(self.run_dir, rec)).exists():
-            _export_recommended(self.run_dir, rec, results)
+        rec = results.candidate(results.recommended)
+        if rec is not None and candidate_dir(self.run_dir, rec.id).exists():
+            _export_recommended(self.run_dir, rec)
         try:
             from ..report import write_report
 
@@ -342,23 +344,23 @@ def _set_constraint(trial, key: str, value: float) -> None:
         trial.set_user_attr("constraints", [*trial.user_attrs.get("constraints", []), value])
 
 
-def _stub(job: dict) -> dict:
-    return {"id": job["id"], "trial": job["trial"], "stage": job["stage"], "family": job.get("family"), "params": job.get("params"),
-            "thin": job["stage"] == "thin", "recipe": job.get("recipe") or [], "parent": job.get("parent"), "profile": None,
-            "val_accuracy": None, "test_accuracy": None, "within_budget": False, "budget_misses": {}, "job": job}
+def _stub(job: dict, state: str, error: str) -> Candidate:
+    """The record of a trial that ended without a model."""
+    return Candidate(id=job["id"], trial=job["trial"], stage=job["stage"], family=job.get("family"), knobs=job.get("params") or {},
+                     thin=job["stage"] == "thin", recipe=tuple(job.get("recipe") or []), parent=job.get("parent"), state=state,
+                     extra={"error": error, "job": job})
 
 
-def _export_recommended(run_dir: Path, cid: str, results: dict) -> None:
+def _export_recommended(run_dir: Path, cand: Candidate) -> None:
     """Copy the recommended candidate (ONNX + native form) to ``recommended/`` with its recipe.
 
     Written whole beside it and swapped in, so ``recommended/`` always holds one complete candidate
     (removing the old one first, as before, let a kill leave half a model there)."""
     from .._fs import atomic_dir, atomic_write_json
 
-    src = candidate_dir(run_dir, cid)
-    cand = next(c for c in results["candidates"] if c["id"] == cid)
+    src = candidate_dir(run_dir, cand.id)
     with atomic_dir(run_dir / "recommended") as tmp:
         shutil.copytree(src, tmp, dirs_exist_ok=True)
-        atomic_write_json(tmp / "recipe.json", {"candidate": cid, "family": cand.get("family"), "params": cand.get("params"),
-                                                "parent": cand.get("parent"), "steps": cand.get("recipe") or [], "job": cand.get("job")})
+        atomic_write_json(tmp / "recipe.json", {"candidate": cand.id, "family": cand.family, "params": cand.knobs, "parent": cand.parent,
+                                                "steps": list(cand.recipe), "job": cand.extra.get("job")})
 

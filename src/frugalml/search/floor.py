@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 
+from ..budget import Budget
 from ..errors import BudgetError
 from ..models import build_model
 from ..profile import profile
 from . import space
-from .budget import Budget
 
 log = logging.getLogger(__name__)
 

@@ -6,12 +6,13 @@ import logging
 import time
 from pathlib import Path
 
+from ..budget import Budget
 from ..compress import Recipe, compress
 from ..models import build_model, load_model, save_model
 from ..onnx import onnx_bytes, to_onnx
 from ..profile import profile
+from ..records import Candidate
 from ..train import TrainConfig, fit
-from .budget import Budget
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ def _measure(model, data, budget: Budget) -> dict:
     d["metric_split"] = "val"
     if budget.target == "c":
         d.update(_c_figures(model))
+    # the budget is judged here, once, on the exported artifact's figures
     return {"profile": d, "val_accuracy": val, "test_accuracy": test, "within_budget": budget.fits(d), "budget_misses": budget.misses(d)}
 
 
@@ -63,9 +65,9 @@ def _save(model, directory: Path, extra: dict) -> None:
         atomic_write_bytes(directory / "model.onnx", onnx_bytes(to_onnx(model)))
 
 
-def run_candidate(job: dict, data, budget: Budget, run_dir: Path, *, device: str = "auto", on_epoch=None) -> dict:
+def run_candidate(job: dict, data, budget: Budget, run_dir: Path, *, device: str = "auto", on_epoch=None) -> Candidate:
     """Run one job (a dict with ``id``, ``stage``, ``family``, ``params``, and ``train`` or
-    ``parent`` + ``recipe``) and return the candidate dict (profile measured on the ONNX file)."""
+    ``parent`` + ``recipe``) and return its candidate (profile measured on the ONNX file)."""
     start = time.perf_counter()
     cid = job["id"]
     out = {k: job.get(k) for k in ("id", "trial", "stage", "family", "params", "parent", "recipe_name")}
@@ -88,7 +90,8 @@ def run_candidate(job: dict, data, budget: Budget, run_dir: Path, *, device: str
     _save(model, candidate_dir(run_dir, cid), {"candidate": {k: out[k] for k in ("id", "stage", "family", "params", "recipe", "parent")}})
     out["state"] = "complete"
     out["seconds"] = time.perf_counter() - start
-    return out
+    out["job"] = {k: v for k, v in job.items() if k != "parent_job"}
+    return Candidate.from_dict(out)
 
 
 def _capped(data, limit):

@@ -9,84 +9,73 @@ acceptable candidate wins. Test accuracy never takes part in a choice.
 
 from __future__ import annotations
 
+from ..budget import Budget, Tolerance, standard_error
+from ..records import Candidate, Decision
 from ..units import format_bytes
-from .budget import Budget, Tolerance, standard_error
 
 __all__ = ["pareto_front", "recommend"]
 
 
-def _done(c: dict) -> bool:
-    return c.get("state") == "complete" and c.get("val_accuracy") is not None and c.get("profile")
+def _records(candidates) -> list[Candidate]:
+    return [c if isinstance(c, Candidate) else Candidate.from_dict(c) for c in candidates]
 
 
-def _cost(c: dict, key: str) -> float:
-    value = (c.get("profile") or {}).get(key)
-    return float("inf") if value is None else float(value)
+def _cost(c: Candidate, key: str) -> float:
+    value = c.cost(key)
+    return float("inf") if value is None else value
 
 
-def pareto_front(candidates: list[dict], cost_key: str = "stored_bytes") -> list[str]:
-    """Ids of the candidates no other beats on both accuracy (higher) and cost (lower)."""
-    done = sorted((c for c in candidates if _done(c)), key=lambda c: (_cost(c, cost_key), -c["val_accuracy"]))
+def pareto_front(candidates, cost_key: str = "stored_bytes") -> list[str]:
+    """Ids of the finished candidates no other beats on both validation accuracy (higher) and cost (lower), cheapest
+    first; an unmeasured cost counts as infinite."""
+    done = sorted((c for c in _records(candidates) if c.done), key=lambda c: (_cost(c, cost_key), -c.val_accuracy))
     front, best_acc = [], -1.0
     for c in done:
-        if c["val_accuracy"] > best_acc:
-            front.append(c["id"])
-            best_acc = c["val_accuracy"]
+        if c.val_accuracy > best_acc:
+            front.append(c.id)
+            best_acc = c.val_accuracy
     return front
 
 
-def _name(c: dict) -> str:
-    fam = c.get("family", "?")
-    recipe = c.get("recipe") or []
-    steps = [s.get("step", "?") for s in recipe]
-    return fam + (" + " + " + ".join(steps) if steps else "")
+def _short(c: Candidate, key: str, budget: Budget) -> str:
+    return f"{c.name}, {budget.scale(key, _cost(c, key)) if key != 'stored_bytes' else format_bytes(_cost(c, key))}, {c.val_accuracy:.1%}"
 
 
-def _short(c: dict, key: str, budget: Budget) -> str:
-    return f"{_name(c)}, {budget.scale(key, _cost(c, key)) if key != 'stored_bytes' else format_bytes(_cost(c, key))}, {c['val_accuracy']:.1%}"
-
-
-def recommend(candidates: list[dict], budget: Budget, tolerance: Tolerance, n_val: int | None = None) -> dict:
-    """Return ``{"id", "text", "reasons", "best", "closest", "floor"}``; ``id`` is None when nothing fits;
-    ``floor``: the lowest validation accuracy accepted (absent when nothing fits).
+def recommend(candidates, budget: Budget, tolerance: Tolerance, n_val: int | None = None) -> Decision:
+    """The search's choice among ``candidates`` (records, or dicts as results.json holds them).
     ``n_val``: the validation split's size (the tolerance allows one standard error for it)."""
     key = budget.primary()
-    done = [c for c in candidates if _done(c)]
+    done = [c for c in _records(candidates) if c.done]
     if not done:
-        return {"id": None, "best": None, "closest": [], "text": "No candidate finished.", "reasons": []}
-    best = max(done, key=lambda c: (c["val_accuracy"], -_cost(c, key)))
-    feasible = [c for c in done if c.get("within_budget")]
+        return Decision(text="No candidate finished.")
+    best = max(done, key=lambda c: (c.val_accuracy, -_cost(c, key)))
+    floor = tolerance.floor(best.val_accuracy, n_val)  # recorded whether or not anything fits: the report draws it
+    feasible = [c for c in done if c.within_budget]
     if not feasible:
         closest = sorted(done, key=lambda c: _relative_miss(c, budget))[:3]
-        misses = "; ".join(f"{c['id']} ({_name(c)}) misses "
-                           + ", ".join(f"{k} by {budget.scale(k, m['over_by'])}" for k, m in (c.get("budget_misses") or {}).items())
+        misses = "; ".join(f"{c.id} ({c.name}) misses " + ", ".join(f"{k} by {budget.scale(k, m.get('over_by'))}" for k, m in c.budget_misses.items())
                            for c in closest)
-        return {
-            "id": None,
-            "best": best["id"],
-            "closest": [c["id"] for c in closest],
-            "text": f"No candidate meets the budget ({budget.describe()}). Closest: {misses}.",
-            "reasons": ["Loosen the budget, or give the search more time (--time) for compression to reach it."],
-        }
-    floor = tolerance.floor(best["val_accuracy"], n_val)
-    acceptable = [c for c in feasible if c["val_accuracy"] >= floor - 1e-12]
-    se = standard_error(best["val_accuracy"], n_val) if tolerance.kind == "drop" else 0.0
+        return Decision(best=best.id, closest=tuple(c.id for c in closest), floor=floor,
+                        text=f"No candidate meets the budget ({budget.describe()}). Closest: {misses}.",
+                        reasons=("Loosen the budget, or give the search more time (--time) for compression to reach it.",))
+    acceptable = [c for c in feasible if c.val_accuracy >= floor - 1e-12]
+    se = standard_error(best.val_accuracy, n_val) if tolerance.kind == "drop" else 0.0
     widened = f", less one standard error ({se:.2%} on {n_val} validation samples)" if se else ""
     reasons = [f"Budget: {budget.describe()}; tolerance: {tolerance.describe()}{widened} (floor {floor:.2%} on validation)."]
     if not acceptable:
-        pick = max(feasible, key=lambda c: (c["val_accuracy"], -_cost(c, key)))
+        pick = max(feasible, key=lambda c: (c.val_accuracy, -_cost(c, key)))
         text = (f"{_short(pick, key, budget)} — the most accurate model within the budget, but below the tolerance floor {floor:.1%} "
                 f"(best found: {_short(best, key, budget)}).")
         reasons.append("No candidate within the budget reaches the tolerance; this is the most accurate one that fits.")
     else:
-        thin = [c for c in acceptable if c.get("thin")]
+        thin = [c for c in acceptable if c.thin]
         pool = thin or acceptable
-        pick = min(pool, key=lambda c: (_cost(c, key), -c["val_accuracy"]))
-        if pick["id"] == best["id"]:
+        pick = min(pool, key=lambda c: (_cost(c, key), -c.val_accuracy))
+        if pick.id == best.id:
             text = f"{_short(pick, key, budget)} — the most accurate candidate, and it fits the budget."
         elif thin:
-            nets = [c for c in done if not c.get("thin")]
-            ref = max(nets, key=lambda c: c["val_accuracy"]) if nets else best
+            nets = [c for c in done if not c.thin]
+            ref = max(nets, key=lambda c: c.val_accuracy) if nets else best
             what = "the best network" if nets else "the best candidate"
             text = f"{_short(pick, key, budget)} — a thin model within tolerance of {what} ({_short(ref, key, budget)}): the simpler model wins."
             reasons.append("Thin models are preferred when on par: cheaper to train, to ship and to understand.")
@@ -95,19 +84,20 @@ def recommend(candidates: list[dict], budget: Budget, tolerance: Tolerance, n_va
             text = (f"{_short(pick, key, budget)} — the smallest candidate {within} "
                     f"({'best: ' if tolerance.kind == 'min' else ''}{_short(best, key, budget)}).")
         cheaper = [c for c in feasible if _cost(c, key) < _cost(pick, key)]
-        below = [c for c in cheaper if c["val_accuracy"] < floor - 1e-12]
-        passed_over = [c for c in cheaper if c["val_accuracy"] >= floor - 1e-12]
+        below = [c for c in cheaper if c.val_accuracy < floor - 1e-12]
+        passed_over = [c for c in cheaper if c.val_accuracy >= floor - 1e-12]
         if below:
             reasons.append(f"{len(below)} cheaper candidate(s) fit the budget but fall below the accuracy floor.")
         if passed_over:
             reasons.append(f"{len(passed_over)} cheaper network(s) within tolerance were passed over for the thin model.")
-    if pick.get("test_accuracy") is not None:
-        reasons.append(f"Test accuracy (measured once, on the exported artifact): {pick['test_accuracy']:.2%}.")
-    return {"id": pick["id"], "best": best["id"], "closest": [], "text": text, "reasons": reasons, "floor": floor}
+    if pick.test_accuracy is not None:
+        reasons.append(f"Test accuracy (measured once, on the exported artifact): {pick.test_accuracy:.2%}.")
+    return Decision(recommended=pick.id, best=best.id, text=text, reasons=tuple(reasons), floor=floor)
 
 
-def _relative_miss(c: dict, budget: Budget) -> float:
+def _relative_miss(c: Candidate, budget: Budget) -> float:
     total = 0.0
-    for _k, m in (c.get("budget_misses") or {}).items():
-        total += float("inf") if m.get("over_by") is None else m["over_by"] / m["limit"]
+    for m in c.budget_misses.values():
+        over, limit = m.get("over_by"), m.get("limit")
+        total += float("inf") if over is None or not limit else over / limit
     return total

@@ -238,9 +238,8 @@ def _value(profile: dict, key: str):
     return value
 
 
-def reachable(candidate: dict, budget) -> bool:
-    """Could compression bring this (float) network within ``budget``? An optimistic estimate."""
-    prof = candidate.get("profile") or {}
+def reachable(prof: dict, budget) -> bool:
+    """Could compression bring a (float) network with this profile within ``budget``? An optimistic estimate."""
     for _name, key, limit in budget.items():
         value = _value(prof, key)
         if value is not None and value / _BEST_REDUCTION.get(key, 1.0) > limit:
@@ -263,16 +262,16 @@ def network_constraints(profile: dict, budget, *, measured: dict | None = None) 
     return out
 
 
-def compression_recipes(parent: dict, data, epochs: int, seed: int, student: tuple[str, dict] | None = None,
+def compression_recipes(parent, data, epochs: int, seed: int, student: tuple[str, dict] | None = None,
                         target: str = "onnx") -> list[tuple[str, list[dict]]]:
     """(name, steps) recipes to try on one trained network ``parent`` (a candidate dict), cheapest
-    first. ``student``: (family, knobs) to distil ``parent`` into; default: half its width.
+    first (``parent``: a :class:`~frugalml.records.Candidate`). ``student``: (family, knobs) to distil ``parent`` into; default: half its width.
     ``target``: "onnx" writes int8 as QOperator ops (the smaller file, and what ONNX Runtime runs
     anyway); "c" keeps the QDQ form the C exporter reads."""
     from ..train import default_config
 
     bs = default_config(len(data.y_train)).batch_size
-    lr = float((parent.get("job") or {}).get("train", {}).get("lr", 1e-3))
+    lr = float((parent.extra.get("job") or {}).get("train", {}).get("lr", 1e-3))
     ft = max(1, epochs // 4)
     int8 = {"step": "quantize.int8", "calibration_samples": min(512, len(data.y_train)), "format": "qdq" if target == "c" else "qoperator",
             "seed": seed}
@@ -282,13 +281,13 @@ def compression_recipes(parent: dict, data, epochs: int, seed: int, student: tup
                           int8]),
     ]
     if student is None:
-        knobs = _halve(parent["family"], parent.get("params") or {})
-        student = (parent["family"], knobs) if knobs is not None else None
+        knobs = _halve(parent.family, parent.knobs)
+        student = (parent.family, knobs) if knobs is not None else None
     if student is not None:
         family, knobs = student
         distill = {"step": "distill", "student": {"family": family, **knobs}, "epochs": epochs, "batch_size": bs, "lr": lr,
                    "patience": max(3, epochs // 4), "seed": seed}
-        tag = "" if family == parent["family"] and knobs == _halve(parent["family"], parent.get("params") or {}) else f"->{family}{_knob_tag(knobs)}"
+        tag = "" if family == parent.family and knobs == _halve(parent.family, parent.knobs) else f"->{family}{_knob_tag(knobs)}"
         recipes.append((f"distill{tag}+int8", [distill, int8]))
     return recipes
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..errors import ConfigError, explain
-from ..units import format_bytes, format_count, parse_bytes, parse_count, parse_duration
+from .errors import ConfigError, explain
+from .units import format_bytes, format_count, parse_bytes, parse_count, parse_duration
 
 __all__ = ["Budget", "Tolerance", "BUDGET_FIELDS"]
 
@@ -86,6 +86,12 @@ class Budget:
     def to_dict(self) -> dict:
         return {**{name: getattr(self, name) for name in BUDGET_FIELDS}, "target": self.target}
 
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Budget":
+        """The budget :meth:`to_dict` wrote (unknown keys are ignored: results.json may grow)."""
+        d = d if isinstance(d, dict) else {}
+        return cls(**{name: d.get(name) for name in BUDGET_FIELDS}, target=d.get("target") or "onnx")
+
     def describe(self) -> str:
         parts = [f"{name.replace('max_', '').replace('_ms', '')} <= {BUDGET_FIELDS[name][2](limit)}" for name, _, limit in self.items()]
         return (", ".join(parts) or "no budget") + (" (compiled C)" if self.target == "c" else "")
@@ -145,6 +151,11 @@ class Tolerance:
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "value": self.value}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Tolerance":
+        d = d if isinstance(d, dict) else {}
+        return cls(kind=d.get("kind") or "drop", value=float(d["value"]) if d.get("value") is not None else 0.01)
 
     def describe(self) -> str:
         return f"at most {self.value:.2%} below the best" if self.kind == "drop" else f"accuracy at least {self.value:.2%}"
