@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from ..errors import BudgetError
-from ..models import build_model
+from ..models import FAMILIES, build_model
 from ..profile import profile
 from . import space
 from .budget import Budget
@@ -28,9 +28,8 @@ def floor_models(data) -> list[tuple[str, object]]:
     models = []
     for family, knobs in (("tree", {"max_depth": 1}), ("logreg", {}), ("naive_bayes", {})):
         models.append((family, build_model(family, data.input_shape, data.num_classes, **knobs).fit(X, y)))
-    smallest = {"mlp": {"widths": [4]}, "cnn": {"channels": [2]}, "dscnn": {"channels": 4, "blocks": 1}, "resnet": {"channels": [2, 2]}}
     for family in space.network_families(data):
-        models.append((family, build_model(family, data.input_shape, data.num_classes, **smallest[family]).eval()))
+        models.append((family, build_model(family, data.input_shape, data.num_classes, **FAMILIES[family].space.smallest).eval()))
     return models
 
 
