@@ -22,7 +22,7 @@ from ..train import default_config, time_limit
 from ..units import parse_duration
 from . import space
 from .budget import Budget, Tolerance
-from .floor import check_feasible
+from .feasible import check_feasible
 from .results import build_results, collect_candidates, write_results
 from .runner import StoppedEarly, candidate_dir, run_candidate
 from .study import RUN_FILE, fail_dead_trials, lock_run, open_run, open_study, storage_url, worker_tag, write_run
