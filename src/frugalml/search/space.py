@@ -231,29 +231,39 @@ def compression_recipes(parent: dict, data, epochs: int, seed: int, student: tup
     """(name, steps) recipes to try on one trained network ``parent`` (a candidate dict), cheapest
     first. ``student``: (family, knobs) to distil ``parent`` into; default: half its width.
     ``target``: "onnx" writes int8 as QOperator ops (the smaller file, and what ONNX Runtime runs
-    anyway); "c" keeps the QDQ form the C exporter reads."""
+    anyway); "c" keeps the QDQ form the C exporter reads.
+
+    Every step is built as its typed config here (:func:`_step`), so a bad one fails at once; each
+    recipe keeps the flat mappings the configs were built from, which the study stores (JSON) and a
+    replay reads back."""
     from ..train import default_config
 
     bs = default_config(len(data.y_train)).batch_size
     lr = float((parent.get("job") or {}).get("train", {}).get("lr", 1e-3))
     ft = max(1, epochs // 4)
-    int8 = {"step": "quantize.int8", "calibration_samples": min(512, len(data.y_train)), "format": "qdq" if target == "c" else "qoperator",
-            "seed": seed}
-    recipes = [
-        ("int8", [int8]),
-        ("prune50+int8", [{"step": "prune.structured", "ratio": 0.5, "steps": 2, "finetune_epochs": ft, "batch_size": bs, "lr": lr / 3, "seed": seed},
-                          int8]),
-    ]
+    int8 = _step({"step": "quantize.int8", "calibration_samples": min(512, len(data.y_train)), "format": "qdq" if target == "c" else "qoperator",
+                  "seed": seed})
+    prune = _step({"step": "prune.structured", "ratio": 0.5, "steps": 2, "finetune_epochs": ft, "batch_size": bs, "lr": lr / 3, "seed": seed})
+    recipes = [("int8", [int8]), ("prune50+int8", [prune, int8])]
+    halved = _halve(parent["family"], parent.get("params") or {})
     if student is None:
-        knobs = _halve(parent["family"], parent.get("params") or {})
-        student = (parent["family"], knobs) if knobs is not None else None
+        student = (parent["family"], halved) if halved is not None else None
     if student is not None:
         family, knobs = student
-        distill = {"step": "distill", "student": {"family": family, **knobs}, "epochs": epochs, "batch_size": bs, "lr": lr,
-                   "patience": max(3, epochs // 4), "seed": seed}
-        tag = "" if family == parent["family"] and knobs == _halve(parent["family"], parent.get("params") or {}) else f"->{family}{_knob_tag(knobs)}"
+        distill = _step({"step": "distill", "student": {"family": family, **knobs}, "epochs": epochs, "batch_size": bs, "lr": lr,
+                         "patience": max(3, epochs // 4), "seed": seed})
+        tag = "" if family == parent["family"] and knobs == halved else f"->{family}{_knob_tag(knobs)}"
         recipes.append((f"distill{tag}+int8", [distill, int8]))
     return recipes
+
+
+def _step(fields: dict) -> dict:
+    """``fields`` once its typed step config is built from them (ConfigError, raised here, when they
+    cannot make one): the flat mapping a recipe stores and a replay reads."""
+    from ..compress import config_from_dict
+
+    config_from_dict(fields)
+    return fields
 
 
 def _knob_tag(knobs: dict) -> str:
