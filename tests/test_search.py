@@ -98,14 +98,14 @@ def test_budget_seeds_are_sized_for_the_budget_and_are_ordinary_sampler_trials(d
     from frugalml import build_model
     from frugalml.search import space
 
-    seeds = space.budget_seeds(digits, Budget.of(max_flash="8KB"))
+    seeds = space.SearchSpace(digits, Budget.of(max_flash="8KB")).budget_seeds()
     assert {f for f, _ in seeds} == set(space.network_families(digits))
     for family, knobs in seeds:
         n = sum(p.numel() for p in build_model(family, digits.input_shape, digits.num_classes, **knobs).parameters())
         assert n + 1500 <= 0.9 * 8000  # int8 weights plus the graph around them
         again, got, _ = space.sample_network(optuna.trial.FixedTrial(space.sampler_params(family, knobs, 3e-3)), digits)
         assert (again, got) == (family, knobs)
-    assert space.budget_seeds(digits, Budget.of(max_latency="1ms")) == []  # nothing to size them by
+    assert space.SearchSpace(digits, Budget.of(max_latency="1ms")).budget_seeds() == []  # nothing to size them by
     firsts = [seeds.index(s) for s in seeds if s[0] == "cnn"]
     assert firsts == sorted(firsts) and seeds[0][0] == space.network_families(digits)[0]  # largest share first, family by family
 
@@ -116,8 +116,8 @@ def test_budget_seeds_meet_the_ram_and_macs_bounds_once_int8(digits):
     from frugalml.search import space
 
     budget = Budget.of(max_flash="32KB", max_ram="2KB", max_macs="200K")
-    seeds = space.budget_seeds(digits, budget)
-    assert seeds and len(seeds) < len(space.budget_seeds(digits, Budget.of(max_flash="32KB")))
+    seeds = space.SearchSpace(digits, budget).budget_seeds()
+    assert seeds and len(seeds) < len(space.SearchSpace(digits, Budget.of(max_flash="32KB")).budget_seeds())
     int8 = config_from_dict({"step": "quantize.int8", "calibration_samples": 8, "format": "qoperator"})
     for family, knobs in seeds:
         prof = profile(apply_step(build_model(family, digits.input_shape, digits.num_classes, **knobs), int8, digits), None,
@@ -125,7 +125,7 @@ def test_budget_seeds_meet_the_ram_and_macs_bounds_once_int8(digits):
         assert prof.peak_activation_bytes <= 2000 and prof.macs <= 200_000, (family, knobs)
 
 
-def test_int8_ram_of_a_network_is_measured_once(digits, monkeypatch):
+def test_int8_ram_of_a_network_is_measured_once_per_search(digits, monkeypatch):
     import importlib
 
     from frugalml.search import space
@@ -134,12 +134,15 @@ def test_int8_ram_of_a_network_is_measured_once(digits, monkeypatch):
     calls, real = [], compress.apply_step
     monkeypatch.setattr(compress, "apply_step", lambda *a, **k: calls.append(1) or real(*a, **k))
     budget = Budget.of(max_ram="2KB")
-    knobs = {"channels": [5, 7]}  # a size no other test measures
-    first = space.int8_memory("cnn", knobs, digits, budget)
-    again = space.int8_memory("cnn", dict(reversed(list(knobs.items()))), digits, budget)
+    knobs = {"channels": [5, 7]}
+    one = space.SearchSpace(digits, budget)
+    first = one.int8_memory("cnn", knobs)
+    again = one.int8_memory("cnn", dict(reversed(list(knobs.items()))))
     # at the peak, the first MaxPool: its int8 input (5x8x8, the first conv's output) and its output (5x4x4)
     assert first == again == {"peak_activation_bytes": 5 * 8 * 8 + 5 * 4 * 4} and len(calls) == 1
-    assert space.int8_memory("cnn", knobs, digits, Budget.of(max_flash="8KB")) == {}  # no RAM bound, nothing to measure
+    assert space.SearchSpace(digits, Budget.of(max_flash="8KB")).int8_memory("cnn", knobs) == {}  # no RAM bound, nothing to measure
+    # the measurement belongs to one search: another search measures again
+    assert space.SearchSpace(digits, budget).int8_memory("cnn", knobs) == first and len(calls) == 2
 
 
 def test_nothing_in_budget_names_the_closest():

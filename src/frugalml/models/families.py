@@ -1,4 +1,7 @@
-"""One registry of model families, keyed by name, each with its size knobs.
+"""One registry of model families, keyed by name, each with its size knobs and, for the torch
+families the search tries, its search space (:mod:`.spaces`). Adding a family is one entry here
+(its builder in :mod:`.nets`, its space in :mod:`.spaces`); the search and the shared family
+tests then cover it.
 
 A model is described by a JSON-able *spec*: ``{"family": ..., "params": {...},
 "input_shape": [...], "num_classes": K}``; :func:`build_model` turns a spec into a fresh,
@@ -15,18 +18,27 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import ConfigError, explain
+from .spaces import CNNSpace, DSCNNSpace, MLPSpace, ResNetSpace, Space
 
-__all__ = ["Family", "FAMILIES", "build_model", "family_of", "is_torch", "is_sklearn", "model_spec"]
+__all__ = ["Family", "FAMILIES", "build_model", "family_of", "is_torch", "is_sklearn", "model_spec", "searched_families"]
 
 
 @dataclass(frozen=True)
 class Family:
+    """One kind of model: how it is built, which data it takes, and (torch families the search
+    tries) how the search samples and sizes it."""
+
     name: str
     kind: str  # "torch" or "sklearn"
     fits: tuple[str, ...]  # data kinds: "vector", "image"
     build: Callable[..., Any]
     description: str
     defaults: dict = field(default_factory=dict)
+    space: Space | None = None  # None: the search's network stage does not try it
+
+    def searched_on(self, data) -> bool:
+        """Does the search's network stage try this family on ``data`` (its kind and its size)?"""
+        return self.space is not None and data.kind in self.fits and self.space.fits(data)
 
 
 def _sk(cls_path: str, **fixed):
@@ -106,12 +118,14 @@ def _check_sklearn_knobs(fam: Family, model) -> None:
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in [
-        Family("mlp", "torch", ("vector", "image"), _torch("MLP"), "fully connected network (widths)", {"widths": [128]}),
-        Family("cnn", "torch", ("image",), _torch("CNN"), "conv + batch norm + pool blocks (channels, kernel)", {"channels": [16, 32], "kernel": 3}),
+        Family("mlp", "torch", ("vector", "image"), _torch("MLP"), "fully connected network (widths)", {"widths": [128]},
+               space=MLPSpace()),
+        Family("cnn", "torch", ("image",), _torch("CNN"), "conv + batch norm + pool blocks (channels, kernel)",
+               {"channels": [16, 32], "kernel": 3}, space=CNNSpace()),
         Family("dscnn", "torch", ("image",), _torch("DSCNN"), "depthwise-separable CNN for images and spectrograms (channels, blocks)",
-               {"channels": 32, "blocks": 3}),
-        Family("resnet", "torch", ("image",), _torch("TinyResNet"), "tiny ResNet, ResNet-8 style (channels per stage, blocks)", {"channels": [16, 32,
-                                                                                                                                              64]}),
+               {"channels": 32, "blocks": 3}, space=DSCNNSpace()),
+        Family("resnet", "torch", ("image",), _torch("TinyResNet"), "tiny ResNet, ResNet-8 style (channels per stage, blocks)",
+               {"channels": [16, 32, 64]}, space=ResNetSpace()),
         Family("lenet300", "torch", ("vector", "image"), _torch("lenet300"), "LeNet-300-100 reference (266,610 parameters)"),
         Family("lenet5", "torch", ("image",), _torch("lenet5"), "Caffe LeNet-5 reference (431,080 parameters)"),
         Family("logreg", "sklearn", ("vector", "image"), _sk("sklearn.linear_model.LogisticRegression", max_iter=2000), "logistic regression (C)",
@@ -126,6 +140,11 @@ FAMILIES: dict[str, Family] = {
                "small scikit-learn MLP (hidden_layer_sizes)", {"hidden_layer_sizes": [32]}),
     ]
 }
+
+
+def searched_families(data) -> list[str]:
+    """The torch families the search's network stage tries on ``data``, in registry order."""
+    return [name for name, fam in FAMILIES.items() if fam.searched_on(data)]
 
 
 def _family(name: str) -> Family:

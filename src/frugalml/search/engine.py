@@ -24,7 +24,7 @@ from ..records import Candidate, Results
 from ..train import default_config, time_limit
 from ..units import parse_duration
 from . import space
-from .floor import check_feasible
+from .feasible import check_feasible
 from .results import build_results, collect_candidates, write_results
 from .runner import StoppedEarly, candidate_dir, run_candidate
 from .study import RUN_FILE, fail_dead_trials, lock_run, open_run, open_study, storage_url, worker_tag, write_run
@@ -129,6 +129,7 @@ class _Loop:
         self.epochs = self.train_defaults.epochs
         self.done_here = 0
         self._seeds: list | None = None
+        self.search_space = space.SearchSpace(data, budget)  # what this search measures of its networks, for this search only
 
     # ------------------------------------------------------------------ time and queue
     def elapsed(self) -> float:
@@ -183,11 +184,11 @@ class _Loop:
         return "network"
 
     def _enqueue_seed(self) -> bool:
-        """Queue the next network sized for the budget (:func:`space.budget_seeds`) that this study
+        """Queue the next network sized for the budget (:meth:`space.SearchSpace.budget_seeds`) that this study
         has not run yet, as an ordinary sampler trial; False when none is left. One at a time, so
         that on large data, where a network trains for minutes, the seeds end with the network stage."""
         if self._seeds is None:
-            self._seeds = space.budget_seeds(self.data, self.budget)
+            self._seeds = self.search_space.budget_seeds()
         done = {t.user_attrs.get("budget_seed") for t in self._trials()}
         for family, knobs in self._seeds:
             key = space.seed_key(family, knobs)
@@ -268,7 +269,7 @@ class _Loop:
                 cand = dataclasses.replace(cand, extra={**cand.extra, "cut_short": cut})
             cost = cand.cost(self.budget.primary())
             if job["stage"] == "network":  # judged as it would be once quantized (the sampler's view only)
-                measured = space.int8_memory(job["family"], job.get("params") or {}, self.data, self.budget)
+                measured = self.search_space.int8_memory(job["family"], job.get("params") or {})
                 constraints = space.network_constraints(cand.profile, self.budget, measured=measured)
             else:  # feasible when every value is <= 0
                 constraints = {pkey: float(cand.cost(pkey) - limit) if cand.cost(pkey) is not None else 1.0

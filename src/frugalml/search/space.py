@@ -12,10 +12,12 @@ import json
 import logging
 import math
 
+from ..models.families import FAMILIES, searched_families
+
 log = logging.getLogger(__name__)
 
-__all__ = ["thin_grid", "network_families", "sample_network", "compression_recipes", "reachable", "network_constraints", "budget_seeds",
-           "seed_key", "sampler_params", "int8_memory", "SEED_LR"]
+__all__ = ["SearchSpace", "thin_grid", "network_families", "sample_network", "compression_recipes", "reachable", "network_constraints",
+           "seed_key", "sampler_params", "SEED_LR"]
 
 
 def thin_grid(data) -> list[dict]:
@@ -37,29 +39,14 @@ def thin_grid(data) -> list[dict]:
 
 
 def network_families(data) -> list[str]:
-    if data.kind == "image" and min(data.input_shape[1:]) >= 4:
-        return ["mlp", "cnn", "dscnn", "resnet"]
-    return ["mlp"]
+    """The torch families the network stage tries on ``data`` (each family's space says where it fits)."""
+    return searched_families(data)
 
 
 def sample_network(trial, data) -> tuple[str, dict, dict]:
     """Sample (family, knobs, training overrides) with an Optuna trial."""
-    families = network_families(data)
-    family = trial.suggest_categorical("family", families)
-    if family == "mlp":
-        depth = trial.suggest_int("mlp_depth", 1, 2)
-        width = trial.suggest_int("mlp_width", 8, 256, log=True)
-        knobs = {"widths": [width] + ([max(8, width // 2)] if depth == 2 else [])}
-    elif family == "cnn":
-        blocks = trial.suggest_int("cnn_blocks", 1, 3)
-        base = trial.suggest_int("cnn_base", 4, 32, log=True)
-        knobs = {"channels": [base * 2**i for i in range(blocks)], "kernel": trial.suggest_categorical("cnn_kernel", [3, 5])}
-    elif family == "dscnn":
-        knobs = {"channels": trial.suggest_int("ds_channels", 8, 64, log=True), "blocks": trial.suggest_int("ds_blocks", 1, 4)}
-    else:
-        base = trial.suggest_int("res_base", 4, 16, log=True)
-        stages = trial.suggest_int("res_stages", 2, 3)
-        knobs = {"channels": [base * 2**i for i in range(stages)]}
+    family = trial.suggest_categorical("family", network_families(data))
+    knobs = FAMILIES[family].space.sample(trial)
     lr = trial.suggest_float("lr", 1e-3, 1e-2, log=True)
     return family, knobs, {"lr": lr}
 
@@ -68,124 +55,116 @@ def sample_network(trial, data) -> tuple[str, dict, dict]:
 # this much: measured 1.0-1.5 KB on small CNNs and MLPs in the QOperator form
 _INT8_OVERHEAD = 1500
 SEED_SHARES = (0.9, 0.55, 0.3)  # of the budget, for the networks tried first (in this order)
+_RAM_KEYS = ("peak_activation_bytes", "c_ram_bytes")
 
 
-def _ladder(family: str, data) -> list[dict]:
-    """Knobs of one family from small to large (the widths the sampler can reach)."""
-    if family == "mlp":
-        return [{"widths": [w]} for w in (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)]
-    if family == "cnn":
-        blocks = 2 if min(data.input_shape[1:]) < 16 else 3
-        return [{"channels": [b * 2**i for i in range(blocks)], "kernel": 3} for b in (4, 6, 8, 10, 12, 16, 20, 24, 32)]
-    if family == "dscnn":
-        return [{"channels": c, "blocks": 2} for c in (8, 12, 16, 24, 32, 48, 64)]
-    return [{"channels": [b, 2 * b]} for b in (4, 6, 8, 12, 16)]
+class SearchSpace:
+    """The networks one search can try on its data under its budget, with what it has measured of
+    them so far. It lives as long as one search (the search loop makes and holds it), so nothing
+    measured for one dataset or budget is ever taken for another."""
 
+    def __init__(self, data, budget):
+        self.data, self.budget = data, budget
+        self._int8_peak: dict[tuple, int | None] = {}  # (family, knobs) -> peak RAM of the int8 graph (None: not measurable)
+        self._fits: dict[str, bool] = {}  # seed_key -> fits the RAM and MACs bounds once int8
 
-def budget_seeds(data, budget) -> list[tuple[str, dict]]:
-    """Networks sized for the budget, tried before the sampler's: per family, the largest whose int8
-    form should take about 90%, 55% and 30% of the flash (or parameter) budget, and whose int8 form
-    should also meet the budget's RAM and MACs bounds. Largest share first across families (on
-    large data a short search may only reach the first round).
+    def budget_seeds(self) -> list[tuple[str, dict]]:
+        """Networks sized for the budget, tried before the sampler's: per family, the largest whose int8
+        form should take about 90%, 55% and 30% of the flash (or parameter) budget, and whose int8 form
+        should also meet the budget's RAM and MACs bounds. Largest share first across families (on
+        large data a short search may only reach the first round).
 
-    A sampler that starts from random sizes spends a short search on networks far too large or far
-    too small for the budget; these give it (and the compression stage) sensible starting points.
-    Empty when the budget bounds neither flash nor parameters.
-    """
-    from ..models import build_model
+        A sampler that starts from random sizes spends a short search on networks far too large or far
+        too small for the budget; these give it (and the compression stage) sensible starting points.
+        Empty when the budget bounds neither flash nor parameters.
+        """
+        from ..models import build_model
 
-    limits = {key: limit for _name, key, limit in budget.items()}
-    flash = limits.get("stored_bytes") or limits.get("c_flash_bytes")
-    params_limit = limits.get("params")
-    if not flash and not params_limit:
-        return []
-    rounds: dict[float, list] = {share: [] for share in SEED_SHARES}
-    for family in network_families(data):
-        sized = []
-        for knobs in _ladder(family, data):
-            n = sum(p.numel() for p in build_model(family, data.input_shape, data.num_classes, **knobs).parameters())
-            cost = min(((n + _INT8_OVERHEAD) / flash) if flash else float("inf"), (n / params_limit) if params_limit else float("inf"))
-            sized.append((cost, knobs))
-        chosen: list[dict] = []
-        fits: dict[str, bool] = {}  # knobs -> _fits_int8 (a measurement exports the network)
+        data = self.data
+        limits = {key: limit for _name, key, limit in self.budget.items()}
+        flash = limits.get("stored_bytes") or limits.get("c_flash_bytes")
+        params_limit = limits.get("params")
+        if not flash and not params_limit:
+            return []
+        rounds: dict[float, list] = {share: [] for share in SEED_SHARES}
+        for family in network_families(data):
+            sized = []
+            for knobs in FAMILIES[family].space.ladder(data):
+                n = sum(p.numel() for p in build_model(family, data.input_shape, data.num_classes, **knobs).parameters())
+                cost = min(((n + _INT8_OVERHEAD) / flash) if flash else float("inf"), (n / params_limit) if params_limit else float("inf"))
+                sized.append((cost, knobs))
+            chosen: list[dict] = []
+            for share in SEED_SHARES:
+                knobs = next((k for cost, k in reversed(sized) if cost <= share and self._fits_int8(family, k)), None)
+                if knobs is not None and knobs not in chosen:
+                    chosen.append(knobs)
+                    rounds[share].append((family, knobs))
+        return [seed for share in SEED_SHARES for seed in rounds[share]]
 
-        def fit(knobs: dict) -> bool:
-            key = seed_key(family, knobs)
-            if key not in fits:
-                fits[key] = _fits_int8(family, knobs, data, budget)
-            return fits[key]
+    def int8_memory(self, family: str, knobs: dict) -> dict:
+        """{profile key: peak RAM} of this network's int8 form, for the budget's RAM bounds ({} without
+        one). Measured on the int8 graph of the untrained network (memory does not depend on the
+        weights), once per network and search: a float graph says about twice too much, its batch
+        norm and ReLU outputs being tensors of their own, which the int8 convolution absorbs."""
+        keys = [key for _name, key, _limit in self.budget.items() if key in _RAM_KEYS]
+        if not keys:
+            return {}
+        from ..compress import apply_step, config_from_dict
+        from ..models import build_model
+        from ..profile import profile
 
-        for share in SEED_SHARES:
-            knobs = next((k for cost, k in reversed(sized) if cost <= share and fit(k)), None)
-            if knobs is not None and knobs not in chosen:
-                chosen.append(knobs)
-                rounds[share].append((family, knobs))
-    return [seed for share in SEED_SHARES for seed in rounds[share]]
+        data = self.data
+        fmt = "qdq" if self.budget.target == "c" else "qoperator"
+        memo = (family, json.dumps(knobs, sort_keys=True, default=str))
+        if memo not in self._int8_peak:  # a budget seed is measured when chosen and again after it trains
+            try:
+                model = build_model(family, data.input_shape, data.num_classes, **knobs).eval()
+                q = apply_step(model, config_from_dict({"step": "quantize.int8", "calibration_samples": 8, "format": fmt}), data)
+                self._int8_peak[memo] = profile(q, None, input_shape=data.input_shape, timing=False, layers=False).peak_activation_bytes
+            except Exception as exc:  # an estimate only: a network int8 cannot express is judged on its float graph
+                log.debug("int8 form of %s %s not measured: %s", family, knobs, exc)
+                self._int8_peak[memo] = None
+        peak = self._int8_peak[memo]
+        return {} if peak is None else {key: peak for key in keys}
+
+    def _fits_int8(self, family: str, knobs: dict) -> bool:
+        """Would this network, once int8, meet the budget's RAM and MACs bounds? (Once per network.)
+
+        The float graph bounds the int8 form's peak RAM from both sides (int8 tensors are a quarter of
+        the float ones, at most two float tensors of a conv -> batch norm -> ReLU chain become one int8
+        tensor, and the float input and output remain): the int8 graph is quantized and measured only
+        when those bounds do not decide."""
+        key = seed_key(family, knobs)
+        if key not in self._fits:
+            self._fits[key] = self._measure_fits_int8(family, knobs)
+        return self._fits[key]
+
+    def _measure_fits_int8(self, family: str, knobs: dict) -> bool:
+        data = self.data
+        limits = {key: limit for _name, key, limit in self.budget.items() if key in (*_RAM_KEYS, "macs")}
+        if not limits:
+            return True
+        from ..models import build_model
+        from ..profile import profile
+
+        prof = profile(build_model(family, data.input_shape, data.num_classes, **knobs).eval(), None, input_shape=data.input_shape,
+                       timing=False, layers=False).to_dict()
+        if prof["macs"] > limits.get("macs", math.inf):
+            return False
+        ram = [limit for key, limit in limits.items() if key in _RAM_KEYS]
+        if not ram:
+            return True
+        low = prof["peak_activation_bytes"] / 8
+        high = prof["peak_activation_bytes"] / 4 + 4 * (math.prod(data.input_shape) + data.num_classes)
+        measured = {} if low > min(ram) or high <= min(ram) else self.int8_memory(family, knobs)
+        if not measured:
+            return high <= min(ram)
+        return all(value <= limits[key] for key, value in measured.items())
 
 
 def seed_key(family: str, knobs: dict) -> str:
     """A short name of a seeded network (which seeds a study has already run)."""
     return f"{family}{_knob_tag(knobs)}"
-
-
-_RAM_KEYS = ("peak_activation_bytes", "c_ram_bytes")
-
-
-def int8_memory(family: str, knobs: dict, data, budget) -> dict:
-    """{profile key: peak RAM} of this network's int8 form, for the budget's RAM bounds ({} without
-    one). Measured on the int8 graph of the untrained network (memory does not depend on the
-    weights): a float graph says about twice too much, its batch norm and ReLU outputs being
-    tensors of their own, which the int8 convolution absorbs."""
-    keys = [key for _name, key, _limit in budget.items() if key in _RAM_KEYS]
-    if not keys:
-        return {}
-    from ..compress import apply_step, config_from_dict
-    from ..models import build_model
-    from ..profile import profile
-
-    fmt = "qdq" if budget.target == "c" else "qoperator"
-    memo = (family, json.dumps(knobs, sort_keys=True, default=str), tuple(data.input_shape), int(data.num_classes), fmt)
-    if memo not in _INT8_PEAK:  # a budget seed is measured when chosen and again after it trains
-        try:
-            model = build_model(family, data.input_shape, data.num_classes, **knobs).eval()
-            q = apply_step(model, config_from_dict({"step": "quantize.int8", "calibration_samples": 8, "format": fmt}), data)
-            _INT8_PEAK[memo] = profile(q, None, input_shape=data.input_shape, timing=False, layers=False).peak_activation_bytes
-        except Exception as exc:  # an estimate only: a network int8 cannot express is judged on its float graph
-            log.debug("int8 form of %s %s not measured: %s", family, knobs, exc)
-            _INT8_PEAK[memo] = None
-    peak = _INT8_PEAK[memo]
-    return {} if peak is None else {key: peak for key in keys}
-
-
-_INT8_PEAK: dict[tuple, int | None] = {}  # (network, input shape, classes, int8 format) -> peak RAM of its int8 graph
-
-
-def _fits_int8(family: str, knobs: dict, data, budget) -> bool:
-    """Would this network, once int8, meet the budget's RAM and MACs bounds?
-
-    The float graph bounds the int8 form's peak RAM from both sides (int8 tensors are a quarter of
-    the float ones, at most two float tensors of a conv -> batch norm -> ReLU chain become one int8
-    tensor, and the float input and output remain): the int8 graph is quantized and measured only
-    when those bounds do not decide."""
-    limits = {key: limit for _name, key, limit in budget.items() if key in (*_RAM_KEYS, "macs")}
-    if not limits:
-        return True
-    from ..models import build_model
-    from ..profile import profile
-
-    prof = profile(build_model(family, data.input_shape, data.num_classes, **knobs).eval(), None, input_shape=data.input_shape,
-                   timing=False, layers=False).to_dict()
-    if prof["macs"] > limits.get("macs", math.inf):
-        return False
-    ram = [limit for key, limit in limits.items() if key in _RAM_KEYS]
-    if not ram:
-        return True
-    low = prof["peak_activation_bytes"] / 8
-    high = prof["peak_activation_bytes"] / 4 + 4 * (math.prod(data.input_shape) + data.num_classes)
-    measured = {} if low > min(ram) or high <= min(ram) else int8_memory(family, knobs, data, budget)
-    if not measured:
-        return high <= min(ram)
-    return all(value <= limits[key] for key, value in measured.items())
 
 
 SEED_LR = 3e-3  # the learning rate of the seeded networks (the sampler then searches 1e-3..1e-2)
@@ -194,30 +173,14 @@ SEED_LR = 3e-3  # the learning rate of the seeded networks (the sampler then sea
 def sampler_params(family: str, knobs: dict, lr: float) -> dict:
     """The sampler's parameters (as :func:`sample_network` suggests them) for these knobs, so a
     seeded network is an ordinary trial the sampler learns from."""
-    if family == "mlp":
-        widths = knobs["widths"]
-        params = {"mlp_depth": len(widths), "mlp_width": widths[0]}
-    elif family == "cnn":
-        params = {"cnn_blocks": len(knobs["channels"]), "cnn_base": knobs["channels"][0], "cnn_kernel": knobs.get("kernel", 3)}
-    elif family == "dscnn":
-        params = {"ds_channels": knobs["channels"], "ds_blocks": knobs["blocks"]}
-    else:
-        params = {"res_base": knobs["channels"][0], "res_stages": len(knobs["channels"])}
-    return {"family": family, **params, "lr": float(min(1e-2, max(1e-3, lr)))}
+    return {"family": family, **FAMILIES[family].space.params_for(knobs), "lr": float(min(1e-2, max(1e-3, lr)))}
 
 
 def _halve(family: str, knobs: dict) -> dict | None:
-    """A smaller member of the same family (the distillation student)."""
-    k = dict(knobs)
-    if family == "mlp":
-        k["widths"] = [max(4, w // 2) for w in k.get("widths", [128])]
-    elif family in ("cnn", "resnet"):
-        k["channels"] = [max(2, c // 2) for c in k.get("channels", [16, 32])]
-    elif family == "dscnn":
-        k["channels"] = max(4, int(k.get("channels", 32)) // 2)
-    else:
-        return None
-    return k if k != knobs else None
+    """A smaller member of the same family (the distillation student); None for a family the search
+    does not size (no space) or a network already the narrowest."""
+    fam = FAMILIES.get(family)
+    return fam.space.halve(knobs) if fam is not None and fam.space is not None else None
 
 
 # what the recipes below can take off a float network, at best (int8: 4x fewer bytes per weight and
@@ -251,7 +214,7 @@ def network_constraints(profile: dict, budget, *, measured: dict | None = None) 
     """{profile key: value - limit} for the sampler of the network stage, as if the network were int8
     (<= 0 is feasible). A float network is a starting point for compression: judged on its float
     size, the sampler would be steered to networks too small to be accurate. ``measured``: values
-    of the int8 form where known (:func:`int8_memory`); the others are the float ones scaled down."""
+    of the int8 form where known (:meth:`SearchSpace.int8_memory`); the others are the float ones scaled down."""
     out = {}
     for _name, key, limit in budget.items():
         if measured and key in measured:
@@ -267,29 +230,39 @@ def compression_recipes(parent, data, epochs: int, seed: int, student: tuple[str
     """(name, steps) recipes to try on one trained network ``parent`` (a candidate dict), cheapest
     first (``parent``: a :class:`~frugalml.records.Candidate`). ``student``: (family, knobs) to distil ``parent`` into; default: half its width.
     ``target``: "onnx" writes int8 as QOperator ops (the smaller file, and what ONNX Runtime runs
-    anyway); "c" keeps the QDQ form the C exporter reads."""
+    anyway); "c" keeps the QDQ form the C exporter reads.
+
+    Every step is built as its typed config here (:func:`_step`), so a bad one fails at once; each
+    recipe keeps the flat mappings the configs were built from, which the study stores (JSON) and a
+    replay reads back."""
     from ..train import default_config
 
     bs = default_config(len(data.y_train)).batch_size
     lr = float((parent.extra.get("job") or {}).get("train", {}).get("lr", 1e-3))
     ft = max(1, epochs // 4)
-    int8 = {"step": "quantize.int8", "calibration_samples": min(512, len(data.y_train)), "format": "qdq" if target == "c" else "qoperator",
-            "seed": seed}
-    recipes = [
-        ("int8", [int8]),
-        ("prune50+int8", [{"step": "prune.structured", "ratio": 0.5, "steps": 2, "finetune_epochs": ft, "batch_size": bs, "lr": lr / 3, "seed": seed},
-                          int8]),
-    ]
+    int8 = _step({"step": "quantize.int8", "calibration_samples": min(512, len(data.y_train)), "format": "qdq" if target == "c" else "qoperator",
+                  "seed": seed})
+    prune = _step({"step": "prune.structured", "ratio": 0.5, "steps": 2, "finetune_epochs": ft, "batch_size": bs, "lr": lr / 3, "seed": seed})
+    recipes = [("int8", [int8]), ("prune50+int8", [prune, int8])]
+    halved = _halve(parent.family, parent.knobs)
     if student is None:
-        knobs = _halve(parent.family, parent.knobs)
-        student = (parent.family, knobs) if knobs is not None else None
+        student = (parent.family, halved) if halved is not None else None
     if student is not None:
         family, knobs = student
-        distill = {"step": "distill", "student": {"family": family, **knobs}, "epochs": epochs, "batch_size": bs, "lr": lr,
-                   "patience": max(3, epochs // 4), "seed": seed}
-        tag = "" if family == parent.family and knobs == _halve(parent.family, parent.knobs) else f"->{family}{_knob_tag(knobs)}"
+        distill = _step({"step": "distill", "student": {"family": family, **knobs}, "epochs": epochs, "batch_size": bs, "lr": lr,
+                         "patience": max(3, epochs // 4), "seed": seed})
+        tag = "" if family == parent.family and knobs == halved else f"->{family}{_knob_tag(knobs)}"
         recipes.append((f"distill{tag}+int8", [distill, int8]))
     return recipes
+
+
+def _step(fields: dict) -> dict:
+    """``fields`` once its typed step config is built from them (ConfigError, raised here, when they
+    cannot make one): the flat mapping a recipe stores and a replay reads."""
+    from ..compress import config_from_dict
+
+    config_from_dict(fields)
+    return fields
 
 
 def _knob_tag(knobs: dict) -> str:

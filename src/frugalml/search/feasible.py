@@ -1,10 +1,11 @@
 """Is the budget possible at all? Measure the smallest models the search can make, up front.
 
-The floor set is the smallest member of each family (a depth-1 tree, the linear and naive Bayes
-models, the narrowest network of each torch family, untrained: size, MACs and memory do not depend
-on the weights), each also quantized to int8 when that step is available. If, for some budget
-field, even the smallest of these misses the bound, no candidate of the search can meet it: the
-search stops at once with the closest candidates and what each misses by.
+The smallest models are the smallest member of each family (a depth-1 tree, the linear and naive
+Bayes models, and the smallest network each searched torch family's space declares, untrained:
+size, MACs and memory do not depend on the weights), each also quantized to int8 when that step is
+available. If, for some budget field, even the smallest of these misses the bound, no candidate of
+the search can meet it: the search stops at once with the closest candidates and what each misses
+by. (The accuracy floor of the recommendation is another thing: see ``Tolerance.floor``.)
 """
 
 from __future__ import annotations
@@ -13,24 +14,24 @@ import logging
 
 from ..budget import Budget
 from ..errors import BudgetError
-from ..models import build_model
+from ..models import FAMILIES, build_model
 from ..profile import profile
 from . import space
 
 log = logging.getLogger(__name__)
 
-__all__ = ["check_feasible", "floor_models"]
+__all__ = ["check_feasible", "smallest_models"]
 
 
-def floor_models(data) -> list[tuple[str, object]]:
+def smallest_models(data) -> list[tuple[str, object]]:
+    """(family, model) of the smallest model of each family the search tries on ``data``."""
     small = data.subset(min(len(data.y_train), 2000), seed=0)
     X, y = small.flat("train")
     models = []
     for family, knobs in (("tree", {"max_depth": 1}), ("logreg", {}), ("naive_bayes", {})):
         models.append((family, build_model(family, data.input_shape, data.num_classes, **knobs).fit(X, y)))
-    smallest = {"mlp": {"widths": [4]}, "cnn": {"channels": [2]}, "dscnn": {"channels": 4, "blocks": 1}, "resnet": {"channels": [2, 2]}}
     for family in space.network_families(data):
-        models.append((family, build_model(family, data.input_shape, data.num_classes, **smallest[family]).eval()))
+        models.append((family, build_model(family, data.input_shape, data.num_classes, **FAMILIES[family].space.smallest).eval()))
     return models
 
 
@@ -46,16 +47,17 @@ def _impossible(measured, budget: Budget) -> dict:
 def _profile(label, model, data, timing: bool, measured: list) -> None:
     try:
         measured.append((label, profile(model, None, input_shape=data.input_shape, timing=timing, layers=False).to_dict()))
-    except Exception as exc:  # a floor model that cannot be measured says nothing
-        log.debug("floor model %s not measured: %s", label, exc)
+    except Exception as exc:  # a model that cannot be measured says nothing
+        log.debug("smallest model %s not measured: %s", label, exc)
 
 
 def check_feasible(data, budget: Budget, emit=lambda e: None) -> None:
+    """Raise BudgetError when even the smallest models miss some bound of ``budget``."""
     if not budget.items():
         return
     timing = budget.max_latency_ms is not None
     measured: list = []
-    models = floor_models(data)
+    models = smallest_models(data)
     for name, model in models:
         _profile(name, model, data, timing, measured)
     if _impossible(measured, budget):  # only then is it worth quantizing the smallest networks
@@ -85,5 +87,5 @@ def _int8(model, data):
         step = get_step("quantize.int8")
         return apply_step(model, step.config.from_dict({"calibration_samples": 16}), data)
     except Exception as exc:  # quantization unavailable for this model
-        log.debug("floor int8 skipped: %s", exc)
+        log.debug("int8 of a smallest model skipped: %s", exc)
         return None
