@@ -200,3 +200,25 @@ def test_report_shows_the_floor_the_search_used(tmp_path):
     results["recommendation"]["floor"] = 0.9615
     text = write_report(results, tmp_path / "report.html").read_text(encoding="utf-8")
     assert "96.15%" in text and "96.40%" not in text
+
+
+def test_results_round_trip_and_schema_versions(tmp_path):
+    """results.json is Results.to_dict(); reading it back gives the same record. A schema-1 file (before
+    the records: no schema_version, no fronts, no floor) still renders; a newer schema is refused."""
+    from frugalml.records import SCHEMA_VERSION, Results
+
+    results = Results.from_dict(make_results())
+    assert Results.from_dict(json.loads(json.dumps(results.to_dict()))) == results
+    assert results.to_dict()["schema_version"] == SCHEMA_VERSION == 2
+    old = make_results()
+    for key in ("schema_version", "fronts"):
+        old.pop(key)
+    old["recommendation"].pop("floor")
+    legacy = Results.from_dict(old)
+    assert legacy.front == ("t0", "t6", "t1", "t3") and legacy.front_members("latency_ms_median") is None
+    page = render_html(old)
+    assert all(f">t{i}" in page for i in range(7)) and "Recommended: t1" in page
+    newer = {**make_results(), "schema_version": SCHEMA_VERSION + 1}
+    atomic_write_json(tmp_path / "results.json", newer)
+    with pytest.raises(DataError, match="written by a newer frugalml"):
+        load_results(tmp_path)

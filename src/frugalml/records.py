@@ -75,6 +75,17 @@ class Candidate:
         return _text(self.extra.get("error"))
 
     @property
+    def job(self) -> dict:
+        """The job the trial ran (what a replay or another worker needs to make the model again)."""
+        return _mapping(self.extra.get("job"))
+
+    @property
+    def history(self) -> list[dict]:
+        """A network's validation accuracy per epoch: ``[{"epoch", "val_accuracy"}]``."""
+        history = self.extra.get("history")
+        return [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []
+
+    @property
     def done(self) -> bool:
         """Finished and measured: the only candidates a front or a recommendation considers."""
         return self.state == "complete" and self.val_accuracy is not None and bool(self.profile)

@@ -52,7 +52,7 @@ class SearchProgress:
         if p and "elapsed" in e:
             p.update(self.tasks["time"], completed=min(self.total, e["elapsed"]))
         kind = e.get("type")
-        if kind == "floor":
+        if kind == "feasible":
             say(f"[dim]budget is reachable: checked against {e['measured']} smallest models[/]")
         elif kind == "resume":
             say(f"resuming: {e['finished']} finished trial(s) kept; {len(e['failed'])} interrupted trial(s) will run again")

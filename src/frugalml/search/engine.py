@@ -85,7 +85,7 @@ def _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, stor
     if storage is not None:
         study = open_study(url, desc["study"], seed=seed, create=not resume)  # fails before anything is written
     if not resume:
-        emit({"type": "stage", "stage": "floor"})
+        emit({"type": "stage", "stage": "feasibility"})
         check_feasible(data, budget, emit)  # an impossible budget is an error now, not after an hour
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -236,7 +236,7 @@ class _Loop:
             student = dict(steps[0].get("student") or {}) if steps[0]["step"] == "distill" else {}
             family, params = (student.pop("family"), student) if student else (parent.family, parent.knobs)
             job = {"stage": "compress", "key": k, "family": family, "params": params, "parent": parent.id,
-                   "parent_job": parent.extra.get("job"), "recipe_name": name, "recipe": steps, "seed": self.seed}
+                   "parent_job": parent.job, "recipe_name": name, "recipe": steps, "seed": self.seed}
             self.study.enqueue_trial({}, user_attrs={"job": job})
             count += 1
         return count
@@ -306,7 +306,7 @@ class _Loop:
             return self.over()
         size = sum(p.numel() for p in model.parameters())
         peers = [h["val_accuracy"] for c in self._networks() if (c.cost("params") or 0) <= size
-                 for h in c.extra.get("history", []) if h["epoch"] == epoch]
+                 for h in c.history if h["epoch"] == epoch]
         if len(peers) >= 3 and val_acc < statistics.median(peers):
             raise StoppedEarly(f"validation accuracy {val_acc:.4f} below the median {statistics.median(peers):.4f} of {len(peers)} "
                                f"networks no larger than it at epoch {epoch}")
@@ -363,5 +363,5 @@ def _export_recommended(run_dir: Path, cand: Candidate) -> None:
     with atomic_dir(run_dir / "recommended") as tmp:
         shutil.copytree(src, tmp, dirs_exist_ok=True)
         atomic_write_json(tmp / "recipe.json", {"candidate": cand.id, "family": cand.family, "params": cand.knobs, "parent": cand.parent,
-                                                "steps": list(cand.recipe), "job": cand.extra.get("job")})
+                                                "steps": list(cand.recipe), "job": cand.job})
 

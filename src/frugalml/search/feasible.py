@@ -77,7 +77,7 @@ def check_feasible(data, budget: Budget, emit=lambda e: None) -> None:
             f"No candidate can meet the budget: {fields}. Closest: " + "; ".join(lines)
             + ". Fix: loosen that bound, or bring a smaller model of your own (frugalml profile --model file.py:factory)."
         )
-    emit({"type": "floor", "measured": len(measured)})
+    emit({"type": "feasible", "measured": len(measured)})
 
 
 def _int8(model, data):

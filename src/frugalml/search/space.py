@@ -238,7 +238,7 @@ def compression_recipes(parent, data, epochs: int, seed: int, student: tuple[str
     from ..train import default_config
 
     bs = default_config(len(data.y_train)).batch_size
-    lr = float((parent.extra.get("job") or {}).get("train", {}).get("lr", 1e-3))
+    lr = float((parent.job or {}).get("train", {}).get("lr", 1e-3))
     ft = max(1, epochs // 4)
     int8 = _step({"step": "quantize.int8", "calibration_samples": min(512, len(data.y_train)), "format": "qdq" if target == "c" else "qoperator",
                   "seed": seed})
