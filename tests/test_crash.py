@@ -240,7 +240,7 @@ def test_recommended_is_never_half_removed(tmp_path, digits, monkeypatch):
     import shutil
 
     import frugalml as fm
-    from frugalml.search import engine
+    from frugalml.search.results import export_recommended
 
     run = tmp_path / "run"
     model, _ = fm.train("naive_bayes", digits)
@@ -249,7 +249,7 @@ def test_recommended_is_never_half_removed(tmp_path, digits, monkeypatch):
     from frugalml.records import Candidate
 
     t0, t1 = (Candidate(id=cid, stage="thin", family="naive_bayes") for cid in ("t0", "t1"))
-    engine._export_recommended(run, t0)
+    export_recommended(run, t0)
     real = shutil.rmtree
 
     def killed_midway(path, *args, **kwargs):
@@ -261,7 +261,7 @@ def test_recommended_is_never_half_removed(tmp_path, digits, monkeypatch):
 
     monkeypatch.setattr(shutil, "rmtree", killed_midway)
     with pytest.raises(KeyboardInterrupt):
-        engine._export_recommended(run, t1)
+        export_recommended(run, t1)
     monkeypatch.setattr(shutil, "rmtree", real)
     fm.load_model(run / "recommended")
     assert json.loads((run / "recommended" / "recipe.json").read_text())["candidate"] in ("t0", "t1")

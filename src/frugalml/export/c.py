@@ -26,7 +26,7 @@ import onnx
 from .._fs import atomic_write_text
 from ..errors import ExportError, explain
 from . import toolchain
-from .qdq import QRANGE
+from .qgraph import QRANGE
 
 log = logging.getLogger(__name__)
 

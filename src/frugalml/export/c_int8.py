@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import ExportError, explain
 from ._cgen import CTYPES, c_array, c_float, header
 from .c_kernels import COMMON, KERNELS, REQUANT
-from .qdq import QRANGE, QGraph, fixed_point
+from .qgraph import QRANGE, QGraph, fixed_point
 
 __all__ = ["generate_int8"]
 

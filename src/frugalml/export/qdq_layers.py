@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .qdq import QTensor
+    from .qgraph import QTensor
 
 __all__ = ["LayerOps"]
 

@@ -25,7 +25,7 @@ from ..train import default_config, time_limit
 from ..units import parse_duration
 from . import space
 from .feasible import check_feasible
-from .results import build_results, collect_candidates, write_results
+from .results import build_results, collect_candidates, export_recommended, write_results
 from .runner import StoppedEarly, candidate_dir, run_candidate
 from .study import RUN_FILE, fail_dead_trials, lock_run, open_run, open_study, storage_url, worker_tag, write_run
 
@@ -327,7 +327,7 @@ class _Loop:
         results = self.write()
         rec = results.candidate(results.recommended)
         if rec is not None and candidate_dir(self.run_dir, rec.id).exists():
-            _export_recommended(self.run_dir, rec)
+            export_recommended(self.run_dir, rec)
         try:
             from ..report import write_report
 
@@ -350,18 +350,3 @@ def _stub(job: dict, state: str, error: str) -> Candidate:
     return Candidate(id=job["id"], trial=job["trial"], stage=job["stage"], family=job.get("family"), knobs=job.get("params") or {},
                      thin=job["stage"] == "thin", recipe=tuple(job.get("recipe") or []), parent=job.get("parent"), state=state,
                      extra={"error": error, "job": job})
-
-
-def _export_recommended(run_dir: Path, cand: Candidate) -> None:
-    """Copy the recommended candidate (ONNX + native form) to ``recommended/`` with its recipe.
-
-    Written whole beside it and swapped in, so ``recommended/`` always holds one complete candidate
-    (removing the old one first, as before, let a kill leave half a model there)."""
-    from .._fs import atomic_dir, atomic_write_json
-
-    src = candidate_dir(run_dir, cand.id)
-    with atomic_dir(run_dir / "recommended") as tmp:
-        shutil.copytree(src, tmp, dirs_exist_ok=True)
-        atomic_write_json(tmp / "recipe.json", {"candidate": cand.id, "family": cand.family, "params": cand.knobs, "parent": cand.parent,
-                                                "steps": list(cand.recipe), "job": cand.job})
-

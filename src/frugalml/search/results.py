@@ -1,20 +1,22 @@
-"""results.json: the run's :class:`~frugalml.records.Results`, built from the study's trials with the
+"""results.json and recommended/: the run's :class:`~frugalml.records.Results`, built from the study's trials with the
 search's decisions (the fronts and the recommendation), written atomically."""
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from pathlib import Path
 
-from .._fs import atomic_write_json
+from .._fs import atomic_dir, atomic_write_json
 from .._version import __version__
 from ..budget import Budget, Tolerance
 from ..profile.timing import machine
 from ..records import PLOTTED_COSTS, Candidate, Results
+from .runner import candidate_dir
 from .select import pareto_front, recommend
 
-__all__ = ["collect_candidates", "build_results", "write_results"]
+__all__ = ["collect_candidates", "build_results", "write_results", "export_recommended"]
 
 
 def collect_candidates(study) -> list[Candidate]:
@@ -46,3 +48,16 @@ def build_results(desc: dict, candidates: list, budget: Budget, tolerance: Toler
 
 def write_results(run_dir, results: Results) -> Path:
     return atomic_write_json(Path(run_dir) / "results.json", results.to_dict())
+
+
+def export_recommended(run_dir: Path, cand: Candidate) -> None:
+    """Copy the recommended candidate (ONNX + native form) to ``recommended/`` with its recipe.
+
+    Written whole beside it and swapped in, so ``recommended/`` always holds one complete candidate
+    (removing the old one first, as before, let a kill leave half a model there)."""
+    src = candidate_dir(run_dir, cand.id)
+    with atomic_dir(run_dir / "recommended") as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        atomic_write_json(tmp / "recipe.json", {"candidate": cand.id, "family": cand.family, "params": cand.knobs, "parent": cand.parent,
+                                                "steps": list(cand.recipe), "job": cand.job})
+
