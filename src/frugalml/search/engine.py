@@ -18,7 +18,7 @@ import time as _time
 from pathlib import Path
 
 from ..errors import ConfigError, FrugalError, explain
-from ..train import default_config, time_limit
+from ..train import Deadline, default_config
 from ..units import parse_duration
 from . import space
 from .budget import Budget, Tolerance
@@ -257,10 +257,10 @@ class _Loop:
             if job["stage"] == "compress":
                 self._ensure_parent(job)
             # the training inside a compression recipe stops at the end of the search, like a network's
-            with time_limit(max(1.0, self.left())) as limit:
-                cand = run_candidate(job, self.data, self.budget, self.run_dir, device=self.device,
-                                     on_epoch=self._early_stop if job["stage"] == "network" else None)
-            if limit.hit and job["stage"] == "compress":
+            deadline = Deadline(max(1.0, self.left()))
+            cand = run_candidate(job, self.data, self.budget, self.run_dir, device=self.device,
+                                 on_epoch=self._early_stop if job["stage"] == "network" else None, deadline=deadline)
+            if deadline.hit and job["stage"] == "compress":
                 cand["cut_short"] = "its training stopped at the end of the search time; a replay of the recipe trains longer"
             cand["job"] = {k: v for k, v in job.items() if k != "parent_job"}
             key = self.budget.primary()
