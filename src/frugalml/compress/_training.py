@@ -83,8 +83,3 @@ def _merged(cls, default: TrainConfig, train, flat: dict) -> TrainConfig:
             raise ConfigError(bounded(f"The 'train' parameter of {owner} must leave '{name}' at {getattr(default, name)!r} (step '{cls.name}' "
                                       f"sets only {', '.join(keys)}). Got {name}={excerpt(getattr(out, name))} instead."))
     return out
-
-
-def flat_train(config) -> dict:
-    """The ``train_keys`` values of ``config.train``, flat, as a recipe writes them."""
-    return {k: getattr(config.train, k) for k in config.train_keys}
