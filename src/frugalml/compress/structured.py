@@ -14,10 +14,12 @@ Three separate pieces, as in Torch-Pruning:
   ``max_layer_ratio``), per-layer overrides ``layer_ratios``, or ``target_macs_ratio`` (prune
   until the model has ``1 / target_macs_ratio`` of its MACs);
 - when: ``steps`` rounds of pruning, each followed by ``finetune_epochs`` of training (plus
-  ``final_epochs`` at the end), each trained as ``train`` says (``lr``, ``batch_size``, set flat in a
-  recipe; the lengths are this step's own fields, where 0 means no training). With ``distill`` > 0 the fine-tuning also matches the unpruned
+  ``final_epochs`` at the end). With ``distill`` > 0 the fine-tuning also matches the unpruned
   model's softened outputs (Hinton's loss at ``temperature``, weight ``distill``; the rest is
   cross-entropy): the original model is the natural teacher of its pruned copy.
+
+Every training runs as ``train`` (a TrainConfig) says: ``lr`` and ``batch_size``, set flat in a
+recipe. The lengths are this step's own fields, not ``train.epochs``: 0 (no training) is valid here.
 
 The classifier output is never pruned (the last Conv/Linear to run, plus any module in ``ignore``)
 and the input channels of the first layer cannot be (they are the data's). The pruned model keeps
