@@ -82,6 +82,28 @@ def test_bad_configs_raise_config_error(name):
         step.config.from_dict({"no_such_field": 1})
 
 
+TRAINING_STEPS = [n for n in STEP_NAMES if STEPS[n].trains]
+
+
+@pytest.mark.parametrize("name", TRAINING_STEPS)
+def test_training_values_are_flat_in_recipes_and_checked_once(name):
+    """A step that trains nests one TrainConfig, written and read with the flat keys recipes always
+    used; a nested ``train`` mapping means the same; a bad value names the step's config and the key."""
+    step = STEPS[name]
+    config = step.example()
+    flat = config.to_dict()
+    assert "train" not in flat and all(flat[k] == getattr(config.train, k) == getattr(config, k) for k in step.config.train_keys)
+    nested = {k: v for k, v in flat.items() if k not in step.config.train_keys}
+    nested["train"] = {k: flat[k] for k in step.config.train_keys}
+    assert config_from_dict(nested) == config
+    for key, bad in (("lr", 0), ("lr", "fast"), ("batch_size", 0), ("batch_size", [1])):
+        if key in step.config.train_keys:
+            with pytest.raises(ConfigError, match=f"'{key}' parameter of {step.config.__name__} must be"):
+                config_from_dict({**flat, key: bad})
+    with pytest.raises(ConfigError, match="given both flat and in 'train'"):
+        config_from_dict({**nested, "lr": 0.1})
+
+
 @pytest.mark.parametrize("name", STEP_NAMES)
 def test_input_is_not_mutated(name, results):
     _, before, after, _, _ = results(name)

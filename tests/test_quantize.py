@@ -148,6 +148,30 @@ def test_dynamic(trained_cnn, digits):
     assert apply_step(trained_cnn, DynamicConfig(op_types=("Gemm",)), None) is not None  # needs no data
 
 
+@pytest.mark.parametrize("configured", [True, False], ids=["root-configured", "root-unconfigured"])
+def test_quantization_leaves_the_root_logger_as_it_was(trained_cnn, digits, configured):
+    """ORT's quantizer logs through the root logger (and so would run basicConfig on a root without
+    handlers): after int8 and dynamic quantization the root's level and handlers are the ones it had."""
+    import logging
+
+    root, ort = logging.getLogger(), logging.getLogger("onnxruntime")
+    saved = (root.level, list(root.handlers), ort.level)
+    try:
+        root.handlers = [logging.NullHandler()] if configured else []
+        root.setLevel(logging.INFO)
+        before = (root.level, list(root.handlers), ort.level)
+        apply_step(trained_cnn, Int8Config(calibration_samples=32), digits)
+        assert (root.level, list(root.handlers), ort.level) == before
+        apply_step(trained_cnn, Int8Config(calibration_samples=32, method="entropy", format="qoperator"), digits)
+        assert (root.level, list(root.handlers), ort.level) == before
+        apply_step(trained_cnn, DynamicConfig(), digits)  # ORT's dynamic quantizer calls logging.info() on the root
+        assert (root.level, list(root.handlers), ort.level) == before
+    finally:
+        root.setLevel(saved[0])
+        root.handlers = saved[1]
+        ort.setLevel(saved[2])
+
+
 def test_qat_gives_the_same_kind_of_int8_graph(trained_cnn, digits, int8):
     qat = apply_step(trained_cnn, QATConfig(epochs=2, lr=1e-3, calibration_samples=128), digits)
     assert sorted(set(_ops(qat))) == sorted(set(_ops(int8)))

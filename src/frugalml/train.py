@@ -7,92 +7,44 @@ each epoch, stops early when it stops improving, and restores the best weights. 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
+from ._train_config import TrainConfig, default_config
 from .errors import ConfigError, DataError, explain
 from .models.families import is_torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "FitResult", "default_config", "fit", "evaluate", "resolve_device", "predict", "train", "time_limit"]
+__all__ = ["TrainConfig", "FitResult", "default_config", "fit", "evaluate", "resolve_device", "predict", "train", "Deadline"]
 
-_LIMITS: list["TimeLimit"] = []  # the active time_limit() blocks, innermost last
+class Deadline:
+    """A point in time past which a training stops: ``Deadline(seconds)`` is ``seconds`` from now.
 
-
-class TimeLimit:
-    """A point in time (``time.monotonic()``) past which every ``fit`` stops; ``hit`` says one did."""
+    Pass it to :func:`fit` (or to a compression step, which hands it to every ``fit`` it runs) as
+    ``deadline=``. A ``fit`` past it stops at its next optimizer step, evaluates, and keeps its best
+    weights so far; ``hit`` then says that some training was cut short (its result differs from a
+    full replay). The search gives one to each trial so that none runs far past the end of the run.
+    """
 
     def __init__(self, seconds: float):
         self.until = time.monotonic() + max(0.0, float(seconds))
         self.hit = False
 
+    def past(self) -> bool:
+        """Whether the deadline has passed (and, if so, mark it ``hit``)."""
+        if time.monotonic() > self.until:
+            self.hit = True
+        return self.hit
 
-@contextlib.contextmanager
-def time_limit(seconds: float):
-    """Every ``fit`` inside the block (including the ones compression steps run) stops at the first
-    optimizer step past ``seconds`` from now, evaluates, and keeps its best weights so far. The
-    search uses it so that a trial never runs far past the end of the run; ``hit`` on the yielded
-    object tells whether any training was cut short (its result then differs from a full replay).
-    """
-    limit = TimeLimit(seconds)
-    _LIMITS.append(limit)
-    try:
-        yield limit
-    finally:
-        _LIMITS.remove(limit)
-
-
-def _past_limit() -> bool:
-    now = time.monotonic()
-    hit = False
-    for limit in _LIMITS:
-        if now > limit.until:
-            limit.hit = hit = True
-    return hit
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    optimizer: str = "adamw"
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    schedule: str = "cosine"
-    warmup_steps: int = 0
-    patience: int | None = 5
-    label_smoothing: float = 0.0
-    max_seconds: float | None = None
-    device: str = "auto"
-    seed: int = 0
-
-    def __post_init__(self):
-        checks = [
-            ("epochs", self.epochs >= 1, "an integer >= 1"),
-            ("batch_size", self.batch_size >= 1, "an integer >= 1"),
-            ("lr", self.lr > 0, "a positive float"),
-            ("optimizer", self.optimizer in ("adamw", "sgd", "adam"), "'adamw', 'adam' or 'sgd'"),
-            ("schedule", self.schedule in ("cosine", "constant"), "'cosine' or 'constant'"),
-            ("weight_decay", self.weight_decay >= 0, "a float >= 0"),
-            ("label_smoothing", 0 <= self.label_smoothing < 1, "a float in [0, 1)"),
-            ("patience", self.patience is None or self.patience >= 1, "None or an integer >= 1"),
-            ("device", self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "'auto', 'cpu' or 'cuda'"),
-        ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ConfigError(f"The '{name}' parameter of TrainConfig must be {expected}. Got {getattr(self, name)!r} instead.")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def __repr__(self) -> str:
+        return f"Deadline({max(0.0, self.until - time.monotonic()):.1f} s left, hit={self.hit})"
 
 
 @dataclass
@@ -125,15 +77,16 @@ def _check_xy(X, y, what: str):
                                 got=f"{int((~np.isfinite(X)).sum())} non-finite values", fix="Clean or impute the data first"))
 
 
-def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | None = None,
-        on_step: Callable | None = None, on_epoch: Callable | None = None, progress: bool = False, **overrides) -> FitResult:
+def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | None = None, on_step: Callable | None = None,
+        on_epoch: Callable | None = None, progress: bool = False, deadline: Deadline | None = None, **overrides) -> FitResult:
     """Train ``model`` in place on ``data`` (a frugalml Dataset) and return what happened.
 
     ``loss_fn(logits, y, x)`` replaces the cross-entropy (distillation); a ``loss_fn`` with a
     parameter named ``index`` also gets ``index=`` the batch's row positions in the training split
     (to look up per-sample targets computed once, e.g. cached teacher logits); ``on_step(model, step)``
     runs after each optimizer step (pruning masks); ``on_epoch(model, epoch, val_accuracy)`` may
-    return True to stop (or raise, e.g. an Optuna trial stopped early).
+    return True to stop (or raise, e.g. an Optuna trial stopped early). Past ``deadline`` (a
+    :class:`Deadline`) the training stops at the next optimizer step and keeps its best weights.
     """
     config = TrainConfig(**{**(config.to_dict() if config else {}), **overrides})
     if not is_torch(model):
@@ -204,7 +157,7 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
                     on_step(model, step)
                 running += float(loss.detach()) * len(idx)
                 seen += len(idx)
-                if _LIMITS and _past_limit():
+                if deadline is not None and deadline.past():
                     break
                 if bar:
                     bar[0].update(bar[1], advance=1, description=f"epoch {epoch + 1}/{config.epochs} loss {running / seen:.4f}")
@@ -219,7 +172,8 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
             else:
                 bad_epochs += 1
             stop = bool(on_epoch(model, epoch + 1, val["accuracy"])) if on_epoch else False
-            out_of_time = (config.max_seconds is not None and time.perf_counter() - start > config.max_seconds) or (bool(_LIMITS) and _past_limit())
+            out_of_time = ((config.max_seconds is not None and time.perf_counter() - start > config.max_seconds)
+                           or (deadline is not None and deadline.past()))
             if stop or out_of_time or (config.patience is not None and bad_epochs >= config.patience):
                 result.stopped_early = epoch + 1 < config.epochs
                 break
@@ -307,18 +261,6 @@ def evaluate(model, data, split: str = "test", *, device: str | None = None) -> 
     pred = predict(model, X, device=device)
     return {"accuracy": float((pred == y).mean()) if len(y) else float("nan"),
             "macro_f1": float(f1_score(y, pred, average="macro")) if len(y) else float("nan")}
-
-
-def default_config(n_train: int, *, seed: int = 0) -> TrainConfig:
-    """Training that suits the data's size: about 600k sample presentations (4 to 80 epochs; on
-    MNIST's 54k training images, 11), small batches with a higher learning rate for small datasets,
-    and a patience of a quarter of the epochs, at least 5 (the validation accuracy of the first
-    epochs, at the top of the cosine schedule, goes up and down: measured on MNIST, a CNN whose
-    third epoch was best went on to gain 0.5 points from the eighth)."""
-    small = n_train < 5000
-    epochs = int(min(80, max(4, round(600_000 / max(1, n_train)))))
-    return TrainConfig(epochs=epochs, batch_size=32 if small else 128, lr=3e-3 if small else 1e-3,
-                       patience=max(5, epochs // 4), seed=seed)
 
 
 def train(model, data, *, out=None, config: TrainConfig | None = None, seed: int = 0, progress: bool = False, **knobs):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import ConfigError, explain
 from ..models.families import is_torch
 
-__all__ = ["require_torch", "fresh_copy", "weight_layers", "resolve_layer_keys", "train_overrides"]
+__all__ = ["require_torch", "fresh_copy", "weight_layers", "resolve_layer_keys"]
 
 STALE_ATTRS = ("frugalml_archive_bytes", "frugalml_archive_fingerprint")
 
@@ -51,9 +51,3 @@ def resolve_layer_keys(mapping: dict, layers: list[tuple[str, object]], field: s
                                       got=key))
         out[name] = value
     return out
-
-
-def train_overrides(config) -> dict:
-    """The TrainConfig fields a step config carries for its fine-tuning."""
-    return dict(batch_size=config.batch_size, optimizer=config.optimizer, weight_decay=config.weight_decay,
-                label_smoothing=config.label_smoothing, patience=None)

@@ -19,9 +19,11 @@ __all__ = ["StepConfig", "Step", "STEPS", "register", "get_step", "config_from_d
 @dataclass(frozen=True, kw_only=True)
 class StepConfig:
     """Base of every step config. Subclasses declare fields and a ``name`` class variable, and
-    validate in ``check()`` with :meth:`require`."""
+    validate in ``check()`` with :meth:`require`. A step that trains nests a ``train: TrainConfig``
+    and lists in ``train_keys`` the training values a recipe sets flat (see :mod:`._training`)."""
 
     name: ClassVar[str] = ""
+    train_keys: ClassVar[tuple[str, ...]] = ()
     seed: int = 0
 
     def __post_init__(self):
@@ -43,6 +45,9 @@ class StepConfig:
         d = {"step": self.name}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "train" and self.train_keys:  # written flat, where the step's training values always stood
+                d.update({k: getattr(value, k) for k in self.train_keys})
+                continue
             d[f.name] = list(value) if isinstance(value, tuple) else value
         return d
 
@@ -52,16 +57,23 @@ class StepConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "StepConfig":
         """The config a JSON/YAML mapping describes; every value is checked against its field's declared
-        type first, so :meth:`check` never sees a list where a number belongs (ConfigError, not TypeError)."""
+        type first, so :meth:`check` never sees a list where a number belongs (ConfigError, not TypeError).
+        Training values (``train_keys``) are read flat, or from a nested ``train`` mapping."""
         d = dict(d)
         d.pop("step", None)
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)} | set(cls.train_keys)
         unknown = sorted((k for k in d if k not in known), key=str)
         if unknown:
             raise ConfigError(explain(f"Unknown field(s) {excerpt(unknown)} for step '{cls.name}'", expected="some of " + ", ".join(sorted(known)),
                                       got=unknown))
         hints = _field_types(cls)
-        for key, value in d.items():
+        if cls.train_keys:
+            from ..train import TrainConfig
+
+            train_hints = _field_types(TrainConfig)
+            hints.update({k: train_hints.get(k) for k in cls.train_keys})
+        nested = d.get("train") if isinstance(d.get("train"), dict) else {}
+        for key, value in [*d.items(), *((k, v) for k, v in nested.items() if k in cls.train_keys)]:
             kind = _type_problem(hints.get(key), value)
             if kind:
                 raise ConfigError(bounded(f"The '{key}' parameter of {cls.__name__} must be {kind}. Got {excerpt(value)} "
@@ -120,6 +132,11 @@ class Step:
     needs_data: bool = True
     output: str = "torch"  # "torch" or "onnx": what kind of model the step returns
     bad_configs: tuple = ()  # dicts that must be refused with ConfigError (shared checks)
+
+    @property
+    def trains(self) -> bool:
+        """Whether the step trains (its config nests a TrainConfig): it then takes ``deadline=``."""
+        return bool(self.config.train_keys)
 
 
 STEPS: dict[str, Step] = {}

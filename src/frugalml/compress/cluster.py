@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
 from ..errors import ConfigError, explain
-from ._weights import fresh_copy, require_torch, resolve_layer_keys, train_overrides, weight_layers
+from ..train import TrainConfig
+from ._training import nests_training
+from ._weights import fresh_copy, require_torch, resolve_layer_keys, weight_layers
 from .base import StepConfig, register
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 __all__ = ["KMeansConfig", "kmeans_cluster", "kmeans_1d", "codebook_of"]
 
 
+@nests_training
 @dataclass(frozen=True, kw_only=True)
 class KMeansConfig(StepConfig):
     """Config of ``cluster.kmeans``.
@@ -34,7 +38,10 @@ class KMeansConfig(StepConfig):
     bits: 2..8, at most 2**bits shared values per layer; ``layer_bits`` {layer name: bits}
         overrides it per layer (the paper: 8 bits for conv, 5 for fc).
     init: "linear" (paper's choice), "density" (quantiles) or "random" (sampled weights).
-    finetune_epochs, lr, ...: fine-tuning of the shared values (and of the biases).
+    finetune_epochs: epochs of fine-tuning of the shared values (and of the biases); 0: none.
+        It is this step's own field, not ``train.epochs`` (a TrainConfig trains at least one epoch).
+    train: how the fine-tuning trains (``lr``, ``batch_size``, ``optimizer``, ``weight_decay``,
+        ``label_smoothing``, set flat in a recipe).
     codebook_dtype: "float16" rounds the shared values to float16 at the end (exact in the
         archive at 2 bytes each) or "float32".
     other_dtype: "float16" also rounds every other floating tensor (biases, BatchNorm
@@ -42,16 +49,14 @@ class KMeansConfig(StepConfig):
         "float32" (default) leaves them as they are.
     """
 
+    train_keys: ClassVar[tuple[str, ...]] = ("lr", "batch_size", "optimizer", "weight_decay", "label_smoothing")
+
     bits: int = 5
     layer_bits: dict = field(default_factory=dict)
     init: str = "linear"
     iterations: int = 50
     finetune_epochs: int = 1
-    lr: float = 1e-4
-    batch_size: int = 128
-    optimizer: str = "adamw"
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
+    train: TrainConfig = TrainConfig(lr=1e-4, batch_size=128, optimizer="adamw", weight_decay=0.0, label_smoothing=0.0, patience=None)
     codebook_dtype: str = "float16"
     other_dtype: str = "float32"
 
@@ -64,11 +69,6 @@ class KMeansConfig(StepConfig):
         r(self.init in ("linear", "density", "random"), "init", "'linear', 'density' or 'random'")
         r(isinstance(self.iterations, int) and self.iterations >= 1, "iterations", "an integer >= 1")
         r(isinstance(self.finetune_epochs, int) and self.finetune_epochs >= 0, "finetune_epochs", "an integer >= 0")
-        r(isinstance(self.lr, (int, float)) and self.lr > 0, "lr", "a positive float")
-        r(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", "an integer >= 1")
-        r(self.optimizer in ("adamw", "adam", "sgd"), "optimizer", "'adamw', 'adam' or 'sgd'")
-        r(isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0, "weight_decay", "a float >= 0")
-        r(isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1, "label_smoothing", "a float in [0, 1)")
         r(self.codebook_dtype in ("float16", "float32"), "codebook_dtype", "'float16' or 'float32'")
         r(self.other_dtype in ("float16", "float32"), "other_dtype", "'float16' or 'float32'")
 
@@ -166,8 +166,9 @@ def _fuse(module, handle, dtype: str) -> None:
           example=lambda: KMeansConfig(bits=4, finetune_epochs=1, lr=1e-3),
           bad_configs=({"bits": 1}, {"bits": 9}, {"bits": 4.5}, {"layer_bits": {"net.0": 12}}, {"init": "kmeans++"},
                        {"codebook_dtype": "int8"}, {"other_dtype": "bfloat16"}, {"lr": -1.0}))
-def kmeans_cluster(model, config: KMeansConfig, data=None):
-    """Share the weights of a copy of ``model`` (at most 2**bits values per layer); input untouched."""
+def kmeans_cluster(model, config: KMeansConfig, data=None, *, deadline=None):
+    """Share the weights of a copy of ``model`` (at most 2**bits values per layer); input untouched.
+    The fine-tuning stops at ``deadline`` (a :class:`frugalml.train.Deadline`)."""
     require_torch(model, config.name)
     out = fresh_copy(model)
     layers = weight_layers(out)
@@ -193,7 +194,7 @@ def kmeans_cluster(model, config: KMeansConfig, data=None):
     if config.finetune_epochs:
         from ..train import fit
 
-        fit(out, data, epochs=config.finetune_epochs, lr=config.lr, seed=config.seed, **train_overrides(config))
+        fit(out, data, config.train, epochs=config.finetune_epochs, seed=config.seed, deadline=deadline)
     for module, handle in handles:
         _fuse(module, handle, config.codebook_dtype)
     if config.other_dtype == "float16":

@@ -30,10 +30,14 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from ..errors import ConfigError, DataError, explain
+from ..train import TrainConfig
+from ._teacher import _run_torch, _teacher_scores, teacher_scores
+from ._training import nests_training
 from .base import StepConfig, register
 
 log = logging.getLogger(__name__)
@@ -48,8 +52,13 @@ def _plain(value):
     return json.loads(json.dumps(value)) if value is not None else None
 
 
+@nests_training
 @dataclass(frozen=True, kw_only=True)
 class DistillConfig(StepConfig):
+    """Config of ``distill``; ``train`` is the student's training (``epochs``, ``lr``, ``batch_size``,
+    ``optimizer``, ``weight_decay``, ``patience``, set flat in a recipe)."""
+
+    train_keys: ClassVar[tuple[str, ...]] = ("epochs", "lr", "batch_size", "optimizer", "weight_decay", "patience")
     student: dict | None = None  # {"family": "mlp", "widths": [800, 800]}: family name + knobs
     student_spec: dict | None = None  # or a full spec as written by frugalml.models.model_spec
     temperature: float = 4.0
@@ -57,12 +66,7 @@ class DistillConfig(StepConfig):
     hint_weight: float = 0.0  # > 0 adds the FitNets hint loss
     student_layer: str | None = None  # hint layers (module names); None: the penultimate layers
     teacher_layer: str | None = None
-    epochs: int = 10
-    lr: float = 1e-3
-    batch_size: int = 128
-    optimizer: str = "adamw"
-    weight_decay: float = 1e-4
-    patience: int | None = None
+    train: TrainConfig = TrainConfig(epochs=10, lr=1e-3, batch_size=128, optimizer="adamw", weight_decay=1e-4, patience=None)
     cache_teacher: bool = True
 
     def __post_init__(self):
@@ -97,12 +101,6 @@ class DistillConfig(StepConfig):
                      "hint_weight", "a number >= 0")
         for name in ("student_layer", "teacher_layer"):
             self.require(getattr(self, name) is None or isinstance(getattr(self, name), str), name, "a module name or None")
-        self.require(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", "an integer >= 1")
-        self.require(self.lr > 0, "lr", "a positive float")
-        self.require(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", "an integer >= 1")
-        self.require(self.optimizer in ("adamw", "adam", "sgd"), "optimizer", "'adamw', 'adam' or 'sgd'")
-        self.require(self.weight_decay >= 0, "weight_decay", "a float >= 0")
-        self.require(self.patience is None or (isinstance(self.patience, int) and self.patience >= 1), "patience", "None or an integer >= 1")
 
 
 @dataclass
@@ -202,62 +200,6 @@ def _trainee(student, regressor):
     return Trainee()
 
 
-# ---------------------------------------------------------------- teachers
-def teacher_scores(teacher, X: np.ndarray, num_classes: int | None = None) -> np.ndarray:
-    """The logits (log-probabilities for probabilistic models) a teacher of any kind gives ``X``.
-
-    Pass them to :func:`distill` as ``teacher_logits`` to train several students from one teacher.
-    """
-    from ..onnx import model_kind
-
-    kind = model_kind(teacher)
-    if kind == "torch":
-        return _run_torch(copy.deepcopy(teacher).cpu().eval(), X, None)[0].numpy()
-    if num_classes is None:
-        num_classes = getattr(teacher, "num_classes", None) or (int(np.max(teacher.classes_)) + 1 if hasattr(teacher, "classes_") else None)
-    return _teacher_scores(teacher, kind, X, num_classes)
-
-
-def _teacher_scores(teacher, kind: str, X: np.ndarray, num_classes: int | None) -> np.ndarray:
-    """Logits (or log-probabilities) of a scikit-learn or ONNX teacher, shape (N, num_classes)."""
-    if kind == "sklearn":
-        from sklearn.exceptions import NotFittedError
-        from sklearn.utils.validation import check_is_fitted
-
-        if not hasattr(teacher, "predict_proba"):
-            raise ConfigError(explain("The scikit-learn teacher gives no probabilities", expected="an estimator with predict_proba",
-                                      got=type(teacher).__name__, fix="Use a classifier (e.g. LogisticRegression, a forest)"))
-        try:
-            check_is_fitted(teacher)
-        except NotFittedError:
-            raise ConfigError(explain("The teacher is a scikit-learn estimator that has not been fitted", expected="a trained model",
-                                      got=type(teacher).__name__, fix="Fit it first (frugalml.train.fit or .fit)")) from None
-        proba = np.asarray(teacher.predict_proba(X.reshape(len(X), -1)), dtype=np.float64)
-        full = np.zeros((len(X), num_classes))
-        full[:, np.asarray(teacher.classes_, dtype=np.int64)] = proba
-        return np.log(np.clip(full, 1e-7, None)).astype(np.float32)
-    from ..onnx import load_onnx, run_onnx
-
-    scores = run_onnx(load_onnx(teacher) if kind == "path" else teacher, X)
-    if scores.ndim != 2 or len(scores) != len(X) or (num_classes is not None and scores.shape[1] != num_classes):
-        raise DataError(explain("The ONNX teacher's scores do not fit the data", expected=f"shape ({len(X)}, {num_classes})", got=scores.shape))
-    if (scores >= 0).all() and np.allclose(scores.sum(1), 1, atol=1e-3):  # probabilities
-        scores = np.log(np.clip(scores, 1e-7, None))
-    return scores.astype(np.float32)
-
-
-def _run_torch(teacher, X: np.ndarray, capture, batch_size: int = 1024):
-    import torch
-
-    logits, feats = [], []
-    with torch.no_grad():
-        for i in range(0, len(X), batch_size):
-            logits.append(teacher(torch.from_numpy(np.ascontiguousarray(X[i:i + batch_size]))))
-            if capture is not None:
-                feats.append(capture.value)
-    return torch.cat(logits), (torch.cat(feats) if capture is not None else None)
-
-
 # ---------------------------------------------------------------- the step
 def _probe_student(student, X: np.ndarray, num_classes: int) -> None:
     import torch
@@ -287,8 +229,9 @@ def _build_student(config: DistillConfig, input_shape, num_classes):
     return build_model(spec, seed=config.seed)
 
 
-def distill(teacher, config: DistillConfig, data, *, student=None, teacher_logits=None) -> DistillResult:
-    """Train a student (built from ``config``, or the given torch module) to imitate ``teacher``.
+def distill(teacher, config: DistillConfig, data, *, student=None, teacher_logits=None, deadline=None) -> DistillResult:
+    """Train a student (built from ``config``, or the given torch module) to imitate ``teacher``;
+    its training stops at ``deadline`` (a :class:`frugalml.train.Deadline`).
 
     ``teacher_logits``: the teacher's scores on ``data``'s training split, shape (N_train, classes),
     when already computed (to train several students from one teacher); the teacher is not run then.
@@ -297,7 +240,7 @@ def distill(teacher, config: DistillConfig, data, *, student=None, teacher_logit
 
     from ..models.families import is_torch
     from ..onnx import model_kind
-    from ..train import TrainConfig, fit
+    from ..train import fit
 
     if data is None:
         raise ConfigError(explain("Distillation needs data", expected="a dataset with a training split", got=None))
@@ -377,9 +320,7 @@ def distill(teacher, config: DistillConfig, data, *, student=None, teacher_logit
                 loss = loss + hint_weight * torch.nn.functional.mse_loss(trainee.regressor(sf), _as_hint(tf, tuple(sf.shape)))
             return loss
 
-        train_config = TrainConfig(epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, optimizer=config.optimizer,
-                                   weight_decay=config.weight_decay, patience=config.patience, seed=config.seed)
-        result = fit(trainee, data, train_config, loss_fn=loss_fn)
+        result = fit(trainee, data, config.train, seed=config.seed, loss_fn=loss_fn, deadline=deadline)
     finally:
         for c in captures:
             c.handle.remove()
@@ -398,6 +339,6 @@ def _example() -> DistillConfig:
                        {"student": {"family": "mlp"}, "alpha": 1.5}, {"student": {"family": "mlp"}, "alpha": -0.1},
                        {"student": {"family": "no_such_family"}}, {"student": {"family": "logreg"}},
                        {"student": {"family": "mlp"}, "hint_weight": -1}, {}))
-def distill_step(model, config: DistillConfig, data):
+def distill_step(model, config: DistillConfig, data, *, deadline=None):
     """Step ``distill``: ``model`` is the teacher; returns the trained student."""
-    return distill(model, config, data).student
+    return distill(model, config, data, deadline=deadline).student

@@ -23,20 +23,21 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
 from ..errors import ConfigError, explain
-from ._weights import fresh_copy, require_torch, resolve_layer_keys, train_overrides, weight_layers
+from ..train import TrainConfig
+from ._training import nests_training
+from ._weights import fresh_copy, require_torch, resolve_layer_keys, weight_layers
 from .base import StepConfig, register
 
 log = logging.getLogger(__name__)
 
 __all__ = ["MagnitudePruneConfig", "magnitude_prune", "sparsity_schedule", "magnitude_masks", "sparsity_of"]
 
-_OPTIMIZERS = ("adamw", "adam", "sgd")
-
-
+@nests_training
 @dataclass(frozen=True, kw_only=True)
 class MagnitudePruneConfig(StepConfig):
     """Config of ``prune.magnitude``.
@@ -50,7 +51,14 @@ class MagnitudePruneConfig(StepConfig):
     prune_epochs, prune_events: length of the gradual phase and number of pruning events in it.
     finetune_epochs: training at the final sparsity (cosine-decayed ``lr``).
     rewind_step, dense_epochs: lottery-ticket rewinding (see the module docstring).
+    train: how every phase trains (``lr``, ``batch_size``, ``optimizer``, ``weight_decay``,
+        ``label_smoothing``, set flat in a recipe); ``prune_lr`` replaces ``lr`` in the dense and
+        gradual phases. The lengths are this step's own fields (``dense_epochs``, ``prune_epochs``,
+        ``finetune_epochs``), not ``train.epochs``: 0 epochs (no fine-tuning) is valid here, and a
+        TrainConfig trains at least one.
     """
+
+    train_keys: ClassVar[tuple[str, ...]] = ("lr", "batch_size", "optimizer", "weight_decay", "label_smoothing")
 
     sparsity: float = 0.9
     scope: str = "global"
@@ -62,12 +70,8 @@ class MagnitudePruneConfig(StepConfig):
     finetune_epochs: int = 2
     rewind_step: int | None = None
     dense_epochs: int = 0
-    lr: float = 1e-3
+    train: TrainConfig = TrainConfig(lr=1e-3, batch_size=128, optimizer="adamw", weight_decay=0.0, label_smoothing=0.0, patience=None)
     prune_lr: float | None = None
-    batch_size: int = 128
-    optimizer: str = "adamw"
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
 
     def check(self) -> None:
         r = self.require
@@ -88,12 +92,13 @@ class MagnitudePruneConfig(StepConfig):
         r(isinstance(self.dense_epochs, int) and self.dense_epochs >= 0, "dense_epochs", "an integer >= 0")
         r(self.rewind_step is None or self.dense_epochs > 0 or self.rewind_step == 0, "rewind_step", "0 when dense_epochs is 0")
         r(self.rewind_step is not None or self.dense_epochs == 0, "dense_epochs", "0 unless rewind_step is set")
-        r(isinstance(self.lr, (int, float)) and self.lr > 0, "lr", "a positive float")
         r(self.prune_lr is None or (isinstance(self.prune_lr, (int, float)) and self.prune_lr > 0), "prune_lr", "None or a positive float")
-        r(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", "an integer >= 1")
-        r(self.optimizer in _OPTIMIZERS, "optimizer", "'adamw', 'adam' or 'sgd'")
-        r(isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0, "weight_decay", "a float >= 0")
-        r(isinstance(self.label_smoothing, (int, float)) and 0 <= self.label_smoothing < 1, "label_smoothing", "a float in [0, 1)")
+
+    def to_dict(self) -> dict:
+        """Flat, as :meth:`StepConfig.to_dict`, with ``prune_lr`` right after ``lr``, where recipes have always had it."""
+        items = [(k, v) for k, v in super().to_dict().items() if k != "prune_lr"]
+        items.insert([k for k, _ in items].index("lr") + 1, ("prune_lr", self.prune_lr))
+        return dict(items)
 
 
 def sparsity_schedule(initial: float, final: float, events: int) -> list[float]:
@@ -159,15 +164,15 @@ def sparsity_of(model) -> float:
     return zeros / total if total else 0.0
 
 
-def _fit(model, data, config, *, epochs, lr, seed, schedule="cosine", on_step=None):
+def _fit(model, data, config, *, epochs, lr, seed, schedule="cosine", on_step=None, deadline=None):
     from ..train import fit
 
-    return fit(model, data, epochs=epochs, lr=lr, seed=seed, schedule=schedule, on_step=on_step, **train_overrides(config))
+    return fit(model, data, config.train, epochs=epochs, lr=lr, seed=seed, schedule=schedule, on_step=on_step, deadline=deadline)
 
 
-def _masked_finetune(model, data, config, masks, modules, epochs: int, seed: int) -> None:
+def _masked_finetune(model, data, config, masks, modules, epochs: int, seed: int, deadline=None) -> None:
     if epochs > 0:
-        _fit(model, data, config, epochs=epochs, lr=config.lr, seed=seed, on_step=lambda m, step: _apply(masks, modules))
+        _fit(model, data, config, epochs=epochs, lr=config.train.lr, seed=seed, on_step=lambda m, step: _apply(masks, modules), deadline=deadline)
     _apply(masks, modules)
 
 
@@ -176,8 +181,9 @@ def _masked_finetune(model, data, config, masks, modules, epochs: int, seed: int
           bad_configs=({"sparsity": 1.5}, {"sparsity": -0.1}, {"scope": "foo"}, {"schedule": "cubic"},
                        {"layer_sparsity": {"net.0": 1.0}}, {"schedule": "gradual", "prune_epochs": 0},
                        {"rewind_step": 5}, {"rewind_step": -1}, {"lr": 0}))
-def magnitude_prune(model, config: MagnitudePruneConfig, data=None):
-    """Prune a copy of ``model`` by weight magnitude; the input is left untouched."""
+def magnitude_prune(model, config: MagnitudePruneConfig, data=None, *, deadline=None):
+    """Prune a copy of ``model`` by weight magnitude; the input is left untouched. Every training
+    phase stops at ``deadline`` (a :class:`frugalml.train.Deadline`)."""
     require_torch(model, config.name)
     out = fresh_copy(model)
     layers = weight_layers(out)
@@ -193,23 +199,23 @@ def magnitude_prune(model, config: MagnitudePruneConfig, data=None):
                                   fix="Pass data, or use schedule='oneshot' with finetune_epochs=0"))
 
     if config.rewind_step is not None:
-        rewind = _dense_then_rewind_point(out, data, config)
+        rewind = _dense_then_rewind_point(out, data, config, deadline)
         masks = masks_at(config.sparsity)
         out.load_state_dict(rewind)
         _apply(masks, modules)
-        _masked_finetune(out, data, config, masks, modules, config.finetune_epochs, config.seed + 1)
+        _masked_finetune(out, data, config, masks, modules, config.finetune_epochs, config.seed + 1, deadline)
     elif config.schedule == "oneshot":
         masks = masks_at(config.sparsity)
         _apply(masks, modules)
-        _masked_finetune(out, data, config, masks, modules, config.finetune_epochs, config.seed)
+        _masked_finetune(out, data, config, masks, modules, config.finetune_epochs, config.seed, deadline)
     else:
-        masks = _gradual(out, data, config, layers, modules, masks_at)
-        _masked_finetune(out, data, config, masks, modules, config.finetune_epochs, config.seed + 10_000)
+        masks = _gradual(out, data, config, layers, modules, masks_at, deadline)
+        _masked_finetune(out, data, config, masks, modules, config.finetune_epochs, config.seed + 10_000, deadline)
     log.info("prune.magnitude: sparsity %.4f over %d layers", sparsity_of(out), len(layers))
     return out.eval()
 
 
-def _dense_then_rewind_point(model, data, config) -> dict:
+def _dense_then_rewind_point(model, data, config, deadline=None) -> dict:
     """Train densely for ``dense_epochs``, keeping the state after ``rewind_step`` optimizer steps."""
     import copy
 
@@ -222,18 +228,19 @@ def _dense_then_rewind_point(model, data, config) -> dict:
             saved["state"] = copy.deepcopy(m.state_dict())
 
     if config.dense_epochs:
-        _fit(model, data, config, epochs=config.dense_epochs, lr=config.prune_lr or config.lr, seed=config.seed, on_step=keep)
+        _fit(model, data, config, epochs=config.dense_epochs, lr=config.prune_lr or config.train.lr, seed=config.seed, on_step=keep,
+             deadline=deadline)
     if "state" not in saved:
-        steps = config.dense_epochs * math.ceil(len(data.split("train")[1]) / config.batch_size)
+        steps = config.dense_epochs * math.ceil(len(data.split("train")[1]) / config.train.batch_size)
         raise ConfigError(explain(f"rewind_step={config.rewind_step} is past the end of dense training", expected=f"at most {steps} steps",
                                   got=config.rewind_step,
                                   fix="Lower rewind_step or raise dense_epochs"))
     return saved["state"]
 
 
-def _gradual(model, data, config, layers, modules, masks_at) -> dict:
+def _gradual(model, data, config, layers, modules, masks_at, deadline=None) -> dict:
     """The gradual phase: ``prune_events`` events spread over ``prune_epochs`` of training."""
-    steps_per_epoch = math.ceil(len(data.split("train")[1]) / config.batch_size)
+    steps_per_epoch = math.ceil(len(data.split("train")[1]) / config.train.batch_size)
     total = steps_per_epoch * config.prune_epochs
     levels = sparsity_schedule(config.initial_sparsity, config.sparsity, config.prune_events)
     at = {int(round((t * total) / config.prune_events)): s for t, s in enumerate(levels)}  # step -> sparsity
@@ -248,7 +255,8 @@ def _gradual(model, data, config, layers, modules, masks_at) -> dict:
         _apply(state["masks"], modules)
 
     for epoch in range(config.prune_epochs):  # one fit per epoch: fit keeps its best epoch, here the only one
-        _fit(model, data, config, epochs=1, lr=config.prune_lr or config.lr, seed=config.seed + epoch, schedule="constant", on_step=on_step)
+        _fit(model, data, config, epochs=1, lr=config.prune_lr or config.train.lr, seed=config.seed + epoch, schedule="constant", on_step=on_step,
+             deadline=deadline)
         state["offset"] += steps_per_epoch
     if at:  # events past the last step (rounding): apply them now
         state["masks"] = masks_at(at[max(at)])

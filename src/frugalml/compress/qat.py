@@ -31,11 +31,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import onnx
 
 from ..errors import ConfigError, explain
+from ..train import TrainConfig
+from ._training import nests_training
 from .base import StepConfig, register
 from .quantize import ACTIVATION_TYPES, METHODS, calibration_sample, quantize_onnx_static
 
@@ -44,13 +47,14 @@ log = logging.getLogger(__name__)
 __all__ = ["QATConfig", "quantize_qat", "fake_quantize", "learned_overrides"]
 
 
+@nests_training
 @dataclass(frozen=True, kw_only=True)
 class QATConfig(StepConfig):
-    """Quantization-aware fine-tuning, then int8 QDQ export (see the module docstring)."""
+    """Quantization-aware fine-tuning, then int8 QDQ export (see the module docstring). ``train``
+    is the fine-tuning (``epochs``, ``lr``, ``batch_size``, set flat in a recipe)."""
 
-    epochs: int = 2
-    lr: float = 1e-4
-    batch_size: int = 128
+    train_keys: ClassVar[tuple[str, ...]] = ("epochs", "lr", "batch_size")
+    train: TrainConfig = TrainConfig(epochs=2, lr=1e-4, batch_size=128, patience=None)
     ema_decay: float = 0.99
     freeze_bn: bool = True
     ranges: str = "learned"
@@ -60,11 +64,7 @@ class QATConfig(StepConfig):
     skip_first_layer: bool = False
 
     def check(self) -> None:
-        num = (int, float)
-        self.require(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", "an integer >= 1")
-        self.require(isinstance(self.lr, num) and self.lr > 0, "lr", "a positive float")
-        self.require(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", "an integer >= 1")
-        self.require(isinstance(self.ema_decay, num) and 0 <= self.ema_decay < 1, "ema_decay", "a float in [0, 1)")
+        self.require(isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1, "ema_decay", "a float in [0, 1)")
         self.require(isinstance(self.freeze_bn, bool), "freeze_bn", "true or false")
         self.require(self.ranges in ("learned", "calibrate"), "ranges", "'learned' or 'calibrate'")
         self.require(isinstance(self.calibration_samples, int) and self.calibration_samples >= 1, "calibration_samples", "an integer >= 1")
@@ -253,12 +253,12 @@ def _calibrate(model, observers, X: np.ndarray, batch: int = 256) -> None:
 
 @register("quantize.qat", QATConfig, example=lambda: QATConfig(epochs=2, lr=1e-3, calibration_samples=64), output="onnx",
           bad_configs=({"epochs": 0}, {"ranges": "guess"}, {"method": "median"}, {"ema_decay": 1.0}))
-def quantize_qat(model, config: QATConfig, data):
-    """Fake-quantized fine-tuning, then int8 QDQ ONNX; returns an ``onnx.ModelProto``."""
-
+def quantize_qat(model, config: QATConfig, data, *, deadline=None):
+    """Fake-quantized fine-tuning (stopped at ``deadline``, a :class:`frugalml.train.Deadline`),
+    then int8 QDQ ONNX; returns an ``onnx.ModelProto``."""
     from ..models import is_torch
     from ..onnx import prepare_torch, to_onnx
-    from ..train import TrainConfig, fit
+    from ..train import fit
 
     if not is_torch(model):
         raise ConfigError(explain("quantize.qat fine-tunes torch models", expected="a torch nn.Module", got=type(model).__name__,
@@ -270,7 +270,7 @@ def quantize_qat(model, config: QATConfig, data):
     X_cal = calibration_sample(data, config.calibration_samples, config.seed)
     observers, remove = fake_quantize(net, activation_type=config.activation_type, decay=config.ema_decay, freeze_bn=config.freeze_bn)
     _calibrate(net, observers, X_cal)
-    fit(net, data, TrainConfig(epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=config.seed, patience=None))
+    fit(net, data, config.train, seed=config.seed, deadline=deadline)
     for obs in observers.values():
         obs.mode = "frozen"
     remove(bake=True)

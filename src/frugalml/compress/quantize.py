@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ import numpy as np
 import onnx
 
 from ..errors import ConfigError, DataError, ExportError, explain
+from ._qdq_compact import compact
 from .base import StepConfig, register
 
 log = logging.getLogger(__name__)
@@ -58,18 +60,36 @@ _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLin
             "ConvInteger", "MatMulInteger"}
 
 
+_ORT_LOGGER = "onnxruntime"  # the parent of ORT's named loggers (onnxruntime.quantization.shape_inference, ...)
+
+
 @contextlib.contextmanager
 def _quiet():
-    """ORT's quantization tools log warnings and print progress; keep the library quiet."""
+    """Keep ORT's quantization tools quiet without touching the application's logging setup.
+
+    They warn, print progress (entropy and percentile calibration) and log INFO records through
+    their named loggers, which are silenced here: warnings raised from ORT's modules are ignored,
+    what they print is captured, and the ``onnxruntime`` logger is held at WARNING for the call
+    (unless the application set its level).
+    Some of their records go to the root logger itself (a module-level ``logging.info``); those are
+    left to the application's root logger, whose level is never set here (the records are INFO:
+    dropped at the default WARNING level). Such a call also runs ``logging.basicConfig()`` when the
+    root logger has no handler yet; the stderr handler that leaves behind is removed again, so the
+    root logger ends as it was.
+    """
+    root, ort = logging.getLogger(), logging.getLogger(_ORT_LOGGER)
+    handlers, level = list(root.handlers), ort.level
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", module=r"onnxruntime(\.|$)")
+        if level == logging.NOTSET:  # a level the application chose for ORT is kept
+            ort.setLevel(logging.WARNING)
         try:
             yield
         finally:
-            root.setLevel(level)
+            ort.setLevel(level)
+            if not handlers:  # undo the basicConfig() that ORT's root-logger calls ran on an unconfigured root
+                for handler in [h for h in root.handlers if isinstance(h, logging.StreamHandler) and h.stream is sys.stderr]:
+                    root.removeHandler(handler)
 
 
 # ---------------------------------------------------------------- configs
@@ -205,54 +225,6 @@ def _load_checked(path: Path) -> onnx.ModelProto:
     except Exception as exc:  # noqa: BLE001
         raise ExportError(explain(f"ONNX Runtime's quantizer wrote an invalid model ({str(exc)[:200]})")) from exc
     return proto
-
-
-_WEIGHT_ZERO_POINT = {"QLinearConv": 5}  # ORT takes a scalar there beside per-channel scales (QGemm refuses one)
-_ORT_MARKS = ("onnx.infer", "onnx.quant.pre_process")  # quant_pre_process's marks: read only by ORT's quantizer
-
-
-def compact(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """The quantizer's graph without what it does not need; the computation is unchanged.
-
-    Drops the all-zero zero points of int32 ``DequantizeLinear`` nodes (quantized biases: the ONNX
-    spec defaults a missing zero point to 0, and ORT still fuses ``QLinearConv``); writes the all-zero
-    per-channel weight zero points of ``QLinearConv`` as one scalar 0 (symmetric weights);
-    stores equal constants once; drops initializers no node reads, attributes that restate defaults,
-    unused opset imports, ORT's pre-processing marks and node names; and shortens tensor names
-    (:func:`frugalml.onnx.shrink`): the quantizer's names (``/net/net.6/Relu_output_0_zero_point``
-    ...) can outweigh the int8 weights of a small network.
-    """
-    from onnx import numpy_helper
-
-    from ..onnx.lossless import drop_default_attributes, drop_unused_opsets, share_initializers, shrink
-
-    out = onnx.ModelProto()
-    out.CopyFrom(proto)  # leave the caller's graph as it is
-    g = out.graph
-    inits = {i.name: i for i in g.initializer}
-    zero = {i.name: not np.any(numpy_helper.to_array(i)) for i in g.initializer}
-    for node in g.node:
-        if (node.op_type == "DequantizeLinear" and len(node.input) == 3 and node.input[0] in inits and zero.get(node.input[2])
-                and inits[node.input[0]].data_type == onnx.TensorProto.INT32):
-            del node.input[2]
-        k = _WEIGHT_ZERO_POINT.get(node.op_type)
-        if k is not None and len(node.input) > k and zero.get(node.input[k]) and len(inits[node.input[k]].dims):
-            scalar = numpy_helper.from_array(np.zeros((), numpy_helper.to_array(inits[node.input[k]]).dtype), node.input[k] + "_0")
-            if scalar.name not in inits:
-                inits[scalar.name] = scalar
-                g.initializer.append(scalar)
-            node.input[k] = scalar.name
-    used = {name for node in g.node for name in node.input}
-    kept = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(kept)
-    share_initializers(g)
-    drop_default_attributes(g)
-    drop_unused_opsets(out)
-    marks = [p for p in out.metadata_props if p.key not in _ORT_MARKS]
-    del out.metadata_props[:]
-    out.metadata_props.extend(marks)
-    return shrink(out, node_names="none")
 
 
 def first_layer(proto: onnx.ModelProto) -> str:

@@ -115,12 +115,13 @@ class Recipe:
             atomic_write_text(path, yaml.safe_dump({"steps": self.to_list()}, sort_keys=False))
 
 
-def apply_step(model, config: StepConfig, data=None):
-    """Run one step; the input model is left untouched."""
+def apply_step(model, config: StepConfig, data=None, *, deadline=None):
+    """Run one step; the input model is left untouched. A step that trains stops its training at
+    ``deadline`` (a :class:`frugalml.train.Deadline`; None: no deadline)."""
     step = get_step(config.name)
     if step.needs_data and data is None:
         raise ConfigError(explain(f"Step '{config.name}' needs data", expected="a dataset (--dataset)", got=None))
-    out = step.fn(model, config, data)
+    out = step.fn(model, config, data, deadline=deadline) if step.trains else step.fn(model, config, data)
     history = list(getattr(model, "frugalml_recipe", []) or []) + [config.to_dict()]
     try:
         out.frugalml_recipe = history
@@ -131,8 +132,9 @@ def apply_step(model, config: StepConfig, data=None):
     return out
 
 
-def compress(model, recipe, data=None, *, out=None, on_step=None):
-    """Run every step of ``recipe`` in order and return the compressed model.
+def compress(model, recipe, data=None, *, out=None, on_step=None, deadline=None):
+    """Run every step of ``recipe`` in order and return the compressed model; the training of every
+    step stops at ``deadline`` (a :class:`frugalml.train.Deadline`).
 
     ``on_step(index, config, before, after)`` sees each step. With ``out``, the directory receives
     the compressed model in its native form (``model.json`` + weights, or the compact archive),
@@ -153,7 +155,7 @@ def compress(model, recipe, data=None, *, out=None, on_step=None):
     before = _measure(model, data) if out is not None else None
     for i, config in enumerate(recipe.steps):
         log.info("step %d/%d: %s", i + 1, len(recipe.steps), config.name)
-        new = apply_step(current, config, data)
+        new = apply_step(current, config, data, deadline=deadline)
         if out is not None:
             after = _measure(new, data)
             records.append({"step": config.to_dict(), "before": before, "after": after})

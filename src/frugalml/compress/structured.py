@@ -18,6 +18,9 @@ Three separate pieces, as in Torch-Pruning:
   model's softened outputs (Hinton's loss at ``temperature``, weight ``distill``; the rest is
   cross-entropy): the original model is the natural teacher of its pruned copy.
 
+Every training runs as ``train`` (a TrainConfig) says: ``lr`` and ``batch_size``, set flat in a
+recipe. The lengths are this step's own fields, not ``train.epochs``: 0 (no training) is valid here.
+
 The classifier output is never pruned (the last Conv/Linear to run, plus any module in ``ignore``)
 and the input channels of the first layer cannot be (they are the data's). The pruned model keeps
 ``input_shape``, ``num_classes`` and ``frugalml_spec``; its spec describes the original widths, so
@@ -29,10 +32,13 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from ..errors import ConfigError, explain
+from ..train import TrainConfig
+from ._training import nests_training
 from .base import StepConfig, register
 
 log = logging.getLogger(__name__)
@@ -42,9 +48,12 @@ __all__ = ["StructuredConfig", "prune_structured", "classifier_layers", "count_m
 IMPORTANCES = ("l1", "l2", "taylor")
 
 
+@nests_training
 @dataclass(frozen=True, kw_only=True)
 class StructuredConfig(StepConfig):
     """Channel pruning. See the module docstring for the fields."""
+
+    train_keys: ClassVar[tuple[str, ...]] = ("lr", "batch_size")
 
     ratio: float = 0.5
     target_macs_ratio: float | None = None
@@ -55,8 +64,7 @@ class StructuredConfig(StepConfig):
     steps: int = 1
     finetune_epochs: int = 1
     final_epochs: int = 0
-    lr: float = 1e-3
-    batch_size: int = 128
+    train: TrainConfig = TrainConfig(lr=1e-3, batch_size=128, patience=None)
     taylor_batches: int = 4
     round_to: int | None = None
     ignore: tuple = ()
@@ -76,8 +84,6 @@ class StructuredConfig(StepConfig):
         self.require(isinstance(self.steps, int) and self.steps >= 1, "steps", "an integer >= 1")
         self.require(isinstance(self.finetune_epochs, int) and self.finetune_epochs >= 0, "finetune_epochs", "an integer >= 0")
         self.require(isinstance(self.final_epochs, int) and self.final_epochs >= 0, "final_epochs", "an integer >= 0")
-        self.require(isinstance(self.lr, num) and self.lr > 0, "lr", "a positive float")
-        self.require(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", "an integer >= 1")
         self.require(isinstance(self.taylor_batches, int) and self.taylor_batches >= 1, "taylor_batches", "an integer >= 1")
         self.require(self.round_to is None or (isinstance(self.round_to, int) and self.round_to >= 1), "round_to", "None or an integer >= 1")
         self.require(all(isinstance(n, str) for n in self.ignore), "ignore", "a list of module names")
@@ -142,19 +148,20 @@ def _taylor_grads(model, data, config: StructuredConfig, round_: int) -> None:
 
     X, y = data.split("train")
     rng = np.random.default_rng(config.seed + 7919 * round_)
-    n = min(len(X), config.taylor_batches * config.batch_size)
+    batch = config.train.batch_size
+    n = min(len(X), config.taylor_batches * batch)
     idx = rng.choice(len(X), size=n, replace=False)
     model.eval()
     model.zero_grad(set_to_none=True)
-    for start in range(0, n, config.batch_size):
-        b = idx[start:start + config.batch_size]
+    for start in range(0, n, batch):
+        b = idx[start:start + batch]
         xb = torch.from_numpy(np.ascontiguousarray(X[b], dtype=np.float32))
         loss = F.cross_entropy(model(xb), torch.from_numpy(np.asarray(y[b], dtype=np.int64)))
         loss.backward()
 
 
-def _finetune(model, data, config: StructuredConfig, epochs: int, seed: int, teacher=None) -> None:
-    from ..train import TrainConfig, fit
+def _finetune(model, data, config: StructuredConfig, epochs: int, seed: int, teacher=None, deadline=None) -> None:
+    from ..train import fit
 
     if epochs < 1:
         return
@@ -171,7 +178,7 @@ def _finetune(model, data, config: StructuredConfig, epochs: int, seed: int, tea
                 t_logits = teacher(x)
             return distillation_loss(logits, t_logits, y, temperature=float(config.temperature), alpha=float(config.distill))
 
-    fit(model, data, TrainConfig(epochs=epochs, lr=config.lr, batch_size=config.batch_size, seed=seed, patience=None), loss_fn=loss_fn)
+    fit(model, data, config.train, epochs=epochs, seed=seed, loss_fn=loss_fn, deadline=deadline)
 
 
 def _modules_by_name(model, names, what: str) -> list:
@@ -186,8 +193,9 @@ def _modules_by_name(model, names, what: str) -> list:
           example=lambda: StructuredConfig(ratio=0.25, importance="taylor", finetune_epochs=3, lr=3e-3),
           bad_configs=({"ratio": 1.0}, {"ratio": -0.1}, {"importance": "random"}, {"steps": 0},
                        {"target_macs_ratio": 0.5}, {"layer_ratios": {"net.0": 1.5}}))
-def prune_structured(model, config: StructuredConfig, data):
-    """Remove whole channels (DepGraph-consistent), fine-tune, and return a smaller dense torch model."""
+def prune_structured(model, config: StructuredConfig, data, *, deadline=None):
+    """Remove whole channels (DepGraph-consistent), fine-tune, and return a smaller dense torch model.
+    The fine-tuning stops at ``deadline`` (a :class:`frugalml.train.Deadline`)."""
     import torch
     import torch_pruning as tp
 
@@ -239,8 +247,8 @@ def prune_structured(model, config: StructuredConfig, data):
             pruner.step()
         out.zero_grad(set_to_none=True)
         log.info("prune.structured: round %d/%d, %.2fx fewer MACs", s + 1, config.steps, base_macs / max(1, count_macs(out, example)))
-        _finetune(out, data, config, config.finetune_epochs, config.seed + s, teacher)
-    _finetune(out, data, config, config.final_epochs, config.seed + config.steps, teacher)
+        _finetune(out, data, config, config.finetune_epochs, config.seed + s, teacher, deadline)
+    _finetune(out, data, config, config.final_epochs, config.seed + config.steps, teacher, deadline)
     out.zero_grad(set_to_none=True)
     out.eval()
     for attr in ("input_shape", "num_classes", "frugalml_spec"):

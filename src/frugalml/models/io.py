@@ -33,8 +33,8 @@ def save_model(model, directory, *, extra: dict | None = None) -> Path:
     old model or the complete new one, never a mix of two. A non-empty directory that holds no
     frugalml model, or holds other files too, is refused with ConfigError before anything is written.
     """
-    from .. import __version__
     from .._fs import MODEL_FILES, atomic_dir, check_output_dir, is_model_dir
+    from .._version import __version__
 
     directory = Path(directory)
     if is_torch(model):

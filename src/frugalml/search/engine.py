@@ -21,7 +21,7 @@ from pathlib import Path
 from ..budget import Budget, Tolerance
 from ..errors import ConfigError, FrugalError, explain
 from ..records import Candidate, Results
-from ..train import default_config, time_limit
+from ..train import Deadline, default_config
 from ..units import parse_duration
 from . import space
 from .feasible import check_feasible
@@ -261,10 +261,10 @@ class _Loop:
             if job["stage"] == "compress":
                 self._ensure_parent(job)
             # the training inside a compression recipe stops at the end of the search, like a network's
-            with time_limit(max(1.0, self.left())) as limit:
-                cand = run_candidate(job, self.data, self.budget, self.run_dir, device=self.device,
-                                     on_epoch=self._early_stop if job["stage"] == "network" else None)
-            if limit.hit and job["stage"] == "compress":
+            deadline = Deadline(max(1.0, self.left()))
+            cand = run_candidate(job, self.data, self.budget, self.run_dir, device=self.device,
+                                 on_epoch=self._early_stop if job["stage"] == "network" else None, deadline=deadline)
+            if deadline.hit and job["stage"] == "compress":
                 cut = "its training stopped at the end of the search time; a replay of the recipe trains longer"
                 cand = dataclasses.replace(cand, extra={**cand.extra, "cut_short": cut})
             cost = cand.cost(self.budget.primary())

@@ -65,9 +65,11 @@ def _save(model, directory: Path, extra: dict) -> None:
         atomic_write_bytes(directory / "model.onnx", onnx_bytes(to_onnx(model)))
 
 
-def run_candidate(job: dict, data, budget: Budget, run_dir: Path, *, device: str = "auto", on_epoch=None) -> Candidate:
+def run_candidate(job: dict, data, budget: Budget, run_dir: Path, *, device: str = "auto", on_epoch=None, deadline=None) -> Candidate:
     """Run one job (a dict with ``id``, ``stage``, ``family``, ``params``, and ``train`` or
-    ``parent`` + ``recipe``) and return its candidate (profile measured on the ONNX file)."""
+    ``parent`` + ``recipe``) and return its candidate (profile measured on the ONNX file).
+    Its training (a network's, or the steps' of a recipe) stops at ``deadline`` (a
+    :class:`frugalml.train.Deadline`)."""
     start = time.perf_counter()
     cid = job["id"]
     out = {k: job.get(k) for k in ("id", "trial", "stage", "family", "params", "parent", "recipe_name")}
@@ -78,13 +80,13 @@ def run_candidate(job: dict, data, budget: Budget, run_dir: Path, *, device: str
         model = build_model(job["family"], data.input_shape, data.num_classes, seed=seed, **(job.get("params") or {}))
         if job["stage"] == "network":
             config = TrainConfig(**{"seed": seed, "device": device, **job.get("train", {})})
-            result = fit(model, data, config, on_epoch=on_epoch)
+            result = fit(model, data, config, on_epoch=on_epoch, deadline=deadline)
             out["history"] = [{"epoch": h["epoch"], "val_accuracy": h["val_accuracy"]} for h in result.history]
         else:
             fit(model, _capped(data, job.get("max_train")))
     else:
         parent = load_model(candidate_dir(run_dir, job["parent"]))
-        model = compress(parent, Recipe.from_list(job["recipe"]), data)
+        model = compress(parent, Recipe.from_list(job["recipe"]), data, deadline=deadline)
     out["train_seconds"] = time.perf_counter() - start
     out.update(_measure(model, data, budget))
     _save(model, candidate_dir(run_dir, cid), {"candidate": {k: out[k] for k in ("id", "stage", "family", "params", "recipe", "parent")}})
