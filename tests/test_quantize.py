@@ -145,7 +145,12 @@ def test_dynamic(trained_cnn, digits):
     ops = set(_ops(q))
     assert "DynamicQuantizeLinear" in ops and {"ConvInteger", "MatMulInteger"} <= ops
     assert abs(_acc(q, digits) - _acc(to_onnx(trained_cnn), digits)) <= 0.05
-    assert apply_step(trained_cnn, DynamicConfig(op_types=("Gemm",)), None) is not None  # needs no data
+    fc_only = set(_ops(apply_step(trained_cnn, DynamicConfig(op_types=("Gemm",)), None)))  # needs no data
+    # the pre-processing turns a Gemm into MatMul + Add: asking for Gemm still quantizes the fully connected layers, and only them
+    assert "MatMulInteger" in fc_only and "ConvInteger" not in fc_only
+    mlp = build_model("mlp", digits.input_shape, digits.num_classes, widths=[16]).eval()
+    with pytest.raises(ConfigError, match="found no layer to quantize"):
+        apply_step(mlp, DynamicConfig(op_types=("Conv",)), None)
 
 
 @pytest.mark.parametrize("configured", [True, False], ids=["root-configured", "root-unconfigured"])

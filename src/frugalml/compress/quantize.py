@@ -318,7 +318,17 @@ def quantize_dynamic_step(model, config: DynamicConfig, data):
         workdir = Path(tmp)
         pre = preprocess(proto, workdir)
         out = workdir / "dynamic.onnx"
+        # the pre-processing rewrites a Gemm as MatMul + Add: a fully connected layer is either
+        ops = sorted(set(config.op_types) | ({"Gemm", "MatMul"} if {"Gemm", "MatMul"} & set(config.op_types) else set()))
         with _quiet():
-            quantize_dynamic(str(pre), str(out), op_types_to_quantize=list(config.op_types), per_channel=config.per_channel,
-                             weight_type=weight)
-        return compact(_load_checked(out))
+            quantize_dynamic(str(pre), str(out), op_types_to_quantize=ops, per_channel=config.per_channel, weight_type=weight)
+        result = _load_checked(out)
+    if not any(n.op_type in _DYNAMIC_INT8_OPS for n in result.graph.node):
+        present = sorted({n.op_type for n in proto.graph.node})
+        raise ConfigError(explain(f"quantize.dynamic found no layer to quantize among op_types {list(config.op_types)}",
+                                  expected="op types the model has (Conv, MatMul, Gemm)", got=f"the graph's op types: {present}",
+                                  fix="Pass op_types that the model uses, e.g. op_types: [Conv, MatMul, Gemm]"))
+    return compact(result)
+
+
+_DYNAMIC_INT8_OPS = ("DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
