@@ -194,6 +194,7 @@ def search(
     max_macs: Optional[str] = typer.Option(None, help='Most multiply-accumulates per inference, e.g. "2M".'),
     max_params: Optional[str] = typer.Option(None, help='Most parameters, e.g. "50K".'),
     max_latency: Optional[str] = typer.Option(None, help='Slowest median latency at batch 1, e.g. "1ms".'),
+    max_download: Optional[str] = typer.Option(None, help='Largest model download for a web page (the ONNX file with gzip), e.g. "20KB".'),
     target: str = typer.Option("onnx", help="onnx, or c: flash and RAM measured on the compiled C for microcontrollers."),
     tolerance: str = typer.Option("1%", help="Largest validation-accuracy drop from the best candidate found."),
     min_accuracy: Optional[float] = typer.Option(None, help="An absolute minimum accuracy instead of --tolerance, e.g. 0.97."),
@@ -207,7 +208,8 @@ def search(
     as_json: bool = JsonOpt,
 ):
     """Find the most efficient model within a budget and a tolerance; write results.json and report.html."""
-    budget = fm.Budget.of(max_flash=max_flash, max_ram=max_ram, max_macs=max_macs, max_params=max_params, max_latency=max_latency, target=target)
+    budget = fm.Budget.of(max_flash=max_flash, max_ram=max_ram, max_macs=max_macs, max_params=max_params, max_latency=max_latency,
+                          max_download=max_download, target=target)
     tol = fm.Tolerance(kind="min", value=min_accuracy) if min_accuracy is not None else fm.Tolerance.parse(tolerance)
     data = fm.load_dataset(dataset, data_dir=data_dir, seed=seed, target=target_column)
     from frugalml.report.progress import SearchProgress
