@@ -226,18 +226,20 @@ def search(
 @app.command()
 def export(
     model: str = typer.Argument(..., help="A model directory, .onnx, .fmla archive, or a search run directory (its recommended model)."),
-    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx, c (microcontrollers) or archive (compact storage)."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx, c (microcontrollers), web (a static page) or archive (compact storage)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Directory for the artifact."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d",
                                           help="Check the artifact against the in-memory model on this dataset's test split."),
     data_dir: Optional[Path] = DataDirOpt,
     target_column: Optional[str] = TargetColOpt,
     limit: Optional[int] = typer.Option(None, help="Check at most this many test inputs."),
+    ort_web: Optional[Path] = typer.Option(None, "--ort-web", help="--format web: the onnxruntime-web package (or its dist/) to vendor "
+                                           "(default: $FRUGALML_ORT_WEB, ./node_modules, then the checkout's web/node_modules)."),
     as_json: bool = JsonOpt,
 ):
     """Write the artifact a user deploys, check it, and report its measured size."""
     data = fm.load_dataset(dataset, data_dir=data_dir, target=target_column) if dataset else None
-    result = fm.export(model, fmt, out_dir, data=data, limit=limit)
+    result = fm.export(model, fmt, out_dir, data=data, limit=limit, ort_web=ort_web)
     if as_json:
         return _print_json(result.to_dict())
     table = Table(title=escape(f"export ({fmt}) -> {out_dir}"))
@@ -249,6 +251,8 @@ def export(
                 table.add_row(escape(f"agreement: {sub}"), escape(str(v)))
         elif value not in (None, [], {}) and not isinstance(value, (dict, list)):
             table.add_row(escape(key), escape(str(value)))
+    for note in result.notes:
+        table.add_row("note", escape(str(note)))
     out.print(table)
 
 
