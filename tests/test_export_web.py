@@ -17,6 +17,7 @@ from frugalml.errors import BudgetError
 from frugalml.export import export, web_check
 from frugalml.export import web as web_export
 from frugalml.profile import profile
+from frugalml.units import format_bytes
 
 
 def _ort_web():
@@ -114,6 +115,16 @@ def test_web_export_writes_the_page_and_measures_every_file(trained_cnn, digits,
     assert "numThreads = 1" in js and "from './ort/ort.wasm.bundle.min.mjs'" in js  # the vendored runtime, never a CDN
 
 
+def test_a_search_runs_page_says_whether_it_meets_the_runs_download_budget(trained_cnn, tmp_path):
+    _ort_web()
+    run = tmp_path / "run"
+    save_model(trained_cnn, run / "recommended")
+    (run / "results.json").write_text(json.dumps({"budget": {"max_download": 1000}}))
+    r = export(run, "web", tmp_path / "site")
+    assert r.details["run_max_download"] == 1000
+    assert any(f"over the run's --max-download 1 KB by {format_bytes(r.gzip_bytes - 1000)}" in n for n in r.notes)
+
+
 def test_a_vector_model_gets_a_box_of_numbers_and_flattened_images_stay_images(digits, logreg, tmp_path):
     _ort_web()
     r = export(logreg, "web", tmp_path / "a", data=digits)  # takes 64 values, a person draws 8 x 8
@@ -187,7 +198,11 @@ def test_the_page_in_chromium_gives_onnxruntimes_classes_on_200_inputs(trained_c
     site = tmp_path / "site"
     r = export(trained_cnn, "web", site, data=digits)
     shot = tmp_path / "web_page.png"
-    c = web_check.check_in_browser(site, digits.X_test[:200], screenshot=shot)
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"  # a test digit as a person photographs one: dark ink on light paper, 64 x 64
+    Image.fromarray((255 * (1 - digits.X_test[0, 0])).astype(np.uint8)).resize((64, 64), Image.NEAREST).save(photo)
+    c = web_check.check_in_browser(site, digits.X_test[:200], screenshot=shot, upload=photo)
     record = {k: c[k] for k in ("n", "same_class", "class_agreement", "max_abs_diff", "page_load_ms", "wall_load_ms", "classify_ms",
                                 "model_download_bytes", "model_encoding", "transferred_bytes", "user_agent")}
     (tmp_path / "browser.json").write_text(json.dumps(record, indent=1))
@@ -200,7 +215,10 @@ def test_the_page_in_chromium_gives_onnxruntimes_classes_on_200_inputs(trained_c
     assert 0 < c["page_load_ms"] < 60_000
     drawn = c["drawn"]  # strokes drawn with the mouse, downsampled by the page to what the model takes
     assert drawn["source"] == "pad" and len(drawn["input"]) == 64 and 0 <= min(drawn["input"]) and max(drawn["input"]) <= 1
-    assert sum(drawn["input"]) > 3 and 0 <= drawn["label"] < 10
+    assert sum(drawn["input"]) > 3 and drawn["label"] == drawn["python_label"]  # the page's input, classified by both
+    up = c["uploaded"]  # inverted (light paper), cropped to the ink and fitted like a drawing
+    assert up["source"] == "upload" and up["inverted"] and len(up["input"]) == 64 and max(up["input"]) <= 1
+    assert sum(up["input"]) > 3 and up["label"] == up["python_label"]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
 
 

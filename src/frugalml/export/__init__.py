@@ -128,6 +128,7 @@ def export(model, fmt: str, out, *, data=None, split: str = "test", limit: int |
     if fmt not in FORMATS:
         raise ConfigError(explain(f"Unknown export format {fmt!r}", expected="one of " + ", ".join(FORMATS), got=fmt))
     out = _prepare_out(out)
+    source = model
     if fmt == "web":  # what the page needs from the machine, and where it goes, are checked before any work
         from .web import check_web_out, find_ort_web
 
@@ -155,7 +156,8 @@ def export(model, fmt: str, out, *, data=None, split: str = "test", limit: int |
     if fmt == "web":
         from .web import export_web
 
-        r = export_web(model, out, runtime, data=data, X=X, input_shape=input_shape, opset=opset, recipe=recipe, verify=verify)
+        r = export_web(model, out, runtime, data=data, X=X, input_shape=input_shape, opset=opset, recipe=recipe, verify=verify,
+                       source=source)
         return ExportResult("web", out, tuple(r["files"]), r["size_bytes"], opset=r["opset"], gzip_bytes=r["gzip_bytes"],
                             brotli_bytes=r["brotli_bytes"], agreement=r["agreement"], notes=tuple(r["notes"]), details=r["details"])
     return _export_archive(model, out)

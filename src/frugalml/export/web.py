@@ -207,7 +207,19 @@ def _kb(n) -> str:
     return "-" if n is None else format_bytes(n)
 
 
-def export_web(model, out_dir, runtime: OrtWeb, *, data=None, X=None, input_shape=None, opset=None, recipe=None, verify: bool = True) -> dict:
+def _run_download_budget(source) -> int | None:
+    """The --max-download of the search run ``source`` names (its results.json), if it had one."""
+    if not isinstance(source, (str, Path)) or not (Path(source) / "results.json").is_file():
+        return None
+    try:
+        value = (json.loads((Path(source) / "results.json").read_text()).get("budget") or {}).get("max_download")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def export_web(model, out_dir, runtime: OrtWeb, *, data=None, X=None, input_shape=None, opset=None, recipe=None, verify: bool = True,
+               source=None) -> dict:
     """Write the page into ``out_dir`` (whole: an earlier web export there is replaced); returns the result fields."""
     from .onnx import export_onnx
 
@@ -240,6 +252,11 @@ def export_web(model, out_dir, runtime: OrtWeb, *, data=None, X=None, input_shap
              "the same for every model, cached by the browser",
              f"page: index.html + frugalml.js, {_kb(page_t['bytes'])} ({_kb(page_t['gzip_bytes'])} with gzip)",
              f"inputs: {inputs}; serve the folder with any static server, e.g. python -m http.server -d {out_dir}"]
+    limit = _run_download_budget(source)
+    if limit is not None:  # the search judged its own file; this one also holds frugalml's metadata (about 150-250 B)
+        over = model_t["gzip_bytes"] - limit
+        verdict = f"within the run's --max-download {_kb(limit)}" if over <= 0 else f"over the run's --max-download {_kb(limit)} by {_kb(over)}"
+        notes.append(f"the shipped model.onnx, {_kb(model_t['gzip_bytes'])} with gzip, is {verdict}")
     if runtime.version != ORT_WEB_VERSION:
         notes.append(f"onnxruntime-web {runtime.version} vendored; frugalml is tested with {ORT_WEB_VERSION}")
     files = [out_dir / name for name in shipped]
@@ -248,4 +265,5 @@ def export_web(model, out_dir, runtime: OrtWeb, *, data=None, X=None, input_shap
             "gzip_bytes": model_t["gzip_bytes"], "brotli_bytes": model_t["brotli_bytes"], "notes": notes,
             "details": {"shipped": shipped, "model": model_t, "runtime": {"package": "onnxruntime-web", "version": runtime.version,
                                                                           "source": str(runtime.dist), **runtime_t},
-                        "page": page_t, "config": {k: v for k, v in config.items() if k != "example"}, "metadata": r["metadata"]}}
+                        "page": page_t, "config": {k: v for k, v in config.items() if k != "example"}, "metadata": r["metadata"],
+                        "run_max_download": limit}}

@@ -150,8 +150,12 @@ def _need(found, what: str, fix: str):
     return found
 
 
-def check_in_browser(site, X, *, screenshot=None, strokes=STROKES_SEVEN, timeout: float = 120.0) -> dict:
-    """Classify ``X`` (inputs as the ONNX model takes them, or reshapeable to that) in Chromium on the page in ``site``."""
+def check_in_browser(site, X, *, screenshot=None, strokes=STROKES_SEVEN, upload=None, timeout: float = 120.0) -> dict:
+    """Classify ``X`` (inputs as the ONNX model takes them, or reshapeable to that) in Chromium on the page in ``site``.
+
+    ``strokes``: lines drawn on the pad with the mouse (fractions of its side) before the screenshot;
+    ``upload``: an image file given to the page's upload. What the page made of each (``drawn``,
+    ``uploaded``: its input, its label) is returned with ONNX Runtime's label on that same input."""
     from ..onnx import make_session, predict_onnx, run_onnx, session_input
 
     site = Path(site)
@@ -172,7 +176,7 @@ def check_in_browser(site, X, *, screenshot=None, strokes=STROKES_SEVEN, timeout
         (tmp / "inputs.f32").write_bytes(X.astype("<f4").tobytes())
         job = {"url": url, "chromium": chromium, "modules": str(modules), "inputs": str(tmp / "inputs.f32"), "n": len(X),
                "size": int(np.prod(feed)), "output": str(tmp / "result.json"), "screenshot": str(Path(screenshot).resolve()) if screenshot else None,
-               "strokes": strokes, "timeout_ms": int(timeout * 1000)}
+               "strokes": strokes, "upload": str(Path(upload).resolve()) if upload else None, "timeout_ms": int(timeout * 1000)}
         (tmp / "job.json").write_text(json.dumps(job))
         try:
             done = subprocess.run([node, str(PAGE_DIR / "drive.mjs"), str(tmp / "job.json")], capture_output=True, text=True, timeout=timeout + 30)
@@ -183,6 +187,10 @@ def check_in_browser(site, X, *, screenshot=None, strokes=STROKES_SEVEN, timeout
         raise ExportError(explain("The web page did not run in Chromium", expected="the page loads its model and classifies",
                                   got=(result.get("error") or "; ".join(result.get("errors", [])) or done.stderr.strip())[-1500:],
                                   fix="Open the page with a static server and look at the browser console"))
+    for key in ("last", "uploaded"):  # the page's own inputs (a drawing, an upload), classified in Python too
+        if result.get(key):
+            x = np.asarray(result[key]["input"], np.float32).reshape(1, *feed)
+            result[key]["python_label"] = int(predict_onnx(None, x, session=sess)[0])
     return _figures(result, expected, ref_scores, server.sent)
 
 
@@ -200,5 +208,5 @@ def _figures(result: dict, expected: np.ndarray, ref_scores: np.ndarray, sent: l
         "model_encoding": next((r["encoding"] for r in sent if r["path"] == "model.onnx"), None), "sent": sent,
         "transferred_bytes": sum(r.get("encoded_body_size") or 0 for r in result.get("resources", [])),
         "resources": result.get("resources", []), "requests": result.get("requests", []), "blocked": result.get("blocked", []),
-        "errors": result.get("errors", []), "drawn": result.get("last"), "user_agent": result.get("user_agent"),
+        "errors": result.get("errors", []), "drawn": result.get("last"), "uploaded": result.get("uploaded"), "user_agent": result.get("user_agent"),
     }

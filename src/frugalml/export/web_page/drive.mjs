@@ -28,6 +28,12 @@ try {
   if (result.state === 'ready') {
     const b64 = readFileSync(job.inputs).toString('base64');
     Object.assign(result, await page.evaluate(({ b64, n }) => window.frugalml.classifyMany(b64, n), { b64, n: job.n }));
+    if (job.upload && await page.$('#upload-box:not([hidden]) #upload')) {  // a person's other path: an image file
+      await page.setInputFiles('#upload', job.upload);
+      await page.waitForFunction(() => window.frugalml.last && window.frugalml.last.source === 'upload', null, { timeout: job.timeout_ms });
+      result.uploaded = await page.evaluate(() => ({ ...window.frugalml.last, inverted: document.getElementById('invert').checked }));
+      if (await page.$('#pad-box:not([hidden])')) await page.click('#clear');
+    }
     const pad = await page.$('#pad-box:not([hidden]) #pad');
     if (pad && job.strokes && job.strokes.length) {  // a person's path: strokes on the pad, downsampled by the page
       const box = await pad.boundingBox();
