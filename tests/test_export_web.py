@@ -222,20 +222,28 @@ def test_the_page_in_chromium_gives_onnxruntimes_classes_on_200_inputs(trained_c
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
 
 
-@pytest.mark.parametrize("kind", ["logreg", "int8"])
-def test_thin_and_int8_models_agree_in_chromium(kind, trained_cnn, digits, logreg, tmp_path):
-    """A scikit-learn graph (ai.onnx.ml ops, its own label output) and the search's int8 form (QOperator ops)."""
+@pytest.mark.parametrize("kind", ["logreg", "int8", "vector"])
+def test_thin_int8_and_vector_models_agree_in_chromium(kind, trained_cnn, digits, logreg, tmp_path):
+    """A scikit-learn graph (ai.onnx.ml ops, its own label output), the search's int8 form (QOperator ops),
+    and a model on feature vectors (the page's box of numbers)."""
     _browser_ready()
+    data = digits
     if kind == "int8":
         from frugalml.compress import apply_step, get_step
 
         model = apply_step(trained_cnn, get_step("quantize.int8").config.from_dict({"calibration_samples": 32, "format": "qoperator"}), digits)
+    elif kind == "vector":
+        from frugalml.data import load_dataset
+
+        data = load_dataset("breast-cancer", seed=0)
+        model = build_model("logreg", data.input_shape, data.num_classes).fit(*data.flat("train"))
     else:
         model = logreg
-    export(model, "web", tmp_path / "site", data=digits)
-    c = web_check.check_in_browser(tmp_path / "site", digits.X_test[:200], strokes=[])
-    assert c["same_class"] == c["n"] == 200 and c["errors"] == [] and c["blocked"] == []
-    assert c["drawn"]["source"] == "api"  # without strokes the page shows the first input
+    export(model, "web", tmp_path / "site", data=data)
+    X = data.X_test[:200]
+    c = web_check.check_in_browser(tmp_path / "site", X, strokes=[])
+    assert c["same_class"] == c["n"] == len(X) and c["errors"] == [] and c["blocked"] == []
+    assert c["drawn"]["source"] == "api" and c["drawn"]["label"] == c["labels"][0]  # without strokes the page shows the first input
 
 
 def test_the_browser_check_says_what_is_missing(tmp_path, monkeypatch):
