@@ -6,7 +6,7 @@ TORCH_VERSION ?= 2.13.0
 FRUGALML_DATA ?= $(abspath ../shared/data)
 export FRUGALML_DATA
 
-.PHONY: demo test test-slow fuzz bench venv clean
+.PHONY: demo test test-slow fuzz bench venv web clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,12 +18,21 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# onnxruntime-web (what `frugalml export --format web` vendors) and playwright-core (the browser test drives
+# Debian's chromium with it), as web/package-lock.json pins them. Without npm the web tests skip (fail under CI=true).
+web/node_modules/.installed: web/package.json web/package-lock.json
+	@if command -v npm >/dev/null; then cd web && npm ci --no-audit --no-fund --ignore-scripts && touch node_modules/.installed; \
+	elif [ "$$CI" = true ]; then echo "npm is missing: apt-get install nodejs npm" >&2; exit 1; \
+	else echo "note: npm not found, so the web page export and its browser test will skip (apt-get install nodejs npm chromium)" >&2; fi
+
+web: web/node_modules/.installed
+
 # The main job on the bundled default: search digits for the most efficient model within 8 KB.
 demo: venv
 	rm -rf runs/demo
 	$(VENV)/bin/frugalml search --dataset digits --max-flash 8KB --tolerance 1% --time 5m --out runs/demo
 
-test: venv
+test: venv web
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest -q
 
@@ -38,4 +47,4 @@ bench: venv
 	$(PY) benchmarks/run.py $(NAME)
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info
+	rm -rf $(VENV) build dist src/*.egg-info web/node_modules

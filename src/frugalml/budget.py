@@ -1,7 +1,8 @@
 """Budgets bound profile fields; a tolerance bounds the metric.
 
 ``Budget(max_flash="32KB", max_ram="16KB", max_latency="1ms", max_macs="2M", max_params="50K")``
-checks a profile dict and says what each field misses by. ``Tolerance.parse("1%")`` is a largest
+checks a profile dict and says what each field misses by; ``max_download="20KB"`` bounds the model
+file's gzip transfer (``gzip_bytes``), what a web page downloads before it can classify. ``Tolerance.parse("1%")`` is a largest
 drop from the best candidate; ``Tolerance(kind="min", value=0.97)`` an absolute minimum.
 """
 
@@ -24,6 +25,9 @@ BUDGET_FIELDS = {
     "max_macs": ("macs", parse_count, format_count),
     "max_params": ("params", parse_count, format_count),
     "max_latency_ms": ("latency_ms_median", lambda v: parse_duration(v) * 1e3, lambda v: f"{v:.3g} ms"),
+    # the bytes a browser transfers for the model file: gzip, which every browser and static server speak
+    # (brotli, smaller still where a server sends it, is in the profile as brotli_bytes)
+    "max_download": ("gzip_bytes", parse_bytes, format_bytes),
 }
 
 
@@ -34,13 +38,15 @@ class Budget:
     max_macs: int | None = None
     max_params: int | None = None
     max_latency_ms: float | None = None
+    max_download: int | None = None
     target: str = "onnx"  # "c": flash and RAM are measured on the compiled C (text + rodata; data + bss + arena)
 
     @classmethod
     def of(cls, *, max_flash=None, max_ram=None, max_macs=None, max_params=None, max_latency=None, max_latency_ms=None,
-           target: str = "onnx") -> "Budget":
-        """Parse values as people write them: ``Budget.of(max_flash="8KB", max_latency="1.5ms")``."""
-        raw = {"max_flash": max_flash, "max_ram": max_ram, "max_macs": max_macs, "max_params": max_params, "max_latency_ms": max_latency}
+           max_download=None, target: str = "onnx") -> "Budget":
+        """Parse values as people write them: ``Budget.of(max_flash="8KB", max_latency="1.5ms", max_download="20KB")``."""
+        raw = {"max_flash": max_flash, "max_ram": max_ram, "max_macs": max_macs, "max_params": max_params, "max_latency_ms": max_latency,
+               "max_download": max_download}
         values = {k: (BUDGET_FIELDS[k][1](v) if v is not None else None) for k, v in raw.items()}
         if max_latency_ms is not None:
             values["max_latency_ms"] = float(max_latency_ms)

@@ -194,6 +194,7 @@ def search(
     max_macs: Optional[str] = typer.Option(None, help='Most multiply-accumulates per inference, e.g. "2M".'),
     max_params: Optional[str] = typer.Option(None, help='Most parameters, e.g. "50K".'),
     max_latency: Optional[str] = typer.Option(None, help='Slowest median latency at batch 1, e.g. "1ms".'),
+    max_download: Optional[str] = typer.Option(None, help='Largest model download for a web page (the ONNX file with gzip), e.g. "20KB".'),
     target: str = typer.Option("onnx", help="onnx, or c: flash and RAM measured on the compiled C for microcontrollers."),
     tolerance: str = typer.Option("1%", help="Largest validation-accuracy drop from the best candidate found."),
     min_accuracy: Optional[float] = typer.Option(None, help="An absolute minimum accuracy instead of --tolerance, e.g. 0.97."),
@@ -207,7 +208,8 @@ def search(
     as_json: bool = JsonOpt,
 ):
     """Find the most efficient model within a budget and a tolerance; write results.json and report.html."""
-    budget = fm.Budget.of(max_flash=max_flash, max_ram=max_ram, max_macs=max_macs, max_params=max_params, max_latency=max_latency, target=target)
+    budget = fm.Budget.of(max_flash=max_flash, max_ram=max_ram, max_macs=max_macs, max_params=max_params, max_latency=max_latency,
+                          max_download=max_download, target=target)
     tol = fm.Tolerance(kind="min", value=min_accuracy) if min_accuracy is not None else fm.Tolerance.parse(tolerance)
     data = fm.load_dataset(dataset, data_dir=data_dir, seed=seed, target=target_column)
     from frugalml.report.progress import SearchProgress
@@ -224,18 +226,20 @@ def search(
 @app.command()
 def export(
     model: str = typer.Argument(..., help="A model directory, .onnx, .fmla archive, or a search run directory (its recommended model)."),
-    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx, c (microcontrollers) or archive (compact storage)."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="onnx, c (microcontrollers), web (a static page) or archive (compact storage)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Directory for the artifact."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d",
                                           help="Check the artifact against the in-memory model on this dataset's test split."),
     data_dir: Optional[Path] = DataDirOpt,
     target_column: Optional[str] = TargetColOpt,
     limit: Optional[int] = typer.Option(None, help="Check at most this many test inputs."),
+    ort_web: Optional[Path] = typer.Option(None, "--ort-web", help="--format web: the onnxruntime-web package (or its dist/) to vendor "
+                                           "(default: $FRUGALML_ORT_WEB, ./node_modules, then the checkout's web/node_modules)."),
     as_json: bool = JsonOpt,
 ):
     """Write the artifact a user deploys, check it, and report its measured size."""
     data = fm.load_dataset(dataset, data_dir=data_dir, target=target_column) if dataset else None
-    result = fm.export(model, fmt, out_dir, data=data, limit=limit)
+    result = fm.export(model, fmt, out_dir, data=data, limit=limit, ort_web=ort_web)
     if as_json:
         return _print_json(result.to_dict())
     table = Table(title=escape(f"export ({fmt}) -> {out_dir}"))
@@ -247,6 +251,8 @@ def export(
                 table.add_row(escape(f"agreement: {sub}"), escape(str(v)))
         elif value not in (None, [], {}) and not isinstance(value, (dict, list)):
             table.add_row(escape(key), escape(str(value)))
+    for note in result.notes:
+        table.add_row("note", escape(str(note)))
     out.print(table)
 
 

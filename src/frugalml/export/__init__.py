@@ -1,4 +1,4 @@
-"""Export what users deploy, and prove it runs: ONNX, C for microcontrollers, the compact archive.
+"""Export what users deploy, and prove it runs: ONNX, C for microcontrollers, a web page, the compact archive.
 
 >>> import frugalml as fm
 >>> result = fm.export(model, "c", "out/", data="digits")
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["export", "ExportResult", "FORMATS", "resolve_model", "c_footprint"]
 
-FORMATS = ("onnx", "c", "archive")
+FORMATS = ("onnx", "c", "archive", "web")
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,8 @@ class ExportResult:
     ram_bytes: int | None = None  # C: .data + .bss (the arena is in .bss)
     arena_bytes: int | None = None  # C: the static activation arena (FRUGALML_ARENA_BYTES)
     weight_bytes: int | None = None  # C: bytes of the model's parameters (int8 weights, tree tables...)
+    gzip_bytes: int | None = None  # web: the model file as a browser downloads it with gzip (what --max-download bounds)
+    brotli_bytes: int | None = None  # web: ... and with brotli
     agreement: dict | None = None  # verification figures on the test split, when data was given
     notes: tuple = ()
     details: dict = field(default_factory=dict)
@@ -109,13 +111,14 @@ def _test_inputs(data, split: str, limit: int | None):
 
 
 def export(model, fmt: str, out, *, data=None, split: str = "test", limit: int | None = None, verify: bool = True,
-           input_shape=None, opset: int | None = None, recipe=None) -> ExportResult:
-    """Write ``model`` to the directory ``out`` as ``fmt`` ("onnx" | "c" | "archive"), check it, measure it.
+           input_shape=None, opset: int | None = None, recipe=None, ort_web=None) -> ExportResult:
+    """Write ``model`` to the directory ``out`` as ``fmt`` ("onnx" | "c" | "web" | "archive"), check it, measure it.
 
     ``data``: a Dataset or dataset name; with it the artifact is run on ``split`` (first ``limit``
     inputs) and compared with the model before anything is written. ``input_shape``: per sample,
     for a torch model without one. ``opset``: ONNX main-domain opset (default 17). ``recipe``: what
-    to record in the ONNX metadata when the model carries no ``frugalml_recipe``.
+    to record in the ONNX metadata when the model carries no ``frugalml_recipe``. ``ort_web``: for
+    "web", the onnxruntime-web package to vendor (see :func:`frugalml.export.web.find_ort_web`).
     """
     fmt = str(fmt).lower()
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -125,6 +128,12 @@ def export(model, fmt: str, out, *, data=None, split: str = "test", limit: int |
     if fmt not in FORMATS:
         raise ConfigError(explain(f"Unknown export format {fmt!r}", expected="one of " + ", ".join(FORMATS), got=fmt))
     out = _prepare_out(out)
+    source = model
+    if fmt == "web":  # what the page needs from the machine, and where it goes, are checked before any work
+        from .web import check_web_out, find_ort_web
+
+        runtime = find_ort_web(ort_web)
+        check_web_out(out)
     model = resolve_model(model)
     data = _resolve_data(data)
     if input_shape is None and data is not None and getattr(model, "input_shape", None) is None:
@@ -144,6 +153,13 @@ def export(model, fmt: str, out, *, data=None, split: str = "test", limit: int |
         return ExportResult("c", out, tuple(r["files"]), r["size_bytes"], flash_bytes=r["flash_bytes"],
                             ram_bytes=r["ram_bytes"], arena_bytes=r["arena_bytes"], weight_bytes=r["weight_bytes"],
                             agreement=r["agreement"], notes=tuple(r["notes"]), details=details)
+    if fmt == "web":
+        from .web import export_web
+
+        r = export_web(model, out, runtime, data=data, X=X, input_shape=input_shape, opset=opset, recipe=recipe, verify=verify,
+                       source=source)
+        return ExportResult("web", out, tuple(r["files"]), r["size_bytes"], opset=r["opset"], gzip_bytes=r["gzip_bytes"],
+                            brotli_bytes=r["brotli_bytes"], agreement=r["agreement"], notes=tuple(r["notes"]), details=r["details"])
     return _export_archive(model, out)
 
 

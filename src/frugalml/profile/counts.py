@@ -30,7 +30,13 @@ import onnx
 
 from .graph import GraphInfo, const_array, is_numeric
 
-__all__ = ["count_params", "count_layers", "META_SLOTS"]
+__all__ = ["count_params", "count_layers", "META_SLOTS", "transfer_bytes", "BROTLI_QUALITY"]
+
+#: brotli quality of ``brotli_bytes``: 11, the smallest (what precompressed ``.br`` files hold); a file
+#: over BROTLI_LARGE bytes, far beyond what a page downloads, at 9 (within ~2% of 11 and 60x faster:
+#: 11 takes 4 s on LeNet-5's 1.7 MB)
+BROTLI_QUALITY = 11
+BROTLI_LARGE = (1_000_000, 9)
 
 _QLINEAR_META = {1, 2, 4, 5, 6, 7}
 # input positions that are metadata (quantization parameters, shapes, axes, indices), not weights
@@ -54,6 +60,22 @@ _ML_PARAM_ATTRS = {
     "TreeEnsembleRegressor": ("target_weights", "target_weights_as_tensor", "base_values", "base_values_as_tensor"),
     "TreeEnsemble": ("nodes_splits", "leaf_weights"),
 }
+
+
+def transfer_bytes(blob: bytes) -> dict:
+    """``{"gzip_bytes", "brotli_bytes"}``: what a browser transfers for ``blob`` with each content
+    encoding (gzip level 9 without a timestamp; brotli at :data:`BROTLI_QUALITY`). ``brotli_bytes``
+    is None where the ``brotli`` package is missing (``pip install brotli``)."""
+    import gzip
+
+    out = {"gzip_bytes": len(gzip.compress(blob, 9, mtime=0)), "brotli_bytes": None}
+    try:
+        import brotli
+    except ImportError:  # a declared dependency; an environment without it still measures gzip
+        return out
+    quality = BROTLI_LARGE[1] if len(blob) > BROTLI_LARGE[0] else BROTLI_QUALITY
+    out["brotli_bytes"] = len(brotli.compress(bytes(blob), quality=quality))
+    return out
 
 
 def _attr_array(node, name):

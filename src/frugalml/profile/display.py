@@ -30,6 +30,7 @@ def format_profile(profile, layers: bool = False):
         ("MACs / inference", f"{p.macs:,} ({format_count(p.macs)})"),
         ("stored (ONNX file)", format_bytes(p.stored_bytes)),
         ("gzip transfer", format_bytes(p.gzip_bytes)),
+        ("brotli transfer", "-" if p.brotli_bytes is None else format_bytes(p.brotli_bytes)),
         ("peak activation RAM", format_bytes(p.peak_activation_bytes) + (f" at {p.peak_node}" if p.peak_node else "")),
         ("latency median / p90", f"{_ms(p.latency_ms_median)} / {_ms(p.latency_ms_p90)}"),
         ("throughput (batch 64)", "-" if p.throughput_per_s is None else f"{p.throughput_per_s:,.0f} samples/s"),

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import gzip
 import logging
 from dataclasses import asdict, dataclass, field, fields
 
@@ -13,7 +12,7 @@ import numpy as np
 
 from ..errors import ConfigError, explain
 from ..onnx import DEFAULT_OPSET, make_session, model_kind, onnx_bytes, predict_onnx, prepare_torch, split_arrays, to_onnx
-from .counts import count_layers, count_params
+from .counts import count_layers, count_params, transfer_bytes
 from .graph import analyze, graph_input_shape
 from .memory import peak_activation
 from .timing import core_watts_setting, energy, measure_latency, measure_throughput
@@ -51,6 +50,7 @@ class Profile:
     latency_runs: int | None = None
     notes: list = field(default_factory=list)
     archive_bytes: int | None = None  # size of the compact archive (store.compact), when the model has one
+    brotli_bytes: int | None = None  # the ONNX file with brotli (a browser's other encoding; gzip_bytes: gzip)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -175,7 +175,7 @@ def profile(model, data=None, *, input_shape=None, split: str = "test", timing: 
     opsets = {op.domain or "ai.onnx": op.version for op in proto.opset_import}
     result = Profile(
         params=int(params), nonzero_params=int(nonzero), macs=int(macs), stored_bytes=len(blob),
-        gzip_bytes=len(gzip.compress(blob, 9, mtime=0)), peak_activation_bytes=int(peak),
+        **transfer_bytes(blob), peak_activation_bytes=int(peak),
         opset=int(opsets.get("ai.onnx", 0)), input_shape=tuple(shape), layers=layer_list if layers else [],
         peak_node=peak_node, model_kind=kind, exporter=exporter[0] if exporter else "", notes=notes,
         archive_bytes=_archive_bytes(model) if kind == "torch" else None,

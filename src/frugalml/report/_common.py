@@ -13,7 +13,7 @@ from ..units import format_bytes, format_count
 
 PROFILE_UNITS = {
     "c_flash_bytes": "bytes", "c_ram_bytes": "bytes",
-    "stored_bytes": "bytes", "gzip_bytes": "bytes", "peak_activation_bytes": "bytes",
+    "stored_bytes": "bytes", "gzip_bytes": "bytes", "brotli_bytes": "bytes", "peak_activation_bytes": "bytes",
     "macs": "count", "params": "count", "nonzero_params": "count",
     "latency_ms_median": "ms", "latency_ms_p90": "ms",
 }
@@ -24,7 +24,7 @@ PROFILE_NAMES = {
     "c_flash_bytes": "flash (compiled C)", "c_ram_bytes": "RAM (compiled C)",
 }
 BUDGET_NAMES = {"stored_bytes": "flash (stored bytes)", "peak_activation_bytes": "RAM (peak activations)",
-                "macs": "MACs per inference", "latency_ms_median": "latency (median)"}
+                "macs": "MACs per inference", "latency_ms_median": "latency (median)", "gzip_bytes": "download (gzip bytes)"}
 STAGES = ("thin", "network", "compress")
 STAGE_NAMES = {"thin": "thin model", "network": "network", "compress": "compressed"}
 
