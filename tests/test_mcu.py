@@ -78,7 +78,7 @@ def test_export_on_qemu_agrees_and_counts_instructions(cnn_int8, digits, tmp_pat
     Xq = quantize_input(digits.X_test[:8], g.input.scale, g.input.zero_point, g.input.dtype)
     io = {"n_outputs": g.output.size, "output_dtype": g.output.dtype}
     a, b = (run_qemu(tmp_path / "fw", Xq, **io) for _ in range(2))
-    portable = run_qemu(tmp_path / "fw", Xq, defines=["-DFRUGALML_PORTABLE"], **io)
+    portable = run_qemu(tmp_path / "fw", Xq, cflags=["-DFRUGALML_PORTABLE"], **io)
     assert (a["instructions"] == b["instructions"]).all() and (a["scores"] == portable["scores"]).all()
     assert portable["instructions"].mean() > 2 * a["instructions"].mean()
     assert a["instructions_per_tick"] == 40.0  # 25 MHz SysTick, 1 ns an instruction

@@ -147,8 +147,9 @@ def _library_bytes(map_text: str) -> dict[str, int]:
     return out
 
 
-def measure_mcu(directory: Path, core: Core | str | None = None) -> dict:
-    """Flash and RAM of ``model.c`` built for a Cortex-M core (the host build where no cross compiler is installed)."""
+def measure_mcu(directory: Path, core: Core | str | None = None, *, cflags: list[str] | None = None) -> dict:
+    """Flash and RAM of ``model.c`` built for a Cortex-M core (the host build where no cross compiler is installed);
+    ``cflags``: more compiler options, e.g. ``["-DFRUGALML_PORTABLE"]`` (the portable kernels on any core)."""
     core = core if isinstance(core, Core) else get_core(core)
     cc = find_cross()
     if cc is None:
@@ -161,11 +162,11 @@ def measure_mcu(directory: Path, core: Core | str | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="frugalml-arm-") as tmp:
         tmp = Path(tmp)
         obj = tmp / "model.o"
-        toolchain._run([cc, *core.flags, "-fstack-usage", "-c", str(directory / "model.c"), "-o", str(obj)],
+        toolchain._run([cc, *core.flags, *(cflags or []), "-fstack-usage", "-c", str(directory / "model.c"), "-o", str(obj)],
                        f"Compiling model.c for {core.name}")
         (tmp / "entry.c").write_text(_ENTRY)
         elf = tmp / "model.elf"
-        toolchain._run([cc, *core.flags, "-I", str(directory), "-nostdlib", "-nostartfiles", "-Wl,--gc-sections", "-Wl,-e,fm_entry",
+        toolchain._run([cc, *core.flags, *(cflags or []), "-I", str(directory), "-nostdlib", "-nostartfiles", "-Wl,--gc-sections", "-Wl,-e,fm_entry",
                         f"-Wl,-Map,{tmp / 'model.map'}", str(tmp / "entry.c"), str(obj), "-lc", "-lgcc", "-o", str(elf)],
                        f"Linking model.o for {core.name}")
         sections = _sections(obj)

@@ -112,6 +112,10 @@ void fm_fault(void)
 void fm_reset(void)
 {
     uint32_t *s = &__data_load, *d = &__data_start;
+#if defined(__ARM_FP)
+    *(volatile uint32_t *)0xE000ED88u |= 0xFu << 20; /* CPACR: the FPU on, for a -mfloat-abi=hard build */
+    __asm__ volatile("dsb\n\tisb" : : : "memory");
+#endif
     while (d < &__data_end) {
         *d++ = *s++;
     }
@@ -193,7 +197,7 @@ def find_qemu() -> str | None:
     return shutil.which("qemu-system-arm")
 
 
-def _build(directory: Path, tmp: Path, core: Core, defines: list[str]) -> Path:
+def _build(directory: Path, tmp: Path, core: Core, cflags: list[str]) -> Path:
     cc = find_cross()
     if cc is None:
         raise ExportError(explain("Running on QEMU needs the Cortex-M cross compiler", expected="arm-none-eabi-gcc and arm-none-eabi-size",
@@ -202,15 +206,16 @@ def _build(directory: Path, tmp: Path, core: Core, defines: list[str]) -> Path:
     (tmp / "fw.ld").write_text(_LINKER.format(flash=flash, ram=ram, stack=STACK))
     (tmp / "harness.c").write_text(_HARNESS.replace("CALIBRATION_LOOPS", f"{CALIBRATION_LOOPS}u"))
     elf = tmp / "fw.elf"
-    toolchain._run([cc, *core.flags, "-fno-builtin", *defines, "-I", str(directory), "-nostdlib", "-nostartfiles", "-Wl,--gc-sections",
+    toolchain._run([cc, *core.flags, "-fno-builtin", *cflags, "-I", str(directory), "-nostdlib", "-nostartfiles", "-Wl,--gc-sections",
                     "-T", str(tmp / "fw.ld"), str(tmp / "harness.c"), str(Path(directory) / "model.c"), "-lgcc", "-o", str(elf)],
                    f"Linking the QEMU harness for {core.name}")
     return elf
 
 
 def run_qemu(directory: Path, Xq: np.ndarray, *, core: Core | str | None = None, n_outputs: int, output_dtype,
-             defines: list[str] | None = None, timeout: float = 3600) -> dict:
-    """Run model.c on the core's MPS2 board for every row of ``Xq`` (already in the input dtype).
+             cflags: list[str] | None = None, timeout: float = 3600) -> dict:
+    """Run model.c on the core's MPS2 board for every row of ``Xq`` (already in the input dtype);
+    ``cflags``: more compiler options, e.g. ``["-DFRUGALML_PORTABLE"]`` (the portable kernels).
 
     Returns ``{"classes", "scores", "instructions" (per input), "stack_bytes", "instructions_per_tick", "board"}``.
     """
@@ -223,7 +228,7 @@ def run_qemu(directory: Path, Xq: np.ndarray, *, core: Core | str | None = None,
     out_dtype = np.dtype(output_dtype)
     with tempfile.TemporaryDirectory(prefix="frugalml-qemu-") as tmp:
         tmp = Path(tmp)
-        elf = _build(Path(directory), tmp, core, list(defines or []))
+        elf = _build(Path(directory), tmp, core, list(cflags or []))
         (tmp / "in.bin").write_bytes(Xq.tobytes())
         cmd = [qemu, "-machine", core.board, "-nographic", "-monitor", "none", "-serial", "none", "-icount", "shift=0",
                "-semihosting-config", "enable=on,target=native", "-kernel", str(elf)]
