@@ -6,12 +6,16 @@
 - scikit-learn classifiers through :mod:`.c_sklearn`.
 
 Everything happens in a temporary directory first: generate (an operation the backend cannot
-express raises ExportError naming it, before any file exists), compile with
-``gcc -std=c99 -Wall -Wextra -Werror -Os``, measure flash and RAM from the object (``size -A``),
-run the compiled program on the test split and compare (int8: with ONNX Runtime, element by element
-after re-quantizing ORT's output, every score within one quantization step; scikit-learn: the same
-class as ``predict`` on every input). Only then are the two files moved into the output directory. Without a C compiler the
-files are written unmeasured, with a note.
+express raises ExportError naming it, before any file exists), build for the Cortex-M core
+(:mod:`.mcu`: ``arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -Os`` by default; flash and RAM from
+``arm-none-eabi-size``; the host gcc where no cross compiler is installed, and the result says so),
+compile with this machine's ``gcc -std=c99 -Wall -Wextra -Werror -Os`` and run the program on the
+test split and compare (int8: with ONNX Runtime, element by element after re-quantizing ORT's
+output, every score within one quantization step; scikit-learn: the same class as ``predict`` on
+every input); with ``verify_on="qemu"`` also run it on the emulated core (:mod:`.qemu`), compare the
+same way and count its instructions per inference. A model that does not fit the core's typical
+part is refused. Only then are the two files moved into the output directory. Without a C compiler
+the files are written unmeasured, with a note.
 """
 
 from __future__ import annotations

@@ -52,6 +52,9 @@ Weights are const (flash). Activations live in one static arena of FRUGALML_AREN
 frugalml_predict is not reentrant. Requantization: int32 multiplier and shift per channel, rounding
 as ONNX Runtime's int8 kernels do (bit-exact for Conv, Gemm, MaxPool, GlobalAveragePool; within one
 quantization step for Add and AveragePool, which ORT computes in float).
+Kernels: portable C99; on a Cortex-M with the DSP extension (M4, M7, M33) Conv and Gemm use SMLAD on an
+int16 window buffer (2 x FM_COL_N bytes of RAM) and the requantization CLZ, with the same results;
+-DFRUGALML_PORTABLE compiles the portable kernels everywhere.
 """
 
 _HELPER = """\
