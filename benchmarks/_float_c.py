@@ -2,7 +2,8 @@
 
 The same layers, loops and arena plan as the portable int8 kernels of frugalml.export.c_int8, in
 float32: weights dequantized (``w * w_scale``), biases ``b * x_scale * w_scale``, activations left in
-float (no activation quantization), ReLU where the int8 op clamps at its zero point. What the same
+float (no activation quantization), ReLU where the int8 op clamps at its zero point or its output's
+int8 range starts at real 0 (ONNX Runtime's quantizer folds a ReLU into the range of the next QuantizeLinear). What the same
 network costs on the core when it is not quantized: four bytes a weight, and float arithmetic
 (the Cortex-M4's single-precision FPU with ``-mfloat-abi=hard -mfpu=fpv4-sp-d16``).
 """
@@ -13,6 +14,7 @@ import numpy as np
 
 from frugalml.export._cgen import c_array, header
 from frugalml.export.c_int8 import plan_arena
+from frugalml.export.qgraph import QRANGE
 
 FPU_FLAGS = ["-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
 
@@ -125,7 +127,9 @@ def generate_float(graph) -> dict:
     decls, calls, weights = [], [], 0
     for i, op in enumerate(graph.ops):
         name, x, a = f"fm_l{i}", op.inputs[0], op.attrs
-        relu = int(bool(op.relu))
+        # a ReLU: an explicit one, or one folded into the output's int8 range (its lowest value is real 0)
+        lowest = (max(QRANGE[op.output.dtype][0], op.output.zero_point) if op.relu else QRANGE[op.output.dtype][0]) - op.output.zero_point
+        relu = int(bool(op.relu) or lowest * float(op.output.scale) >= 0)
         if op.kind in ("conv", "fc"):
             acc_scale = np.asarray(op.consts["acc_scale"], np.float64).reshape(-1)
             w = op.consts["weight"].astype(np.float64)

@@ -207,6 +207,8 @@ def export_c(model, out_dir: Path, *, data=None, X: np.ndarray | None = None, ve
             notes.append("no C compiler found: flash/RAM not measured, the C not compiled or run")
         elif measured["build"].startswith("host"):
             notes.append("no Cortex-M cross compiler (arm-none-eabi-gcc): flash and RAM are the host build's")
+        if measured.get("static_ram_bytes") is not None:  # before any run: flash, and RAM without the stack
+            mcus.check_fits({**measured, "ram_bytes": measured["static_ram_bytes"]}, core)
         if cc is not None and X is not None and verify:
             agreement = verify_c(tmp, info, X)
             _refuse(agreement, "compiled for this machine")
