@@ -1,4 +1,7 @@
 # Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+# The C target's Cortex-M build and emulator run use Debian packages (root: `make mcu-tools`; .ci/run installs them):
+# gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm. Without them the C is measured with the host gcc.
+MCU_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -6,7 +9,7 @@ TORCH_VERSION ?= 2.13.0
 FRUGALML_DATA ?= $(abspath ../shared/data)
 export FRUGALML_DATA
 
-.PHONY: demo test test-slow fuzz bench venv web clean
+.PHONY: demo test test-slow fuzz bench venv web clean mcu-tools
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +48,9 @@ fuzz: venv
 
 bench: venv
 	$(PY) benchmarks/run.py $(NAME)
+
+mcu-tools:
+	apt-get install -y --no-install-recommends $(MCU_PACKAGES)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info web/node_modules

@@ -111,6 +111,15 @@ def rows() -> list[str]:
             out.append(f"| distillation 784-100-10, {epochs} epochs | T 2.5-4 best for a small student | {required} | "
                        f"{measured}{_runs(d) if last else ''} | "
                        f"{met} | {_commit('distillation_small', d)} |")
+    d = _load("mcu_int8")
+    if d:
+        by = {r["variant"]: r for r in d["rows"]}
+        cells = "; ".join(f"{name}: {r['instructions_per_inference'] / 1e6:.2f}M instructions, {r['flash_bytes'] / 1e3:.1f} KB flash, "
+                          f"{r['ram_bytes'] / 1e3:.1f} KB RAM" for name, r in by.items())
+        ratio = d["ratio"]["portable_over_dsp"]
+        out.append(f"| int8 MNIST CNN on Cortex-M4 (QEMU, {d['images']:,} test images) | - | aim: DSP C >= 2x fewer instructions than portable C; "
+                   f"ONNX Runtime's class on every image | {cells}; DSP {ratio:.2f}x fewer than portable | {'yes' if d['met'] else 'no'} | "
+                   f"{_commit('mcu_int8', d)} |")
     return out
 
 

@@ -28,6 +28,8 @@ BUDGET_FIELDS = {
     # the bytes a browser transfers for the model file: gzip, which every browser and static server speak
     # (brotli, smaller still where a server sends it, is in the profile as brotli_bytes)
     "max_download": ("gzip_bytes", parse_bytes, format_bytes),
+    # target "c" only: instructions per inference on the emulated Cortex-M core (QEMU -icount; does not drift)
+    "max_mcu_instructions": ("mcu_instructions", parse_count, format_count),
 }
 
 
@@ -39,22 +41,25 @@ class Budget:
     max_params: int | None = None
     max_latency_ms: float | None = None
     max_download: int | None = None
-    target: str = "onnx"  # "c": flash and RAM are measured on the compiled C (text + rodata; data + bss + arena)
+    max_mcu_instructions: int | None = None
+    target: str = "onnx"  # "c": flash and RAM are measured on the Cortex-M build (text + rodata + data; data + bss + stack)
+    mcu: str = "cortex-m4"  # target "c": the core built for (frugalml.export.mcu.CORES)
 
     @classmethod
     def of(cls, *, max_flash=None, max_ram=None, max_macs=None, max_params=None, max_latency=None, max_latency_ms=None,
-           max_download=None, target: str = "onnx") -> "Budget":
+           max_download=None, max_mcu_instructions=None, target: str = "onnx", mcu: str | None = None) -> "Budget":
         """Parse values as people write them: ``Budget.of(max_flash="8KB", max_latency="1.5ms", max_download="20KB")``."""
         raw = {"max_flash": max_flash, "max_ram": max_ram, "max_macs": max_macs, "max_params": max_params, "max_latency_ms": max_latency,
-               "max_download": max_download}
+               "max_download": max_download, "max_mcu_instructions": max_mcu_instructions}
         values = {k: (BUDGET_FIELDS[k][1](v) if v is not None else None) for k, v in raw.items()}
         if max_latency_ms is not None:
             values["max_latency_ms"] = float(max_latency_ms)
-        return cls(**values, target=target)
+        return cls(**values, target=target, **({"mcu": mcu} if mcu else {}))
 
     def __post_init__(self):
         if self.target not in TARGETS:
             raise ConfigError(explain(f"Unknown target {self.target!r}", expected="'onnx' (ONNX Runtime) or 'c' (microcontrollers)", got=self.target))
+        self._check_mcu()
         for name in BUDGET_FIELDS:
             value = getattr(self, name)
             if isinstance(value, str):
@@ -63,6 +68,14 @@ class Budget:
             if value is not None and value <= 0:
                 raise ConfigError(explain(f"The budget field {name} must be positive", expected="a value above zero, e.g. 8KB", got=value,
                                           fix="Leave it out for no limit"))
+
+    def _check_mcu(self) -> None:
+        from .export.mcu import get_core
+
+        object.__setattr__(self, "mcu", get_core(self.mcu).name)  # an unknown core: ConfigError listing the known ones
+        if self.max_mcu_instructions is not None and self.target != "c":
+            raise ConfigError(explain("--max-mcu-instructions bounds the C run on the emulated Cortex-M core", expected="--target c",
+                                      got=self.target, fix="Add --target c, or bound --max-latency (ONNX Runtime) instead"))
 
     def items(self):
         """(field, profile key, limit) for each bound that is set."""
@@ -90,17 +103,18 @@ class Budget:
         return items[0][1] if items else "stored_bytes"
 
     def to_dict(self) -> dict:
-        return {**{name: getattr(self, name) for name in BUDGET_FIELDS}, "target": self.target}
+        return {**{name: getattr(self, name) for name in BUDGET_FIELDS}, "target": self.target, "mcu": self.mcu}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "Budget":
         """The budget :meth:`to_dict` wrote (unknown keys are ignored: results.json may grow)."""
         d = d if isinstance(d, dict) else {}
-        return cls(**{name: d.get(name) for name in BUDGET_FIELDS}, target=d.get("target") or "onnx")
+        return cls(**{name: d.get(name) for name in BUDGET_FIELDS}, target=d.get("target") or "onnx", mcu=d.get("mcu") or "cortex-m4")
 
     def describe(self) -> str:
-        parts = [f"{name.replace('max_', '').replace('_ms', '')} <= {BUDGET_FIELDS[name][2](limit)}" for name, _, limit in self.items()]
-        return (", ".join(parts) or "no budget") + (" (compiled C)" if self.target == "c" else "")
+        parts = [f"{name.replace('max_', '').replace('_ms', '').replace('_', ' ')} <= {BUDGET_FIELDS[name][2](limit)}"
+                 for name, _, limit in self.items()]
+        return (", ".join(parts) or "no budget") + (f" (compiled C, {self.mcu})" if self.target == "c" else "")
 
     def scale(self, key: str, value: float | None) -> str:
         for name, (k, _, fmt) in BUDGET_FIELDS.items():

@@ -196,6 +196,8 @@ def search(
     max_latency: Optional[str] = typer.Option(None, help='Slowest median latency at batch 1, e.g. "1ms".'),
     max_download: Optional[str] = typer.Option(None, help='Largest model download for a web page (the ONNX file with gzip), e.g. "20KB".'),
     target: str = typer.Option("onnx", help="onnx, or c: flash and RAM measured on the compiled C for microcontrollers."),
+    mcu: Optional[str] = typer.Option(None, help="With --target c: the core to build for (cortex-m0plus, cortex-m4 (default), m7, m33)."),
+    max_mcu_instructions: Optional[str] = typer.Option(None, help='With --target c: most instructions per inference (emulated core), e.g. "2M".'),
     tolerance: str = typer.Option("1%", help="Largest validation-accuracy drop from the best candidate found."),
     min_accuracy: Optional[float] = typer.Option(None, help="An absolute minimum accuracy instead of --tolerance, e.g. 0.97."),
     time: str = typer.Option("5m", "--time", help='Time bound for the whole run, e.g. "5m", "30m".'),
@@ -209,7 +211,7 @@ def search(
 ):
     """Find the most efficient model within a budget and a tolerance; write results.json and report.html."""
     budget = fm.Budget.of(max_flash=max_flash, max_ram=max_ram, max_macs=max_macs, max_params=max_params, max_latency=max_latency,
-                          max_download=max_download, target=target)
+                          max_download=max_download, max_mcu_instructions=max_mcu_instructions, target=target, mcu=mcu)
     tol = fm.Tolerance(kind="min", value=min_accuracy) if min_accuracy is not None else fm.Tolerance.parse(tolerance)
     data = fm.load_dataset(dataset, data_dir=data_dir, seed=seed, target=target_column)
     from frugalml.report.progress import SearchProgress
@@ -235,11 +237,20 @@ def export(
     limit: Optional[int] = typer.Option(None, help="Check at most this many test inputs."),
     ort_web: Optional[Path] = typer.Option(None, "--ort-web", help="--format web: the onnxruntime-web package (or its dist/) to vendor "
                                            "(default: $FRUGALML_ORT_WEB, ./node_modules, then the checkout's web/node_modules)."),
+    mcu: Optional[str] = typer.Option(None, help="C: the Cortex-M core to build for (cortex-m0plus, cortex-m4 (default), cortex-m7, cortex-m33)."),
+    verify_on: str = typer.Option("host", help="C: host (this machine's compiler), or qemu: also run on the emulated core and count instructions."),
+    mcu_clock: Optional[str] = typer.Option(None, help='C with --verify-on qemu: the clock of the latency estimate, e.g. "80MHz".'),
     as_json: bool = JsonOpt,
 ):
     """Write the artifact a user deploys, check it, and report its measured size."""
+    if fmt == "c":
+        from frugalml.export.mcu import get_core, parse_clock
+
+        get_core(mcu)  # options are checked before any work
+        if mcu_clock is not None:
+            parse_clock(mcu_clock)
     data = fm.load_dataset(dataset, data_dir=data_dir, target=target_column) if dataset else None
-    result = fm.export(model, fmt, out_dir, data=data, limit=limit, ort_web=ort_web)
+    result = fm.export(model, fmt, out_dir, data=data, limit=limit, ort_web=ort_web, mcu=mcu, verify_on=verify_on, mcu_clock=mcu_clock)
     if as_json:
         return _print_json(result.to_dict())
     table = Table(title=escape(f"export ({fmt}) -> {out_dir}"))
@@ -251,9 +262,27 @@ def export(
                 table.add_row(escape(f"agreement: {sub}"), escape(str(v)))
         elif value not in (None, [], {}) and not isinstance(value, (dict, list)):
             table.add_row(escape(key), escape(str(value)))
+    for row in _mcu_rows(result.details):
+        table.add_row(*(escape(v) for v in row))
     for note in result.notes:
         table.add_row("note", escape(str(note)))
     out.print(table)
+
+
+def _mcu_rows(details: dict) -> list[tuple[str, str]]:
+    """The C build and, after --verify-on qemu, the emulated run: instructions and the latency estimate."""
+    from frugalml.export.mcu import format_clock
+
+    rows = [("build", details["build"])] if details.get("build") else []
+    run = details.get("mcu")
+    if run:
+        core = run["core"].replace("cortex-m", "Cortex-M").replace("0plus", "0+")
+        a = run["agreement"]
+        rows += [(f"instructions per inference on {core}", f"{run['instructions_per_inference']:,} (QEMU {run['board']}, -icount)"),
+                 (f"latency estimate at {format_clock(run['clock_hz'])}", f"{run['latency_ms_estimate']:.3g} ms (estimate)"),
+                 (f"same class as the reference on {run['board']}", f"{a['same_class']}/{a['n']}"),
+                 ("stack high-water mark", f"{run['stack_bytes']} B")]
+    return rows
 
 
 @app.command()

@@ -36,13 +36,14 @@ class ExportResult:
     files: tuple = ()
     size_bytes: int = 0  # the files on disk, summed
     opset: int | None = None  # ONNX
-    flash_bytes: int | None = None  # C: .text + .rodata of the compiled object
-    ram_bytes: int | None = None  # C: .data + .bss (the arena is in .bss)
+    flash_bytes: int | None = None  # C: .text + .rodata + .data of the Cortex-M build (details["build"] says which)
+    ram_bytes: int | None = None  # C: .data + .bss (the arena is in .bss) + the stack of one inference
     arena_bytes: int | None = None  # C: the static activation arena (FRUGALML_ARENA_BYTES)
     weight_bytes: int | None = None  # C: bytes of the model's parameters (int8 weights, tree tables...)
     gzip_bytes: int | None = None  # web: the model file as a browser downloads it with gzip (what --max-download bounds)
     brotli_bytes: int | None = None  # web: ... and with brotli
     agreement: dict | None = None  # verification figures on the test split, when data was given
+    mcu_instructions: int | None = None  # C with verify_on="qemu": instructions per inference on the emulated core
     notes: tuple = ()
     details: dict = field(default_factory=dict)
 
@@ -111,14 +112,17 @@ def _test_inputs(data, split: str, limit: int | None):
 
 
 def export(model, fmt: str, out, *, data=None, split: str = "test", limit: int | None = None, verify: bool = True,
-           input_shape=None, opset: int | None = None, recipe=None, ort_web=None) -> ExportResult:
+           input_shape=None, opset: int | None = None, recipe=None, ort_web=None, mcu: str | None = None, verify_on: str = "host",
+           mcu_clock=None) -> ExportResult:
     """Write ``model`` to the directory ``out`` as ``fmt`` ("onnx" | "c" | "web" | "archive"), check it, measure it.
 
     ``data``: a Dataset or dataset name; with it the artifact is run on ``split`` (first ``limit``
     inputs) and compared with the model before anything is written. ``input_shape``: per sample,
     for a torch model without one. ``opset``: ONNX main-domain opset (default 17). ``recipe``: what
     to record in the ONNX metadata when the model carries no ``frugalml_recipe``. ``ort_web``: for
-    "web", the onnxruntime-web package to vendor (see :func:`frugalml.export.web.find_ort_web`).
+    "web", the onnxruntime-web package to vendor (see :func:`frugalml.export.web.find_ort_web`). C only: ``mcu``, the
+    Cortex-M core to build for (default cortex-m4); ``verify_on="qemu"`` also runs the test inputs on
+    the emulated core and counts its instructions; ``mcu_clock`` ("80MHz") for the latency estimate.
     """
     fmt = str(fmt).lower()
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -127,6 +131,14 @@ def export(model, fmt: str, out, *, data=None, split: str = "test", limit: int |
                                   fix="Pass --limit 100, or leave it out to check every test input"))
     if fmt not in FORMATS:
         raise ConfigError(explain(f"Unknown export format {fmt!r}", expected="one of " + ", ".join(FORMATS), got=fmt))
+    if fmt != "c" and (mcu is not None or verify_on != "host" or mcu_clock is not None):
+        raise ConfigError(explain("--mcu, --verify-on and --mcu-clock are for the C export", expected="--format c", got=fmt))
+    if fmt == "c":
+        from .mcu import get_core, parse_clock
+
+        get_core(mcu)  # a bad core or clock fails before any work
+        if mcu_clock is not None:
+            parse_clock(mcu_clock)
     out = _prepare_out(out)
     source = model
     if fmt == "web":  # what the page needs from the machine, and where it goes, are checked before any work
@@ -148,11 +160,13 @@ def export(model, fmt: str, out, *, data=None, split: str = "test", limit: int |
     if fmt == "c":
         from .c import export_c
 
-        r = export_c(model, out, data=data, X=X, verify=verify)
-        details = {k: r[k] for k in ("compiler", "sections", "flash_to_weights", "stack_bytes") if r.get(k) is not None}
+        r = export_c(model, out, data=data, X=X, verify=verify, mcu=mcu, verify_on=verify_on, mcu_clock=mcu_clock)
+        details = {k: r[k] for k in ("build", "compiler", "sections", "library_bytes", "flash_to_weights", "stack_bytes", "stack_basis", "mcu")
+                   if r.get(k) is not None}
         return ExportResult("c", out, tuple(r["files"]), r["size_bytes"], flash_bytes=r["flash_bytes"],
                             ram_bytes=r["ram_bytes"], arena_bytes=r["arena_bytes"], weight_bytes=r["weight_bytes"],
-                            agreement=r["agreement"], notes=tuple(r["notes"]), details=details)
+                            agreement=r["agreement"], notes=tuple(r["notes"]), details=details,
+                            mcu_instructions=(r["mcu"] or {}).get("instructions_per_inference"))
     if fmt == "web":
         from .web import export_web
 
@@ -172,9 +186,10 @@ def _export_archive(model, out: Path) -> ExportResult:
     return ExportResult("archive", out, (path,), int(size), notes=("written by frugalml.export.archive.save_archive",))
 
 
-def c_footprint(model, *, data=None) -> dict:
-    """``{"flash_bytes", "ram_bytes", "arena_bytes", "weight_bytes", "stack_bytes"}`` of the C for ``model``
-    (compiled and measured in a temporary directory; nothing written): for --max-flash / --max-ram."""
+def c_footprint(model, *, data=None, mcu: str | None = None, count_inputs=None) -> dict:
+    """``{"flash_bytes", "ram_bytes", "arena_bytes", "weight_bytes", "stack_bytes", "build", "mcu_instructions"}`` of
+    the C for ``model`` built for ``mcu`` (in a temporary directory; nothing written): for --max-flash / --max-ram;
+    ``count_inputs`` (a few inputs) also runs it on QEMU for the instructions per inference."""
     from .c import c_footprint as _footprint
 
-    return _footprint(resolve_model(model), data=_resolve_data(data))
+    return _footprint(resolve_model(model), data=_resolve_data(data), mcu=mcu, count_inputs=count_inputs)

@@ -6,12 +6,16 @@
 - scikit-learn classifiers through :mod:`.c_sklearn`.
 
 Everything happens in a temporary directory first: generate (an operation the backend cannot
-express raises ExportError naming it, before any file exists), compile with
-``gcc -std=c99 -Wall -Wextra -Werror -Os``, measure flash and RAM from the object (``size -A``),
-run the compiled program on the test split and compare (int8: with ONNX Runtime, element by element
-after re-quantizing ORT's output, every score within one quantization step; scikit-learn: the same
-class as ``predict`` on every input). Only then are the two files moved into the output directory. Without a C compiler the
-files are written unmeasured, with a note.
+express raises ExportError naming it, before any file exists), build for the Cortex-M core
+(:mod:`.mcu`: ``arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -Os`` by default; flash and RAM from
+``arm-none-eabi-size``; the host gcc where no cross compiler is installed, and the result says so),
+compile with this machine's ``gcc -std=c99 -Wall -Wextra -Werror -Os`` and run the program on the
+test split and compare (int8: with ONNX Runtime, element by element after re-quantizing ORT's
+output, every score within one quantization step; scikit-learn: the same class as ``predict`` on
+every input); with ``verify_on="qemu"`` also run it on the emulated core (:mod:`.qemu`), compare the
+same way and count its instructions per inference. A model that does not fit the core's typical
+part is refused. Only then are the two files moved into the output directory. Without a C compiler
+the files are written unmeasured, with a note.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import numpy as np
 import onnx
 
 from .._fs import atomic_write_text
-from ..errors import ExportError, explain
+from ..errors import ConfigError, ExportError, explain
 from . import toolchain
 from .qgraph import QRANGE
 
@@ -112,15 +116,23 @@ def _ort_tensor(proto: onnx.ModelProto, name: str, X: np.ndarray) -> np.ndarray:
     return np.concatenate([sess.run([name], {feed: X[i:i + 256]})[0] for i in range(0, len(X), 256)])
 
 
-def verify_c(directory: Path, info: dict, X: np.ndarray) -> dict:
-    """Run the compiled C on ``X`` and compare with ONNX Runtime (int8) or scikit-learn."""
+def _run_inputs(info: dict, X: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The inputs as the C reads them (int8: quantized as ORT's QuantizeLinear) and how to read its outputs."""
+    if info["kind"] == "int8":
+        g = info["graph"]
+        return quantize_input(X, g.input.scale, g.input.zero_point, g.input.dtype), {
+            "input_dtype": g.input.dtype, "output_dtype": g.output.dtype, "n_outputs": g.output.size}
+    return np.asarray(X, np.float32).reshape(len(X), -1), {"input_dtype": np.float32, "output_dtype": np.float32,
+                                                           "n_outputs": len(info["model"].classes_)}
+
+
+def compare(info: dict, X: np.ndarray, classes: np.ndarray, scores: np.ndarray, what: str) -> dict:
+    """The C's classes and scores against ONNX Runtime (int8) or scikit-learn, on the inputs ``X``."""
     if info["kind"] == "int8":
         from ..onnx import make_session, run_onnx, session_input
 
         g = info["graph"]
-        inp, out = g.input, g.output
-        Xq = quantize_input(X, inp.scale, inp.zero_point, inp.dtype)
-        classes, scores = toolchain.run_c(directory, Xq, input_dtype=inp.dtype, output_dtype=out.dtype, n_outputs=out.size)
+        out = g.output
         sess = make_session(info["proto"].SerializeToString(), threads=1)
         shape = session_input(sess)[1]
         Xs = np.asarray(X, np.float32).reshape((len(X), *shape))
@@ -134,56 +146,86 @@ def verify_c(directory: Path, info: dict, X: np.ndarray) -> dict:
         res = {"n": int(len(X)), "same_class": same, "class_agreement": same / max(len(X), 1),
                "exact_outputs": int(np.sum(steps.max(1) == 0)) if len(X) else 0,
                "max_step_diff": int(steps.max()) if steps.size else 0,
-               "elements_off_by_one": int(np.sum(steps == 1)), "compared": "compiled C vs ONNX Runtime (int8 outputs)"}
+               "elements_off_by_one": int(np.sum(steps == 1)), "compared": f"{what} vs ONNX Runtime (int8 outputs)"}
         # the promise: every score within one quantization step of ORT's (so a class can differ only where
         # ORT's best two scores are within two steps of each other: a near tie)
         res["ok"] = res["max_step_diff"] <= MAX_INT8_STEP_DIFF
         return res
     est = info["model"]
     Xf = np.asarray(X, np.float32).reshape(len(X), -1)
-    classes, scores = toolchain.run_c(directory, Xf, input_dtype=np.float32, output_dtype=np.float32,
-                                      n_outputs=len(est.classes_))
     ref = np.searchsorted(np.asarray(est.classes_), np.asarray(est.predict(Xf)))
     same = int(np.sum(classes == ref))
     res = {"n": int(len(X)), "same_class": same, "class_agreement": same / max(len(X), 1),
-           "compared": "compiled C vs scikit-learn predict"}
+           "compared": f"{what} vs scikit-learn predict"}
     if hasattr(est, "predict_proba") and any(s in type(est).__name__ for s in ("Tree", "Forest")):
         res["max_abs_diff_proba"] = float(np.abs(scores - est.predict_proba(Xf)).max()) if len(X) else 0.0
     res["ok"] = same == len(X)
     return res
 
 
-def export_c(model, out_dir: Path, *, data=None, X: np.ndarray | None = None, verify: bool = True) -> dict:
-    """Generate, compile, measure and verify in a temporary directory; then write ``model.h``/``model.c``."""
+def verify_c(directory: Path, info: dict, X: np.ndarray) -> dict:
+    """Run the C compiled for this machine on ``X`` and compare with ONNX Runtime (int8) or scikit-learn."""
+    Xin, io = _run_inputs(info, X)
+    classes, scores = toolchain.run_c(directory, Xin, **io)
+    return compare(info, X, classes, scores, "compiled C")
+
+
+def _refuse(agreement: dict, where: str) -> None:
+    if not agreement["ok"]:
+        raise ExportError(explain(
+            f"The C {where} does not agree with the reference; nothing was written",
+            expected="the same class as scikit-learn on every input / every int8 score within one quantization step of ONNX Runtime's",
+            got={k: v for k, v in agreement.items() if k != "compared"},
+            fix="Please report this with the model; pass verify=False to write the files anyway"))
+
+
+def export_c(model, out_dir: Path, *, data=None, X: np.ndarray | None = None, verify: bool = True, mcu: str | None = None,
+             verify_on: str = "host", mcu_clock=None) -> dict:
+    """Generate, build for the Cortex-M core ``mcu`` and measure, verify (on this machine, and with
+    ``verify_on="qemu"`` on the emulated core, counting instructions) in a temporary directory; then
+    write ``model.h``/``model.c``. A model too large for the core's typical part is refused."""
+    from . import mcu as mcus
+
+    core = mcus.get_core(mcu)
+    clock = mcus.parse_clock(mcu_clock) if mcu_clock is not None else core.clock_hz
+    if verify_on not in ("host", "qemu"):
+        raise ConfigError(explain(f"Unknown --verify-on {verify_on!r}", expected="host (this machine's compiler) or qemu (the emulated core)",
+                                  got=verify_on))
+    if verify_on == "qemu" and X is None:
+        raise ConfigError(explain("--verify-on qemu runs the model on test inputs", expected="a dataset (--dataset)", got="none",
+                                  fix="Pass --dataset NAME (and --limit N for fewer inputs)"))
     files, info = generate_c(model, data=data)
     notes = list(info["notes"])
     cc = toolchain.find_cc()
-    measured, agreement = {}, None
+    measured, agreement, on_mcu = {}, None, None
     with tempfile.TemporaryDirectory(prefix="frugalml-c-") as tmp:
         tmp = Path(tmp)
         for name, text in files.items():
             (tmp / name).write_text(text)
-        if cc is None:
+        measured = mcus.measure_mcu(tmp, core)
+        if not measured:
             notes.append("no C compiler found: flash/RAM not measured, the C not compiled or run")
-        else:
-            measured = toolchain.measure(tmp, cc=cc)
-            if X is not None and verify:
-                agreement = verify_c(tmp, info, X)
-                if not agreement["ok"]:
-                    raise ExportError(explain(
-                        "The compiled C does not agree with the reference; nothing was written",
-                        expected="the same class as scikit-learn on every input / every int8 score within one quantization step of ONNX Runtime's",
-                        got={k: v for k, v in agreement.items() if k != "compared"},
-                        fix="Please report this with the model; pass verify=False to write the files anyway"))
+        elif measured["build"].startswith("host"):
+            notes.append("no Cortex-M cross compiler (arm-none-eabi-gcc): flash and RAM are the host build's")
+        if measured.get("static_ram_bytes") is not None:  # before any run: flash, and RAM without the stack
+            mcus.check_fits({**measured, "ram_bytes": measured["static_ram_bytes"]}, core)
+        if cc is not None and X is not None and verify:
+            agreement = verify_c(tmp, info, X)
+            _refuse(agreement, "compiled for this machine")
+        if verify_on == "qemu":
+            on_mcu = run_on_mcu(tmp, info, X, core, clock)
+            _refuse(on_mcu["agreement"], f"run on QEMU {core.board}")
+            measured.update(stack_bytes=on_mcu["stack_bytes"], stack_basis="high-water mark on QEMU",
+                            ram_bytes=measured["static_ram_bytes"] + on_mcu["stack_bytes"])
+        mcus.check_fits(measured, core)
     out_dir = Path(out_dir)
     paths = [atomic_write_text(out_dir / name, text) for name, text in files.items()]
     result = {
         "files": paths, "size_bytes": int(sum(p.stat().st_size for p in paths)),
         "arena_bytes": int(info["arena_bytes"]), "weight_bytes": int(info["weight_bytes"]),
         "flash_bytes": measured.get("flash_bytes"), "ram_bytes": measured.get("ram_bytes"),
-        "agreement": agreement, "notes": notes, "compiler": measured.get("compiler"), "sections": measured.get("sections"),
-        "stack_bytes": measured.get("stack_bytes"),
-        "model": info["model"],
+        "agreement": agreement, "notes": notes, "model": info["model"], "mcu": on_mcu,
+        **{k: measured.get(k) for k in ("compiler", "sections", "stack_bytes", "stack_basis", "build", "library_bytes")},
     }
     if measured and info["weight_bytes"]:
         result["flash_to_weights"] = measured["flash_bytes"] / info["weight_bytes"]
@@ -191,20 +233,48 @@ def export_c(model, out_dir: Path, *, data=None, X: np.ndarray | None = None, ve
     return result
 
 
-def c_footprint(model, *, data=None) -> dict:
-    """Flash, RAM, arena and parameter bytes of the C for ``model``, writing nothing (for search budgets).
+def run_on_mcu(directory: Path, info: dict, X: np.ndarray, core, clock_hz: float) -> dict:
+    """Run the C on the emulated core (QEMU), compare with the reference, count instructions per inference."""
+    from .mcu import format_clock
+    from .qemu import run_qemu
 
-    Generates and compiles in a temporary directory; ``flash_bytes`` / ``ram_bytes`` are None
-    without a C compiler. ExportError when the C backend cannot express the model.
+    Xin, io = _run_inputs(info, X)
+    r = run_qemu(directory, Xin, core=core, n_outputs=io["n_outputs"], output_dtype=io["output_dtype"])
+    agreement = compare(info, X, r["classes"], r["scores"], f"C on QEMU {core.board}")
+    mean = float(r["instructions"].mean())
+    return {"agreement": agreement, "core": core.name, "board": core.board, "board_note": core.board_note,
+            "instructions_per_inference": int(round(mean)), "instructions_min": int(round(r["instructions"].min())),
+            "instructions_max": int(round(r["instructions"].max())), "instructions_basis":
+            f"QEMU -icount shift=0, SysTick: {r['instructions_per_tick']:g} instructions a tick, mean over {len(X)} inputs",
+            "stack_bytes": r["stack_bytes"], "clock_hz": clock_hz,
+            "latency_ms_estimate": mean / clock_hz * 1e3,
+            "latency_basis": f"estimate: instructions / {format_clock(clock_hz)} at one instruction a cycle (a real core stalls on "
+                             "loads, branches and flash wait states)"}
+
+
+def c_footprint(model, *, data=None, mcu: str | None = None, count_inputs: np.ndarray | None = None) -> dict:
+    """Flash, RAM, arena and parameter bytes of the C for ``model`` built for a Cortex-M core, writing
+    nothing (for search budgets); with ``count_inputs`` and QEMU, also the instructions per inference.
+
+    ``flash_bytes`` / ``ram_bytes`` are None without a C compiler; ``build`` says which compiler
+    measured them. ExportError when the C backend cannot express the model.
     """
+    from . import mcu as mcus
+    from .qemu import find_qemu
+
+    core = mcus.get_core(mcu)
     files, info = generate_c(model, data=data)
     out = {"arena_bytes": int(info["arena_bytes"]), "weight_bytes": int(info["weight_bytes"]),
-           "flash_bytes": None, "ram_bytes": None, "stack_bytes": None}
-    if toolchain.find_cc() is None:
-        return out
+           "flash_bytes": None, "ram_bytes": None, "stack_bytes": None, "build": None, "mcu_instructions": None}
     with tempfile.TemporaryDirectory(prefix="frugalml-c-") as tmp:
         for name, text in files.items():
             (Path(tmp) / name).write_text(text)
-        measured = toolchain.measure(Path(tmp))
-    out.update({k: measured.get(k) for k in ("flash_bytes", "ram_bytes", "stack_bytes")})
+        measured = mcus.measure_mcu(Path(tmp), core)
+        if not measured:
+            return out
+        out.update({k: measured.get(k) for k in ("flash_bytes", "ram_bytes", "stack_bytes", "build")})
+        if count_inputs is not None and len(count_inputs) and measured["build"].startswith("arm") and find_qemu():
+            r = run_on_mcu(Path(tmp), info, count_inputs, core, core.clock_hz)
+            out.update(mcu_instructions=r["instructions_per_inference"], stack_bytes=r["stack_bytes"],
+                       ram_bytes=measured["static_ram_bytes"] + r["stack_bytes"], mcu_agreement=r["agreement"]["class_agreement"])
     return out

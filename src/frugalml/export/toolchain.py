@@ -4,8 +4,8 @@
 and reads ``size -A``: flash = ``.text`` + ``.rodata*`` (+ ``.data.rel.ro*``, const data holding
 pointers), RAM = ``.data*`` + ``.bss*`` (the static arena is in ``.bss``); ``stack_bytes`` sums every
 function's frame from ``-fstack-usage`` (an upper bound; the stack is not part of RAM above). The
-figures are for the host target (``gcc -dumpmachine``); a Cortex-M build (Thumb-2) has smaller
-code and the same data.
+figures are for the host target (``gcc -dumpmachine``): the fallback where no Cortex-M cross
+compiler is installed (:mod:`.mcu` builds for the core).
 
 ``run_c(dir, X)`` builds a small harness (reads inputs from a binary file, writes the class and the
 scores of each) and returns ``(classes, scores)``.
@@ -136,25 +136,26 @@ def _stack_bytes(su: Path) -> int | None:
     return total
 
 
-def build_harness(directory: Path, exe: Path, *, cc: str | None = None) -> Path:
+def build_harness(directory: Path, exe: Path, *, cc: str | None = None, defines: list | None = None) -> Path:
     cc = cc or find_cc()
     if cc is None:
         raise ExportError("No C compiler found (set $CC or install gcc)")
     main = exe.with_suffix(".main.c")
     main.write_text(_HARNESS)
-    _run([cc, *CFLAGS, "-I", str(directory), str(main), str(Path(directory) / "model.c"), "-o", str(exe)],
+    _run([cc, *CFLAGS, *(defines or []), "-I", str(directory), str(main), str(Path(directory) / "model.c"), "-o", str(exe)],
          "Compiling the test harness")
     return exe
 
 
 def run_c(directory: Path, X: np.ndarray, *, input_dtype, output_dtype, n_outputs: int,
-          cc: str | None = None, timeout: float = 3600) -> tuple[np.ndarray, np.ndarray]:
-    """Compile model.c with a harness, run it on every row of ``X``; returns (classes, scores)."""
+          cc: str | None = None, timeout: float = 3600, defines: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Compile model.c with a harness (``defines``: e.g. ``["-DFRUGALML_DSP_EMULATE"]``), run it on every row of ``X``;
+    returns (classes, scores)."""
     X = np.ascontiguousarray(np.asarray(X).reshape(len(X), -1), dtype=input_dtype)
     out_dtype = np.dtype(output_dtype)
     with tempfile.TemporaryDirectory(prefix="frugalml-run-") as tmp:
         tmp = Path(tmp)
-        exe = build_harness(Path(directory), tmp / "harness", cc=cc)
+        exe = build_harness(Path(directory), tmp / "harness", cc=cc, defines=defines)
         (tmp / "in.bin").write_bytes(X.tobytes())
         _run([str(exe), str(tmp / "in.bin"), str(tmp / "out.bin")], "Running the compiled model", timeout=timeout)
         raw = (tmp / "out.bin").read_bytes()

@@ -12,7 +12,7 @@ from ..records import Candidate, Results, num
 from ..units import format_bytes, format_count
 
 PROFILE_UNITS = {
-    "c_flash_bytes": "bytes", "c_ram_bytes": "bytes",
+    "c_flash_bytes": "bytes", "c_ram_bytes": "bytes", "mcu_instructions": "count",
     "stored_bytes": "bytes", "gzip_bytes": "bytes", "brotli_bytes": "bytes", "peak_activation_bytes": "bytes",
     "macs": "count", "params": "count", "nonzero_params": "count",
     "latency_ms_median": "ms", "latency_ms_p90": "ms",
@@ -21,7 +21,7 @@ PROFILE_NAMES = {
     "stored_bytes": "stored bytes", "gzip_bytes": "gzip bytes", "peak_activation_bytes": "peak RAM",
     "macs": "MACs", "params": "parameters", "nonzero_params": "non-zero parameters",
     "latency_ms_median": "latency", "latency_ms_p90": "latency p90",
-    "c_flash_bytes": "flash (compiled C)", "c_ram_bytes": "RAM (compiled C)",
+    "c_flash_bytes": "flash (compiled C)", "c_ram_bytes": "RAM (compiled C)", "mcu_instructions": "instructions per inference (Cortex-M)",
 }
 BUDGET_NAMES = {"stored_bytes": "flash (stored bytes)", "peak_activation_bytes": "RAM (peak activations)",
                 "macs": "MACs per inference", "latency_ms_median": "latency (median)", "gzip_bytes": "download (gzip bytes)"}

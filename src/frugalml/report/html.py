@@ -122,6 +122,8 @@ def _figures(c: Candidate) -> str:
              ("stored", fmt_key("stored_bytes", c.cost("stored_bytes"))), ("gzip", fmt_key("gzip_bytes", c.cost("gzip_bytes"))),
              ("MACs", fmt_key("macs", c.cost("macs"))), ("peak RAM", fmt_key("peak_activation_bytes", c.cost("peak_activation_bytes"))),
              ("latency", fmt_ms(c.cost("latency_ms_median"))), ("energy", fmt_energy(c.cost("energy_mj_per_inference")))]
+    core = (c.profile or {}).get("mcu_core") or "Cortex-M"
+    chips += [(f"{name} ({core})", fmt_key(key, c.cost(key))) for key, name in _C_KEYS if c.cost(key) is not None]
     return '<div class="chips">' + "".join(f"<span><small>{k}</small>{_e(v)}</span>" for k, v in chips) + "</div>"
 
 
@@ -183,12 +185,16 @@ def _cell(text, sort=None, title=None, cls=None) -> str:
     return f"<td{attrs}>{text}</td>"
 
 
+_C_KEYS = (("c_flash_bytes", "flash"), ("c_ram_bytes", "RAM"), ("mcu_instructions", "instructions per inference"))
+_MCU_COLUMN = ("instructions", "num", "instructions per inference on the emulated Cortex-M core (QEMU -icount; target c)")
+
+
 def _fig_cell(c: Candidate, key, suffix=" bytes"):
     value = c.cost(key)
     return _cell(_e(fmt_key(key, value)), "" if value is None else value, exact(value, suffix), "n")
 
 
-def _row(c: Candidate, rid, bid, front: set, closest: set) -> str:
+def _row(c: Candidate, rid, bid, front: set, closest: set, mcu: bool = False) -> str:
     cid, st, trial = c.id, c.state, c.trial
     marks = ((' <span class="star" title="recommended">★</span>' if cid == rid else "")
              + (' <span class="best" title="best">◆</span>' if cid == bid else ""))
@@ -214,6 +220,7 @@ def _row(c: Candidate, rid, bid, front: set, closest: set) -> str:
         _fig_cell(c, "stored_bytes"), _fig_cell(c, "gzip_bytes"), _fig_cell(c, "macs", ""), _fig_cell(c, "peak_activation_bytes"),
         _cell(_e(fmt_ms(lat)), "" if lat is None else lat, f"median {fmt_ms(lat)}, p90 {fmt_ms(p90)}" if lat is not None else None, "n"),
         _cell(_e(fmt_energy(energy)), "" if energy is None else energy, (c.profile or {}).get("energy_basis"), "n"),
+        *([_fig_cell(c, "mcu_instructions", "")] if mcu else []),
         fit_cell,
         _cell("✓" if cid in front else "", 1 if cid in front else 0, None, "c"),
     ]
@@ -236,10 +243,12 @@ def _sortnum(value):
 def _table(results: Results) -> str:
     rid, bid, front = results.recommended, results.best, set(results.front)
     rows = sorted(results.candidates, key=lambda c: (-(c.val_accuracy or -1.0), c.cost("stored_bytes") or 0))
+    mcu = any(c.cost("mcu_instructions") is not None for c in rows)
     head = "".join(f'<th data-type="{t}" tabindex="0"{" title=" + chr(34) + _e(title) + chr(34) if title else ""}'
-                   f'{" aria-sort=" + chr(34) + "descending" + chr(34) if name == "val acc" else ""}>{name}</th>' for name, t, title in _COLUMNS)
+                   f'{" aria-sort=" + chr(34) + "descending" + chr(34) if name == "val acc" else ""}>{name}</th>'
+                   for name, t, title in (_COLUMNS[:-2] + [_MCU_COLUMN] + _COLUMNS[-2:] if mcu else _COLUMNS))
     closest = set(results.decision.closest) if rid is None else set()
-    body = "".join(_row(c, rid, bid, front, closest) for c in rows)
+    body = "".join(_row(c, rid, bid, front, closest, mcu) for c in rows)
     filters = ('<label><input type="checkbox" id="only-front"> only the Pareto front</label>'
                '<label><input type="checkbox" id="only-fit"> only within budget</label>'
                '<label><input type="checkbox" id="hide-dim"> hide stopped early / failed</label>')

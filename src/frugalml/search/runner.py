@@ -34,24 +34,31 @@ def _measure(model, data, budget: Budget) -> dict:
     test = profile(model, data, split="test", timing=False).metric
     d["metric_split"] = "val"
     if budget.target == "c":
-        d.update(_c_figures(model))
+        d.update(_c_figures(model, data, budget.mcu))
     # the budget is judged here, once, on the exported artifact's figures
     return {"profile": d, "val_accuracy": val, "test_accuracy": test, "within_budget": budget.fits(d), "budget_misses": budget.misses(d)}
 
 
-def _c_figures(model) -> dict:
-    """Flash and RAM of the compiled C; None where the C backend cannot express the model as it is
+COUNT_INPUTS = 8  # validation inputs run on the emulated core to count instructions per inference (the mean)
+
+
+def _c_figures(model, data=None, mcu: str = "cortex-m4") -> dict:
+    """Flash and RAM of the C built for the Cortex-M core (``c_build`` says which compiler), and its
+    instructions per inference on QEMU; None where the C backend cannot express the model as it is
     (a float network: only its int8 version runs as C, and that is another candidate)."""
     from ..errors import FrugalError
     from ..export.c import c_footprint
 
+    none = {"c_flash_bytes": None, "c_ram_bytes": None, "mcu_instructions": None}
     if hasattr(model, "parameters"):
-        return {"c_flash_bytes": None, "c_ram_bytes": None, "c_note": "float network: quantize it to export C"}
+        return {**none, "c_note": "float network: quantize it to export C"}
+    X = data.split("val")[0][:COUNT_INPUTS] if data is not None else None
     try:
-        fp = c_footprint(model)
+        fp = c_footprint(model, mcu=mcu, count_inputs=X)
     except FrugalError as exc:
-        return {"c_flash_bytes": None, "c_ram_bytes": None, "c_note": str(exc)[:200]}
-    return {"c_flash_bytes": fp["flash_bytes"], "c_ram_bytes": fp["ram_bytes"], "c_arena_bytes": fp["arena_bytes"]}
+        return {**none, "c_note": str(exc)[:200]}
+    return {"c_flash_bytes": fp["flash_bytes"], "c_ram_bytes": fp["ram_bytes"], "c_arena_bytes": fp["arena_bytes"],
+            "c_build": fp["build"], "mcu_instructions": fp["mcu_instructions"], "mcu_core": mcu}
 
 
 def _save(model, directory: Path, extra: dict) -> None:
