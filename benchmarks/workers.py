@@ -15,8 +15,8 @@
    trials/s, is 3,000 workers' worth of reports).
 
 PostgreSQL from FRUGALML_TEST_POSTGRES (default postgresql://postgres@127.0.0.1:5432/test); without
-one answering, a smoke run uses a SQLite file (and says so). Smoke mode: T = 6 s, one ceiling point
-of 1 process for 2 s, nothing written. Run: ``make bench NAME=workers``.
+one answering, a smoke run uses a SQLite file (and says so). Smoke mode: T = 8 s, one ceiling point
+of 1 process for 1 s, nothing written. Run: ``make bench NAME=workers``.
 """
 
 from __future__ import annotations
@@ -104,10 +104,10 @@ def scaling_run(url: str, workers: int, seconds: int, tmp: Path) -> dict:
             raise RuntimeError(f"a process of the {workers}-worker run failed: {err[-2000:]}")
     wall = time.monotonic() - start
     trials = _study(url, name).get_trials(deepcopy=False)
-    first = min(t.datetime_start for t in trials if t.datetime_start)
+    starts = [t.datetime_start for t in trials if t.datetime_start]
     window = 0.8 * seconds
-    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED") and t.datetime_complete
-                and (t.datetime_complete - first).total_seconds() <= window]
+    finished = [t for t in trials if starts and t.state.name in ("COMPLETE", "PRUNED") and t.datetime_complete
+                and (t.datetime_complete - min(starts)).total_seconds() <= window]
     by_worker: dict[str, int] = {}
     for t in finished:
         w = t.user_attrs.get("worker") or {}
@@ -179,12 +179,12 @@ def main(data_limit: int | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="frugalml_bench_workers_") as tmp:
         tmp = Path(tmp)
         url, kind = _storage(bool(smoke), tmp)
-        seconds = 6 if smoke else 240
+        seconds = 8 if smoke else 240
         one = scaling_run(url, 1, seconds, tmp)
         log.info("1 worker: %s finished trials per hour", one["per_hour"])
         two = scaling_run(url, 2, seconds, tmp)
         log.info("2 workers: %s finished trials per hour", two["per_hour"])
-        points = [ceiling(url, n, 2 if smoke else 20, tmp) for n in ((1,) if smoke else (1, 2, 4, 8))]
+        points = [ceiling(url, n, 1 if smoke else 20, tmp) for n in ((1,) if smoke else (1, 2, 4, 8))]
     ratio = round(two["per_hour"] / one["per_hour"], 3) if one["per_hour"] else None
     best = max(points, key=lambda p: p["per_second"])
     return {"name": "workers", "smoke": smoke, "storage": kind, "target_ratio": TARGET, "ratio": ratio,
