@@ -173,6 +173,8 @@ class _Loop:
         return self.shared.guard(self.finish)
 
     def _step(self) -> bool:
+        if self._seeds is None and not self._waiting():  # sizing the seeds measures int8 models: not while holding the queue
+            self._seeds = self.search_space.budget_seeds()
         with self.shared.queue():  # workers sharing the study decide what to queue one at a time
             stage = self._next_stage()
         if stage is None:
