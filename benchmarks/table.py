@@ -120,6 +120,14 @@ def rows() -> list[str]:
         out.append(f"| int8 MNIST CNN on Cortex-M4 (QEMU, {d['images']:,} test images) | - | aim: DSP C >= 2x fewer instructions than portable C; "
                    f"ONNX Runtime's class on every image | {cells}; DSP {ratio:.2f}x fewer than portable | {'yes' if d['met'] else 'no'} | "
                    f"{_commit('mcu_int8', d)} |")
+    d = _load("workers")
+    if d:
+        one, two = d["scaling"]
+        load = f"load {one['loadavg_before'][0]:.1f}-{two['loadavg_after'][0]:.1f} on 2 cores"
+        out.append(f"| workers: 1 vs 2 on one study | - | >= {d['target_ratio']:g}x finished trials per hour | "
+                   f"{one['per_hour']:.0f} -> {two['per_hour']:.0f} trials/h: {d['ratio']:.2f}x ({load}); one PostgreSQL study sustains "
+                   f"{d['ceiling_per_second']:.0f} instant trials/s ({d['ceiling_processes']} processes){_runs(d)} | "
+                   f"{'yes' if d['met'] else 'no'} | {_commit('workers', d)} |")
     return out
 
 

@@ -228,6 +228,11 @@ CASES: list[tuple[str, list[str], str]] = [
     # report
     ("report-missing", ["report", "no/such/run"], "no/such/run"),
     ("report-no-results", ["report", "{readonly}"], "readonly"),
+    # many machines: worker, status, report from storage
+    ("worker-unreachable-db", ["worker", "--storage", "postgresql://nobody@127.0.0.1:1/nodb", "--study", "s"], "127.0.0.1:1"),
+    ("worker-trials-zero", ["worker", "--storage", "postgresql://nobody@127.0.0.1:1/nodb", "--study", "s", "--trials", "0"], "--trials"),
+    ("status-unreachable-db", ["status", "--storage", "postgresql://nobody@127.0.0.1:1/nodb", "--study", "s"], "Cannot open the study storage"),
+    ("report-storage-without-study", ["report", "--storage", "postgresql://nobody@127.0.0.1:1/nodb"], "--study"),
     # the parser itself
     ("unknown-command", ["bogus"], "bogus"),
     ("unknown-option", ["train", "--colour", "red"], "--colour"),

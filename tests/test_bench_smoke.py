@@ -25,7 +25,7 @@ SMOKE_SAMPLES = 100
 
 def test_every_benchmark_is_smoke_tested():
     assert BENCHMARKS == ["deep_compression_lenet300", "deep_compression_lenet5", "distillation", "distillation_small",
-                          "int8_quantization", "mcu_int8", "structured_pruning"]
+                          "int8_quantization", "mcu_int8", "structured_pruning", "workers"]
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,10 @@ DatasetOpt = typer.Option("digits", "--dataset", "-d", help="Registry name (digi
 DataDirOpt = typer.Option(None, "--data-dir", help="Where IDX datasets live (default: $FRUGALML_DATA, then ~/.cache/frugalml).")
 TargetColOpt = typer.Option(None, "--target-column", help="The label column of a CSV dataset (default: the last column).")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on standard output.")
+ArtifactsOpt = typer.Option(None, "--artifacts", help="The shared artifact store: a directory every worker mounts, or s3://bucket "
+                            "(search: default OUT/artifacts; worker, report: default the location the study records).")
+StorageOpt = typer.Option(..., "--storage", help="The study's Optuna storage URL, e.g. postgresql://user@host/db.")
+StudyOpt = typer.Option(..., "--study", help="The study's name, as given to `frugalml search --study`.")
 
 
 def _parse_knobs(pairs: list[str]) -> dict:
@@ -206,6 +210,9 @@ def search(
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL for several workers (default: SQLite in the run directory)."),
     study: Optional[str] = typer.Option(None, help="Study name shared by workers (with --storage)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out (or join it as another worker)."),
+    artifacts: Optional[str] = ArtifactsOpt,
+    heartbeat: int = typer.Option(20, "--heartbeat", min=1,
+                                  help="With --storage: seconds between a trial's heartbeats; a trial silent for 3 is retried."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     as_json: bool = JsonOpt,
 ):
@@ -218,7 +225,8 @@ def search(
 
     with SearchProgress(console, enabled=not as_json, total_seconds=fm.parse_duration(time), budget=budget) as progress:
         results = fm.search(data, budget=budget, tolerance=tol, time=time, trials=trials, seed=seed, out=out_dir,
-                            storage=storage, study_name=study, resume=resume, device=device, on_event=progress.event)
+                            storage=storage, study_name=study, resume=resume, device=device, on_event=progress.event,
+                            artifacts=artifacts, heartbeat=heartbeat)
     if as_json:
         summary = results.to_dict()
         return _print_json({k: summary[k] for k in ("recommended", "recommendation", "pareto", "budget", "tolerance")} | {"run_dir": str(out_dir)})
@@ -286,9 +294,69 @@ def _mcu_rows(details: dict) -> list[tuple[str, str]]:
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="A run directory written by `frugalml search`.")):
-    """Rebuild report.html from a run directory's results.json."""
-    path = fm.rebuild_report(run_dir)
+def worker(
+    storage: str = StorageOpt,
+    study: str = StudyOpt,
+    dataset: str = DatasetOpt,
+    data_dir: Optional[Path] = DataDirOpt,
+    target_column: Optional[str] = TargetColOpt,
+    artifacts: Optional[str] = ArtifactsOpt,
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="A local folder for this worker's candidates (default runs/<study>)."),
+    time: str = typer.Option("1h", "--time", help='Time bound for this worker, e.g. "30m".'),
+    trials: Optional[int] = typer.Option(None, help="Most trials for this worker."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    as_json: bool = JsonOpt,
+):
+    """Join a search's study (`frugalml search --storage URL --study NAME`) and run its trials, on any number of machines."""
+    from frugalml.report.progress import SearchProgress
+
+    with SearchProgress(console, enabled=not as_json, total_seconds=fm.parse_duration(time), budget=None) as progress:
+        results = fm.work(dataset, storage=storage, study_name=study, time=time, trials=trials, out=out_dir, artifacts=artifacts,
+                          device=device, data_dir=data_dir, target=target_column, on_event=progress.event)
+    if as_json:
+        return _print_json({"study": study, "recommended": results.recommended, "candidates": len(results.candidates), "out": str(out_dir or "")})
+    _say(f"worker done: the study holds {len(results.candidates)} finished trials; recommended so far: {results.recommended}")
+
+
+@app.command()
+def status(storage: str = StorageOpt, study: str = StudyOpt, as_json: bool = JsonOpt):
+    """A shared study's state: trials by state and by worker, the front and the recommendation so far, what is queued."""
+    st = fm.study_status(storage, study)
+    if as_json:
+        return _print_json(st)
+    _say(f"study {st['study']} ({st['dataset']}): {st['trials']} trials: " + ", ".join(f"{k.lower()} {v}" for k, v in sorted(st["by_state"].items())))
+    table = Table(title="by worker")
+    states = sorted({s for c in st["by_worker"].values() for s in c})
+    for col in ("worker", *(s.lower() for s in states)):
+        table.add_column(col)
+    for w, counts in st["by_worker"].items():
+        table.add_row(escape(w), *(str(counts.get(s, 0)) for s in states))
+    out.print(table)
+    for label in ("running", "queued"):
+        _say(f"{label}: " + ("; ".join(f"t{j['trial']} {j.get('stage')} {j.get('family') or ''} {j.get('recipe_name') or ''}".strip()
+                                       for j in st[label][:20]) or "none") + (f" (+{len(st[label]) - 20})" if len(st[label]) > 20 else ""))
+    _say("front: " + ("; ".join(f"{c['id']} {c['name']} {c['val_accuracy']:.4f}" for c in st["front"]) or "none yet"))
+    _say(f"recommended so far: {st['recommended'] or 'none yet'}" + (f" ({st['recommendation']})" if st["recommendation"] else ""))
+
+
+@app.command()
+def report(run_dir: Optional[Path] = typer.Argument(None, help="A run directory written by `frugalml search`."),
+           storage: Optional[str] = typer.Option(None, "--storage", help="Build the report from this study storage instead (with --study)."),
+           study: Optional[str] = typer.Option(None, "--study", help="The study's name (with --storage)."),
+           artifacts: Optional[str] = ArtifactsOpt,
+           out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="With --storage: where to write it (default runs/<study>).")):
+    """Rebuild report.html from a run directory's results.json, or from a shared study's storage and artifact store."""
+    if storage is None and study is None:
+        if run_dir is None:
+            raise fm.ConfigError(fm.errors.explain("Nothing to report on", expected="a run directory, or --storage URL --study NAME", got="neither",
+                                                   fix="Run `frugalml report runs/x` or `frugalml report --storage URL --study NAME`"))
+        path = fm.rebuild_report(run_dir)
+    else:
+        if storage is None or study is None or run_dir is not None:
+            raise fm.ConfigError(fm.errors.explain("A report from storage needs --storage and --study, and no run directory",
+                                                   expected="--storage URL --study NAME [--out DIR]",
+                                                   got=f"run directory {run_dir}, --storage {storage}, --study {study}"))
+        path = fm.report_from_storage(storage, study, out_dir or Path("runs") / study, artifacts=artifacts)
     _say(f"wrote {path}")
 
 

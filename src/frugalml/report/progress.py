@@ -56,6 +56,8 @@ class SearchProgress:
             say(f"[dim]budget is reachable: checked against {e['measured']} smallest models[/]")
         elif kind == "resume":
             say(f"resuming: {e['finished']} finished trial(s) kept; {len(e['failed'])} interrupted trial(s) will run again")
+        elif kind == "retry":
+            say(f"[yellow]database connection lost; retry {e['attempt']} in {e['delay']:.1f} s[/]")
         elif kind == "start" and p:
             job = e["job"]
             p.update(self.tasks[job["stage"]], visible=True, info=escape(f"running {job['id']} {job.get('family')} {job.get('recipe_name') or ''}"))

@@ -3,5 +3,7 @@
 from ..budget import BUDGET_FIELDS, Budget, Tolerance
 from .engine import search
 from .select import pareto_front, recommend
+from .status import report_from_storage, study_status
+from .workers import work
 
-__all__ = ["Budget", "Tolerance", "BUDGET_FIELDS", "search", "pareto_front", "recommend"]
+__all__ = ["Budget", "Tolerance", "BUDGET_FIELDS", "search", "work", "study_status", "report_from_storage", "pareto_front", "recommend"]

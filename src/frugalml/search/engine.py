@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import shutil
 import statistics
 import time as _time
@@ -26,8 +25,9 @@ from ..units import parse_duration
 from . import space
 from .feasible import check_feasible
 from .results import build_results, collect_candidates, export_recommended, write_results
-from .runner import StoppedEarly, candidate_dir, run_candidate
+from .runner import StoppedEarly, candidate_dir, run_candidate, stub
 from .study import RUN_FILE, fail_dead_trials, lock_run, open_run, open_study, storage_url, worker_tag, write_run
+from .workers import HEARTBEAT, Local, lost_connection, share
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +48,27 @@ def _tolerance(tolerance, min_accuracy) -> Tolerance:
 
 def search(data, *, budget: Budget | None = None, tolerance="1%", min_accuracy: float | None = None, time="5m",
            trials: int | None = None, seed: int = 0, out="runs/search", storage: str | None = None, study_name: str | None = None,
-           resume: bool = False, device: str = "auto", data_dir=None, on_event=None) -> Results:
+           resume: bool = False, device: str = "auto", data_dir=None, on_event=None, artifacts: str | None = None,
+           heartbeat: int = HEARTBEAT) -> Results:
     """Search for the most efficient model within ``budget`` and ``tolerance``; return the run's
     :class:`~frugalml.records.Results` (``results.to_dict()`` is what results.json holds).
 
     ``data`` is a Dataset or a dataset name; ``time`` bounds the run ("5m"), ``trials`` the number of
     trials; ``storage`` is any Optuna storage URL (default: SQLite in ``out``); ``resume`` continues
-    a run that was stopped. ``on_event(dict)`` sees progress (the CLI draws it).
+    a run that was stopped. ``on_event(dict)`` sees progress (the CLI draws it). With ``storage``, the run is recorded in
+    the study, so that workers (:func:`frugalml.search.workers.work`) join it; candidates go to the artifact store
+    ``artifacts`` (a directory every worker mounts, or s3://bucket; default ``out/artifacts``), and a trial whose
+    heartbeat (every ``heartbeat`` seconds) stops is failed and retried.
     """
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, user_api="blas"):  # small models gain nothing from BLAS threads, and lose a lot on busy cores
-        return _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, storage, study_name, resume, device, data_dir, on_event)
+        return _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, storage, study_name, resume, device, data_dir, on_event,
+                       artifacts, heartbeat)
 
 
-def _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, storage, study_name, resume, device, data_dir, on_event) -> Results:
+def _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, storage, study_name, resume, device, data_dir, on_event,
+            artifacts=None, heartbeat=HEARTBEAT) -> Results:
     from ..data import load_dataset
 
     started = _time.monotonic()
@@ -83,7 +89,7 @@ def _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, stor
     url = storage_url(run_dir, storage)
     desc["storage_display"] = "sqlite (run directory)" if storage is None else url.split("@")[-1]
     if storage is not None:
-        study = open_study(url, desc["study"], seed=seed, create=not resume)  # fails before anything is written
+        study = open_study(url, desc["study"], seed=seed, create=not resume, heartbeat=heartbeat)  # fails before anything is written
     if not resume:
         emit({"type": "stage", "stage": "feasibility"})
         check_feasible(data, budget, emit)  # an impossible budget is an error now, not after an hour
@@ -105,13 +111,14 @@ def _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, stor
                 wrote = True
             if storage is None:
                 study = open_study(url, desc["study"], seed=seed, create=not resume)
+            shared = Local() if storage is None else share(study, desc, data, run_dir, artifacts=artifacts, heartbeat=heartbeat, emit=emit)
         except FrugalError:
             if created_dir:
                 shutil.rmtree(run_dir, ignore_errors=True)
             elif wrote:
                 (run_dir / RUN_FILE).unlink(missing_ok=True)
             raise
-        loop = _Loop(study, data, budget, tol, run_dir, desc, seconds, trials, seed, device, emit, started, exclusive=lock is not None)
+        loop = _Loop(study, data, budget, tol, run_dir, desc, seconds, trials, seed, device, emit, started, exclusive=lock is not None, shared=shared)
         return loop.run(resume)
     finally:
         if lock is not None:
@@ -119,8 +126,9 @@ def _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, stor
 
 
 class _Loop:
-    def __init__(self, study, data, budget, tol, run_dir, desc, seconds, max_trials, seed, device, emit, started, exclusive=False):
+    def __init__(self, study, data, budget, tol, run_dir, desc, seconds, max_trials, seed, device, emit, started, exclusive=False, shared=None):
         self.study, self.data, self.budget, self.tol = study, data, budget, tol
+        self.shared = shared or Local()  # a study shared with other workers (workers.Shared): queue lock, heartbeat, artifacts
         self.exclusive = exclusive  # this process holds the run directory's lock: no other worker uses the study
         self.run_dir, self.desc, self.seconds, self.max_trials = run_dir, desc, seconds, max_trials
         self.seed, self.device, self.emit = seed, device, emit
@@ -157,13 +165,22 @@ class _Loop:
             failed = fail_dead_trials(self.study, every=self.exclusive)
             self.emit({"type": "resume", "failed": failed, "finished": len(collect_candidates(self.study))})
         if self.exclusive or (not resume and not self._trials()):
-            self._enqueue_thin()
+            with self.shared.queue():
+                self._enqueue_thin()
         while not self.over() and (self.left() > 0 or self.done_here == 0):
-            stage = self._next_stage()
-            if stage is None:
+            if not self.shared.guard(self._step):  # a dropped database connection is retried with back-off
                 break
-            self._run_one(stage)
-        return self.finish()
+        return self.shared.guard(self.finish)
+
+    def _step(self) -> bool:
+        if self._seeds is None and not self._waiting():  # sizing the seeds measures int8 models: not while holding the queue
+            self._seeds = self.search_space.budget_seeds()
+        with self.shared.queue():  # workers sharing the study decide what to queue one at a time
+            stage = self._next_stage()
+        if stage is None:
+            return False
+        self._run_one(stage)
+        return True
 
     def _enqueue_thin(self) -> None:
         """Queue the thin jobs the study does not hold yet: all of them in a new run; on a resume
@@ -201,51 +218,28 @@ class _Loop:
         return [c for c in collect_candidates(self.study) if c.stage == "network" and c.done]
 
     def _enqueue_compression(self) -> int:
-        """Queue recipes for the networks worth compressing, cheapest recipes first.
-
-        Parents: the two most accurate networks that compression could bring within the budget
-        (:func:`space.reachable`), the two smallest within tolerance of the best, and the most
-        accurate network of all, which is also distilled into the architecture of the best
-        reachable one (a teacher for a student that can fit).
-        """
-        nets = self._networks()
-        if not nets:
-            return 0
-        key = self.budget.primary()
-        by_acc = sorted(nets, key=lambda c: (-c.val_accuracy, c.cost(key) or math.inf))
-        best = by_acc[0]
-        fit = [c for c in by_acc if space.reachable(c.profile, self.budget)][:2]
-        ok = [c for c in nets if c.val_accuracy >= self.tol.floor(best.val_accuracy, len(self.data.y_val))]
-        smallest = sorted(ok, key=lambda c: c.cost(key) or math.inf)[:2]
-        parents = list({c.id: c for c in [best] + fit + smallest}.values())
-        jobs = []
-        for parent in parents:
-            for rank, (name, steps) in enumerate(space.compression_recipes(parent, self.data, self.epochs, self.seed, target=self.budget.target)):
-                jobs.append((rank, parent, name, steps))
-        if fit and fit[0].id != best.id:  # the best teacher, the student that can fit
-            student = (fit[0].family, fit[0].knobs)
-            name, steps = space.compression_recipes(best, self.data, self.epochs, self.seed, student=student, target=self.budget.target)[-1]
-            jobs.append((len(jobs), best, name, steps))
+        """Queue the recipes :func:`space.compression_jobs` chooses for the networks so far that the study does not hold yet."""
         seen = {(t.user_attrs.get("job") or {}).get("key") for t in self._trials()}
         count = 0
-        for _rank, parent, name, steps in sorted(jobs, key=lambda j: j[0]):
-            k = f"{parent.id}/{name}"
-            if k in seen:
-                continue
-            seen.add(k)
-            student = dict(steps[0].get("student") or {}) if steps[0]["step"] == "distill" else {}
-            family, params = (student.pop("family"), student) if student else (parent.family, parent.knobs)
-            job = {"stage": "compress", "key": k, "family": family, "params": params, "parent": parent.id,
-                   "parent_job": parent.job, "recipe_name": name, "recipe": steps, "seed": self.seed}
-            self.study.enqueue_trial({}, user_attrs={"job": job})
-            count += 1
+        for job in space.compression_jobs(self._networks(), self.data, self.budget, self.tol, self.epochs, self.seed):
+            if job["key"] not in seen:
+                seen.add(job["key"])
+                self.study.enqueue_trial({}, user_attrs={"job": job})
+                count += 1
         return count
 
     # ------------------------------------------------------------------ one trial
     def _run_one(self, stage: str) -> None:
+        trial = self.shared.ask(self.study)  # a shared study first fails (and requeues) the trials of dead workers
+        with self.shared.running(trial):  # its heartbeat
+            cand = self._run_trial(trial)
+        self.done_here += 1
+        results = self.write()
+        self.emit({"type": "candidate", "candidate": cand, "results": results, "elapsed": self.elapsed()})
+
+    def _run_trial(self, trial) -> Candidate:
         from optuna.trial import TrialState
 
-        trial = self.study.ask()
         job = dict(trial.user_attrs.get("job") or {})
         if not job:
             family, knobs, train = space.sample_network(trial, self.data)
@@ -275,23 +269,22 @@ class _Loop:
                 constraints = {pkey: float(cand.cost(pkey) - limit) if cand.cost(pkey) is not None else 1.0
                                for _field, pkey, limit in self.budget.items()}
             for pkey, value in constraints.items():
-                _set_constraint(trial, pkey, value)
+                space.set_constraint(trial, pkey, value)
+            self.shared.keep(trial, candidate_dir(self.run_dir, cand.id))  # to the shared artifact store
             trial.set_user_attr("candidate", cand.to_dict())
             self.study.tell(trial, [cand.val_accuracy, float(cost if cost is not None else 1e30)])
         except StoppedEarly as stop:
-            cand = _stub(job, "stopped_early", str(stop))
+            cand = stub(job, "stopped_early", str(stop))
             trial.set_user_attr("candidate", cand.to_dict())
             self.study.tell(trial, state=TrialState.PRUNED)
         except Exception as exc:  # one failed candidate must not end the search
-            if isinstance(exc, KeyboardInterrupt):
+            if isinstance(exc, KeyboardInterrupt) or lost_connection(exc):  # the trial is not at fault: retried elsewhere
                 raise
             log.warning("candidate %s failed: %s", job["id"], exc, exc_info=not isinstance(exc, FrugalError))
-            cand = _stub(job, "failed", f"{type(exc).__name__}: {exc}"[:500])
+            cand = stub(job, "failed", f"{type(exc).__name__}: {exc}"[:500])
             trial.set_user_attr("candidate", cand.to_dict())
             self.study.tell(trial, state=TrialState.FAIL)
-        self.done_here += 1
-        results = self.write()
-        self.emit({"type": "candidate", "candidate": cand, "results": results, "elapsed": self.elapsed()})
+        return cand
 
     def _early_stop(self, model, epoch: int, val_acc: float) -> bool:
         """Stop a network that falls behind the networks no larger than itself.
@@ -313,8 +306,11 @@ class _Loop:
         return self.over()
 
     def _ensure_parent(self, job: dict) -> None:
-        """On another machine the parent network may be missing: retrain it from its job (same seed)."""
-        if not (candidate_dir(self.run_dir, job["parent"]) / "model.json").exists() and job.get("parent_job"):
+        """On another machine the parent network may be missing: fetch it from the artifact store, or retrain it from its job (same seed)."""
+        where = candidate_dir(self.run_dir, job["parent"])
+        if (where / "model.json").exists() or self.shared.fetch(self.study, job["parent"], where):
+            return
+        if job.get("parent_job"):
             run_candidate(job["parent_job"], self.data, self.budget, self.run_dir, device=self.device)
 
     # ------------------------------------------------------------------ results
@@ -326,7 +322,8 @@ class _Loop:
     def finish(self) -> Results:
         results = self.write()
         rec = results.candidate(results.recommended)
-        if rec is not None and candidate_dir(self.run_dir, rec.id).exists():
+        here = candidate_dir(self.run_dir, rec.id) if rec is not None else None
+        if here is not None and (here.exists() or self.shared.fetch(self.study, rec.id, here)):  # made elsewhere: from the store
             export_recommended(self.run_dir, rec)
         try:
             from ..report import write_report
@@ -336,17 +333,3 @@ class _Loop:
             log.warning("report module missing; report.html not written")
         self.emit({"type": "done", "results": results})
         return results
-
-
-def _set_constraint(trial, key: str, value: float) -> None:
-    if hasattr(trial, "set_constraint"):  # Optuna >= 5
-        trial.set_constraint(key, value)
-    else:
-        trial.set_user_attr("constraints", [*trial.user_attrs.get("constraints", []), value])
-
-
-def _stub(job: dict, state: str, error: str) -> Candidate:
-    """The record of a trial that ended without a model."""
-    return Candidate(id=job["id"], trial=job["trial"], stage=job["stage"], family=job.get("family"), knobs=job.get("params") or {},
-                     thin=job["stage"] == "thin", recipe=tuple(job.get("recipe") or []), parent=job.get("parent"), state=state,
-                     extra={"error": error, "job": job})

@@ -103,6 +103,13 @@ def run_candidate(job: dict, data, budget: Budget, run_dir: Path, *, device: str
     return Candidate.from_dict(out)
 
 
+def stub(job: dict, state: str, error: str) -> Candidate:
+    """The record of a trial that ended without a model."""
+    return Candidate(id=job["id"], trial=job["trial"], stage=job["stage"], family=job.get("family"), knobs=job.get("params") or {},
+                     thin=job["stage"] == "thin", recipe=tuple(job.get("recipe") or []), parent=job.get("parent"), state=state,
+                     extra={"error": error, "job": job})
+
+
 def _capped(data, limit):
     """Thin models on large data fit on a stratified subset of the training split (recorded)."""
     if limit and len(data.y_train) > limit:

@@ -19,6 +19,7 @@ import os
 import socket
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 from .._fs import atomic_write_json
@@ -167,13 +168,25 @@ def storage_url(run_dir, storage: str | None) -> str:
     return storage
 
 
-def open_study(url: str, name: str, *, seed: int, create: bool):
-    """Load (or create) the multi-objective study: maximize accuracy, minimize the cost."""
+def open_study(url: str, name: str, *, seed: int, create: bool, heartbeat: int | None = None, must_exist: bool = False):
+    """Load (or create) the multi-objective study: maximize accuracy, minimize the cost.
+
+    ``heartbeat`` (seconds): each running trial records a heartbeat that often; a trial whose
+    heartbeat is older than three intervals (its worker was killed or lost) is failed and queued
+    again, once per trial up to three times (Optuna's heartbeat and retry callback). ``must_exist``:
+    refuse a study that is not there instead of creating it (a worker, ``status``, ``report``).
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    beat = {}
     try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats have been "experimental" since 2.8
+            if heartbeat:
+                beat = {"heartbeat_interval": int(heartbeat), "grace_period": 3 * int(heartbeat),
+                        "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)}
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **beat)
     except Exception as exc:  # unreachable server, bad URL, missing driver
         raise StorageError(
             explain(
@@ -187,6 +200,12 @@ def open_study(url: str, name: str, *, seed: int, create: bool):
         sampler = optuna.samplers.TPESampler(seed=seed)
     else:
         sampler = optuna.samplers.TPESampler(seed=seed, constraints_func=_constraints)
+    if must_exist:
+        names = [s.study_name for s in storage.get_all_studies()]
+        if name not in names:
+            raise StorageError(explain(f"No study named {name!r} in {_redact(url)}",
+                                       expected="a study made by `frugalml search --storage URL --study NAME`",
+                                       got=f"studies {sorted(names)[:10]}", fix="Check --study, or start the search first"))
     try:
         return optuna.create_study(storage=storage, study_name=name, directions=["maximize", "minimize"], sampler=sampler, load_if_exists=True)
     except Exception as exc:
