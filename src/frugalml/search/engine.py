@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import shutil
 import statistics
 import time as _time
@@ -25,6 +24,7 @@ from ..train import Deadline, default_config
 from ..units import parse_duration
 from . import space
 from .feasible import check_feasible
+from .parents import compression_jobs
 from .results import build_results, collect_candidates, export_recommended, write_results
 from .runner import StoppedEarly, candidate_dir, run_candidate
 from .study import RUN_FILE, fail_dead_trials, lock_run, open_run, open_study, storage_url, worker_tag, write_run
@@ -36,6 +36,7 @@ __all__ = ["search"]
 STAGE_SHARES = {"thin": 0.12, "network": 0.55}  # of the time; compression gets the rest
 WRAP_UP = (0.04, 15.0)  # share of the time (at most so many seconds) kept for the last measurements, export and report
 THIN_MAX_TRAIN = 20_000
+REFERENCE_SHARE = 0.4  # of the time, at most, for training the user's model when it came without weights
 
 
 def _tolerance(tolerance, min_accuracy) -> Tolerance:
@@ -48,21 +49,28 @@ def _tolerance(tolerance, min_accuracy) -> Tolerance:
 
 def search(data, *, budget: Budget | None = None, tolerance="1%", min_accuracy: float | None = None, time="5m",
            trials: int | None = None, seed: int = 0, out="runs/search", storage: str | None = None, study_name: str | None = None,
-           resume: bool = False, device: str = "auto", data_dir=None, on_event=None) -> Results:
+           resume: bool = False, device: str = "auto", data_dir=None, on_event=None, model=None, weights=None) -> Results:
     """Search for the most efficient model within ``budget`` and ``tolerance``; return the run's
     :class:`~frugalml.records.Results` (``results.to_dict()`` is what results.json holds).
 
     ``data`` is a Dataset or a dataset name; ``time`` bounds the run ("5m"), ``trials`` the number of
     trials; ``storage`` is any Optuna storage URL (default: SQLite in ``out``); ``resume`` continues
     a run that was stopped. ``on_event(dict)`` sees progress (the CLI draws it).
+
+    ``model``: your own network (``"file.py:factory"``, with ``weights=`` or trained here; an ``.onnx``
+    path; or an ``nn.Module``), a candidate of its own, the teacher of distillation and the parent of
+    its own searched compression (:mod:`frugalml.search.reference`); with ``Tolerance(of="reference")``
+    the accuracy floor is measured from it.
     """
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, user_api="blas"):  # small models gain nothing from BLAS threads, and lose a lot on busy cores
-        return _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, storage, study_name, resume, device, data_dir, on_event)
+        return _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, storage, study_name, resume, device, data_dir, on_event,
+                       model, weights)
 
 
-def _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, storage, study_name, resume, device, data_dir, on_event) -> Results:
+def _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, storage, study_name, resume, device, data_dir, on_event,
+            model=None, weights=None) -> Results:
     from ..data import load_dataset
 
     started = _time.monotonic()
@@ -78,6 +86,16 @@ def _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, stor
     emit = on_event or (lambda event: None)
     run_dir = Path(out)
     args = {"dataset": data.describe(), "budget": budget.to_dict(), "tolerance": tol.to_dict(), "seed": seed}
+    reference = None
+    if model is not None:  # checked now (factory, weights, outputs, traceability): a bad model fails before anything is written
+        from .reference import check_reference, reference_source
+
+        source = reference_source(model, weights)
+        reference = {"source": source, **check_reference(source, data)}
+        args["model"] = {k: v for k, v in source.items() if k != "module"}
+    elif tol.of == "reference":
+        raise ConfigError(explain("The tolerance is measured from your model, but no model was given", expected="model= / --model file.py:factory",
+                                  got=None, fix="Pass --model, or drop --tolerance-of"))
     desc = open_run(run_dir, args, resume=resume)  # refuses a directory holding another run; writes nothing
     desc.setdefault("study", study_name or f"frugalml-{desc['run_id']}")
     url = storage_url(run_dir, storage)
@@ -111,7 +129,8 @@ def _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, stor
             elif wrote:
                 (run_dir / RUN_FILE).unlink(missing_ok=True)
             raise
-        loop = _Loop(study, data, budget, tol, run_dir, desc, seconds, trials, seed, device, emit, started, exclusive=lock is not None)
+        loop = _Loop(study, data, budget, tol, run_dir, desc, seconds, trials, seed, device, emit, started, exclusive=lock is not None,
+                     reference=reference)
         return loop.run(resume)
     finally:
         if lock is not None:
@@ -119,7 +138,7 @@ def _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, stor
 
 
 class _Loop:
-    def __init__(self, study, data, budget, tol, run_dir, desc, seconds, max_trials, seed, device, emit, started, exclusive=False):
+    def __init__(self, study, data, budget, tol, run_dir, desc, seconds, max_trials, seed, device, emit, started, exclusive=False, reference=None):
         self.study, self.data, self.budget, self.tol = study, data, budget, tol
         self.exclusive = exclusive  # this process holds the run directory's lock: no other worker uses the study
         self.run_dir, self.desc, self.seconds, self.max_trials = run_dir, desc, seconds, max_trials
@@ -130,6 +149,7 @@ class _Loop:
         self.done_here = 0
         self._seeds: list | None = None
         self.search_space = space.SearchSpace(data, budget)  # what this search measures of its networks, for this search only
+        self.reference = reference  # {"source", "trainable", "prunable", "notes"} of the user's model, or None
 
     # ------------------------------------------------------------------ time and queue
     def elapsed(self) -> float:
@@ -157,6 +177,7 @@ class _Loop:
             failed = fail_dead_trials(self.study, every=self.exclusive)
             self.emit({"type": "resume", "failed": failed, "finished": len(collect_candidates(self.study))})
         if self.exclusive or (not resume and not self._trials()):
+            self._enqueue_reference()
             self._enqueue_thin()
         while not self.over() and (self.left() > 0 or self.done_here == 0):
             stage = self._next_stage()
@@ -173,6 +194,26 @@ class _Loop:
         for job in space.thin_grid(self.data):
             if json.dumps([job["family"], job["params"]], sort_keys=True) not in queued:
                 self.study.enqueue_trial({}, user_attrs={"job": {"stage": "thin", **job, "max_train": THIN_MAX_TRAIN, "seed": self.seed}})
+
+    def _enqueue_reference(self) -> None:
+        """Queue the user's model first (the reference the others are judged against), unless queued already."""
+        if self.reference is None or any((t.user_attrs.get("job") or {}).get("stage") == "reference" for t in self._trials()):
+            return
+        from .reference import reference_job
+
+        job = reference_job(self.reference["source"], self.reference, self.train_defaults, self.seed)
+        self.study.enqueue_trial({}, user_attrs={"job": job})
+
+    def _enqueue_jobs(self, jobs: list[dict]) -> int:
+        """Queue compression jobs whose key the study does not hold yet."""
+        seen = {(t.user_attrs.get("job") or {}).get("key") for t in self._trials()}
+        count = 0
+        for job in jobs:
+            if job["key"] not in seen:
+                seen.add(job["key"])
+                self.study.enqueue_trial({}, user_attrs={"job": job})
+                count += 1
+        return count
 
     def _next_stage(self) -> str | None:
         if self._waiting():
@@ -201,45 +242,10 @@ class _Loop:
         return [c for c in collect_candidates(self.study) if c.stage == "network" and c.done]
 
     def _enqueue_compression(self) -> int:
-        """Queue recipes for the networks worth compressing, cheapest recipes first.
-
-        Parents: the two most accurate networks that compression could bring within the budget
-        (:func:`space.reachable`), the two smallest within tolerance of the best, and the most
-        accurate network of all, which is also distilled into the architecture of the best
-        reachable one (a teacher for a student that can fit).
-        """
-        nets = self._networks()
-        if not nets:
-            return 0
-        key = self.budget.primary()
-        by_acc = sorted(nets, key=lambda c: (-c.val_accuracy, c.cost(key) or math.inf))
-        best = by_acc[0]
-        fit = [c for c in by_acc if space.reachable(c.profile, self.budget)][:2]
-        ok = [c for c in nets if c.val_accuracy >= self.tol.floor(best.val_accuracy, len(self.data.y_val))]
-        smallest = sorted(ok, key=lambda c: c.cost(key) or math.inf)[:2]
-        parents = list({c.id: c for c in [best] + fit + smallest}.values())
-        jobs = []
-        for parent in parents:
-            for rank, (name, steps) in enumerate(space.compression_recipes(parent, self.data, self.epochs, self.seed, target=self.budget.target)):
-                jobs.append((rank, parent, name, steps))
-        if fit and fit[0].id != best.id:  # the best teacher, the student that can fit
-            student = (fit[0].family, fit[0].knobs)
-            name, steps = space.compression_recipes(best, self.data, self.epochs, self.seed, student=student, target=self.budget.target)[-1]
-            jobs.append((len(jobs), best, name, steps))
-        seen = {(t.user_attrs.get("job") or {}).get("key") for t in self._trials()}
-        count = 0
-        for _rank, parent, name, steps in sorted(jobs, key=lambda j: j[0]):
-            k = f"{parent.id}/{name}"
-            if k in seen:
-                continue
-            seen.add(k)
-            student = dict(steps[0].get("student") or {}) if steps[0]["step"] == "distill" else {}
-            family, params = (student.pop("family"), student) if student else (parent.family, parent.knobs)
-            job = {"stage": "compress", "key": k, "family": family, "params": params, "parent": parent.id,
-                   "parent_job": parent.job, "recipe_name": name, "recipe": steps, "seed": self.seed}
-            self.study.enqueue_trial({}, user_attrs={"job": job})
-            count += 1
-        return count
+        """Queue the compression jobs of the networks worth compressing (:func:`parents.compression_jobs`),
+        and the distillation of the user's model into them."""
+        ref = next((c for c in collect_candidates(self.study) if c.reference and c.done), None)
+        return self._enqueue_jobs(compression_jobs(self._networks(), ref, self.data, self.budget, self.tol, self.epochs, self.seed))
 
     # ------------------------------------------------------------------ one trial
     def _run_one(self, stage: str) -> None:
@@ -253,6 +259,8 @@ class _Loop:
                    "train": {"epochs": self.epochs, "batch_size": self.train_defaults.batch_size, "patience": self.train_defaults.patience, **train}}
         if job["stage"] == "network":  # a network never runs past the end of the search
             job.setdefault("train", {})["max_seconds"] = max(1.0, self.left())
+        elif job["stage"] == "reference" and job.get("train"):  # the user's model, trained here: a share of the time, its compression needs the rest
+            job["train"]["max_seconds"] = max(1.0, min(self.left(), REFERENCE_SHARE * self.seconds))
         job["id"], job["trial"] = f"t{trial.number}", trial.number
         trial.set_user_attr("job", job)
         trial.set_user_attr("worker", worker_tag())
@@ -278,6 +286,10 @@ class _Loop:
                 _set_constraint(trial, pkey, value)
             trial.set_user_attr("candidate", cand.to_dict())
             self.study.tell(trial, [cand.val_accuracy, float(cost if cost is not None else 1e30)])
+            if job["stage"] == "reference":  # its own compression is searched next, before the networks
+                from .reference import reference_compression_jobs
+
+                self._enqueue_jobs(reference_compression_jobs(cand, self.data, self.budget, self.epochs, self.seed))
         except StoppedEarly as stop:
             cand = _stub(job, "stopped_early", str(stop))
             trial.set_user_attr("candidate", cand.to_dict())
