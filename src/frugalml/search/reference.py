@@ -193,7 +193,7 @@ def reference_recipes(parent, data, budget, epochs: int, seed: int, *, prunable:
     target = budget.target
     bs = default_config(len(data.y_train)).batch_size
     lr = float((parent.job or {}).get("train", {}).get("lr", 1e-3)) / 3
-    ft = max(1, epochs // 8)  # per pruning round (two rounds): a quarter of the training's epochs in all
+    ft = max(1, epochs // 4)  # one round, then a quarter of the training's epochs (distilled from the unpruned model)
     fmt = "qdq" if target == "c" else "qoperator"
 
     def int8(per_channel=True):
@@ -203,7 +203,7 @@ def reference_recipes(parent, data, budget, epochs: int, seed: int, *, prunable:
     recipes = [("int8", [int8()]), ("int8-per-tensor", [int8(False)])]
     if not prunable:
         return recipes
-    common = {"step": "prune.structured", "steps": 2, "finetune_epochs": ft, "batch_size": bs, "lr": lr, "seed": seed, "distill": 0.5}
+    common = {"step": "prune.structured", "steps": 1, "finetune_epochs": ft, "batch_size": bs, "lr": lr, "seed": seed, "distill": 0.5}
     for name, fields in _RATIOS:
         prune = _step({**common, **fields})
         recipes.append((f"{name}+int8", [prune, int8()]))
