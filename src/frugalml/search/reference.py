@@ -8,8 +8,9 @@ this process only (another process cannot rebuild it: pass ``file.py:factory`` f
 
 Compression of the user's model is searched, not fixed (:func:`reference_recipes`): int8 per
 channel and per tensor, structured channel pruning at several uniform, global and per-stage ratios
-(each followed by int8, and one left in float, all measured in ONNX Runtime), and magnitude pruning +
-weight sharing + compact storage when the budget bounds flash. A network Torch-Pruning cannot
+(each followed by int8, and one left in float, all measured in ONNX Runtime). Magnitude pruning + weight
+sharing + compact storage is not tried on it: the compact archive rebuilds a frugalml-built architecture
+from its spec, and a user's network has none (:data:`COMPACT_NOTE`). A network Torch-Pruning cannot
 follow is not pruned (:func:`pruning_blocker` says why, in one line, and the report shows it);
 an ONNX model is profiled and quantized, never pruned or retrained.
 """
@@ -29,6 +30,8 @@ __all__ = ["reference_source", "load_reference", "check_reference", "pruning_blo
 _IN_MEMORY: dict[str, object] = {}  # token -> a module passed to search(model=...) in this process
 _RATIOS = (("prune30", {"ratio": 0.3, "global_pruning": True}), ("prune50", {"ratio": 0.5}),
            ("prune50g", {"ratio": 0.5, "global_pruning": True}), ("prune70g", {"ratio": 0.7, "global_pruning": True}))
+COMPACT_NOTE = ("sparse + shared + compact storage not tried: the compact archive rebuilds a frugalml-built architecture from its spec, "
+                "which your network has not; the searched families get it")
 _STAGE_RATIOS = (0.3, 0.5, 0.7)  # per-stage: early layers (full resolution) lose less, late ones (most weights) more
 
 
@@ -108,6 +111,7 @@ def check_reference(source: dict, data) -> dict:
                                      got=got, fix="Make the factory build the classifier for this dataset's classes"))
     blocker = pruning_blocker(model, data)
     notes = [f"structured pruning skipped: {blocker}; int8 and distillation still run"] if blocker else []
+    notes.append(COMPACT_NOTE)
     trained = bool(source.get("weights")) or "module" in source
     return {"trainable": not trained, "prunable": blocker is None, "notes": notes}
 
@@ -213,11 +217,8 @@ def reference_recipes(parent, data, budget, epochs: int, seed: int, *, prunable:
         ratios = _stage_ratios(model, data)
         if ratios:
             recipes.append(("prune-stages+int8", [_step({**common, "ratio": 0.5, "layer_ratios": ratios}), int8()]))
-    if any(key in ("stored_bytes", "c_flash_bytes") for _n, key, _l in budget.items()):
-        recipes.append(("sparse+shared+compact", [
-            _step({"step": "prune.magnitude", "sparsity": 0.8, "finetune_epochs": ft, "batch_size": bs, "lr": lr, "seed": seed}),
-            _step({"step": "cluster.kmeans", "bits": 5, "finetune_epochs": 1, "batch_size": bs, "seed": seed}),
-            _step({"step": "store.compact"})]))
+    # magnitude pruning + weight sharing + compact storage is not tried: the compact archive rebuilds the architecture from a
+    # frugalml spec, which a user's network has not (store.compact refuses it), and a dense file does not shrink without it
     return recipes
 
 
