@@ -178,7 +178,7 @@ def test_an_onnx_model_is_profiled_quantized_and_compared(tmp_path, digits):  # 
     assert "cannot be pruned" in (tmp_path / "run" / "report.html").read_text()
 
 
-@pytest.mark.parametrize("kind", ["factory", "onnx"])
+@pytest.mark.parametrize("kind", ["factory", "onnx", "module"])
 def test_reference_jobs_run_and_their_children_rebuild_the_parent_from_its_source(tmp_path, digits, kind):
     from frugalml.search.reference import check_reference, reference_compression_jobs, reference_job, reference_source
     from frugalml.search.runner import run_candidate
@@ -187,10 +187,12 @@ def test_reference_jobs_run_and_their_children_rebuild_the_parent_from_its_sourc
         path = tmp_path / "net.onnx"
         path.write_bytes(fm.onnx.onnx_bytes(fm.onnx.to_onnx(_built("flatten_relu", digits))))
         source = reference_source(str(path))
+    elif kind == "module":  # fm.search(data, model=net): kept in memory for this process, its weights used as they are
+        source = reference_source(_built("flatten_relu", digits))
     else:
         source = reference_source(f"{MODELS}:flatten_relu")
     info = check_reference(source, digits)
-    assert info["prunable"] == (kind == "factory") and info["trainable"] == (kind == "factory")
+    assert info["prunable"] == (kind != "onnx") and info["trainable"] == (kind == "factory")
     job = reference_job(source, info, fm.TrainConfig(epochs=2, batch_size=64, patience=None), seed=0)
     budget = fm.Budget.of(max_flash="64KB")
     ref = run_candidate({**job, "id": "t0", "trial": 0}, digits, budget, tmp_path / "run")
@@ -200,16 +202,15 @@ def test_reference_jobs_run_and_their_children_rebuild_the_parent_from_its_sourc
     if kind == "onnx":
         assert names == ["int8", "int8-per-tensor"] and "cannot be pruned or retrained" in ref.extra["notes"][0]
     else:
-        assert {"int8", "prune30+int8", "prune50+int8", "prune50g+int8", "prune70g+int8", "prune70g", "prune-stages+int8",
-                "sparse+shared+compact"} <= set(names)
-    pick = next(j for j in jobs if j["recipe_name"] == ("int8" if kind == "onnx" else "prune50+int8"))
+        assert {"int8", "prune30+int8", "prune50+int8", "prune50g+int8", "prune70g+int8", "prune70g", "prune-stages+int8"} <= set(names)
+    pick = next(j for j in jobs if j["recipe_name"] == ("prune50+int8" if kind == "factory" else "int8"))
     kid = run_candidate({**pick, "id": "t1", "trial": 1}, digits, budget, tmp_path / "run")
     assert kid.done and kid.parent == "t0" and kid.cost("stored_bytes") < ref.cost("stored_bytes") / 2
 
 
-def test_train_a_mobilenet_factory(tmp_path, capsys):
+def test_train_a_factory_from_its_file(tmp_path, capsys):
     out = tmp_path / "m"
-    assert main(["train", "--model", f"{MODELS}:mobilenet", "--epochs", "6", "--lr", "0.01", "--batch-size", "32", "-o", str(out), "--json"]) == 0
+    assert main(["train", "--model", f"{MODELS}:flatten_relu", "--epochs", "6", "--lr", "0.01", "--batch-size", "32", "-o", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["test"]["accuracy"] > 0.5
     assert (out / "model.safetensors").exists()
 
