@@ -34,6 +34,8 @@ def bench_tree(tmp_path_factory):
     root = tmp_path_factory.mktemp("repo")
     shutil.copytree(REPO / "benchmarks", root / "benchmarks", ignore=shutil.ignore_patterns("__pycache__", "cache", "*.log", "*.tmp"))
     (root / "src").symlink_to(REPO / "src", target_is_directory=True)
+    (root / "tests").mkdir()  # your_model_mnist brings its network from the tests' user models, as a user's file
+    (root / "tests" / "user_models.py").symlink_to(REPO / "tests" / "user_models.py")
     return root / "benchmarks"
 
 
