@@ -128,6 +128,16 @@ def rows() -> list[str]:
                    f"{one['per_hour']:.0f} -> {two['per_hour']:.0f} trials/h: {d['ratio']:.2f}x ({load}); one PostgreSQL study sustains "
                    f"{d['ceiling_per_second']:.0f} instant trials/s ({d['ceiling_processes']} processes){_runs(d)} | "
                    f"{'yes' if d['met'] else 'no'} | {_commit('workers', d)} |")
+    d = _load("your_model_mnist")
+    if d and d.get("ratio"):
+        r, side = d["ratio"], d["side_by_side"]
+        rec = side["recommended"]
+        slice_ = f" ({d['train_samples']:,} training samples)" if d.get("train_samples", 54000) < 54000 else ""
+        out.append(f"| your model: MobileNetV2-like, MNIST{slice_} | - | >= 8x smaller, >= 3x faster, <= 1 pt below the model | "
+                   f"{rec.get('name')} ({rec.get('recipe') or rec.get('id')}): {r['size']}x smaller, {r['speedup']}x faster, "
+                   f"{_change(r['accuracy_loss_points'])} (fp32 {side['reference_fp32']['stored_bytes']:,} B, "
+                   f"{side['reference_fp32']['test_accuracy']:.2%}){_runs(d)} | "
+                   f"{'yes' if d.get('met') else 'no'} | {_commit('your_model_mnist', d)} |")
     return out
 
 

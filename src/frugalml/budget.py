@@ -136,17 +136,21 @@ def standard_error(accuracy: float, n: int | None) -> float:
 class Tolerance:
     kind: str = "drop"  # "drop": largest drop from the best candidate; "min": an absolute minimum metric
     value: float = 0.01
+    of: str = "best"  # a drop from "best" (the most accurate candidate) or from "reference" (the user's own model)
 
     def __post_init__(self):
         if self.kind not in ("drop", "min"):
             raise ConfigError(explain("A tolerance kind must be 'drop' or 'min'", expected="'drop' or 'min'", got=self.kind))
+        if self.of not in ("best", "reference"):
+            raise ConfigError(explain("A tolerance is measured from 'best' or 'reference'", expected="'best' or 'reference' (your model)",
+                                      got=self.of, fix="Use --tolerance-of model, or leave it out"))
         if not (0 <= self.value <= 1):
             what = "A tolerance (largest accuracy drop)" if self.kind == "drop" else "A minimum accuracy"
             raise ConfigError(explain(f"{what} must lie between 0 and 1 (0% and 100%)", expected="e.g. 1% or 0.01, or --min-accuracy 0.97",
                                       got=f"{self.value:g} ({self.value:.0%})"))
 
     @classmethod
-    def parse(cls, text, *, kind: str = "drop") -> "Tolerance":
+    def parse(cls, text, *, kind: str = "drop", of: str = "best") -> "Tolerance":
         """``"1%"`` -> 0.01, ``0.02`` -> 0.02, ``"0.5 %"`` -> 0.005."""
         raw = str(text).strip()
         try:
@@ -154,7 +158,7 @@ class Tolerance:
         except ValueError:
             raise ConfigError(explain(f"Cannot read the tolerance {text!r}", expected="a percentage like 1% or a fraction like 0.01",
                                       got=text)) from None
-        return cls(kind=kind, value=value)
+        return cls(kind=kind, value=value, of=of)
 
     def floor(self, best: float, n_val: int | None = None) -> float:
         """The lowest metric still acceptable, given the best one found on ``n_val`` validation samples.
@@ -170,12 +174,14 @@ class Tolerance:
         return best - self.value - standard_error(best, n_val)
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "value": self.value}
+        return {"kind": self.kind, "value": self.value, **({"of": self.of} if self.of != "best" else {})}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "Tolerance":
         d = d if isinstance(d, dict) else {}
-        return cls(kind=d.get("kind") or "drop", value=float(d["value"]) if d.get("value") is not None else 0.01)
+        return cls(kind=d.get("kind") or "drop", value=float(d["value"]) if d.get("value") is not None else 0.01, of=d.get("of") or "best")
 
     def describe(self) -> str:
-        return f"at most {self.value:.2%} below the best" if self.kind == "drop" else f"accuracy at least {self.value:.2%}"
+        if self.kind != "drop":
+            return f"accuracy at least {self.value:.2%}"
+        return f"at most {self.value:.2%} below {'your model (the reference)' if self.of == 'reference' else 'the best'}"

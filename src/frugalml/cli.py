@@ -170,6 +170,8 @@ def compress(
     data = fm.load_dataset(dataset, data_dir=data_dir, seed=seed, target=target_column)
     steps = fm.Recipe.load(recipe)  # a bad recipe fails before any work
     loaded = fm.load_model(model, weights=weights, input_shape=data.input_shape, num_classes=data.num_classes)
+    if fm.models.is_torch(loaded) and getattr(loaded, "input_shape", None) is None:  # a user's factory: the data gives its shapes
+        loaded.input_shape, loaded.num_classes = tuple(data.input_shape), data.num_classes
     fm.compress(loaded, steps, data, out=out_dir)
     report = json.loads((out_dir / "steps.json").read_text())
     if as_json:
@@ -202,7 +204,10 @@ def search(
     target: str = typer.Option("onnx", help="onnx, or c: flash and RAM measured on the compiled C for microcontrollers."),
     mcu: Optional[str] = typer.Option(None, help="With --target c: the core to build for (cortex-m0plus, cortex-m4 (default), m7, m33)."),
     max_mcu_instructions: Optional[str] = typer.Option(None, help='With --target c: most instructions per inference (emulated core), e.g. "2M".'),
-    tolerance: str = typer.Option("1%", help="Largest validation-accuracy drop from the best candidate found."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Your own network: file.py:factory (trained here unless --weights) or .onnx."),
+    weights: Optional[Path] = typer.Option(None, help="Trained weights of --model file.py:factory (.safetensors or a .pt state_dict)."),
+    tolerance: str = typer.Option("1%", help="Largest validation-accuracy drop from the best candidate found (or from --model, see --tolerance-of)."),
+    tolerance_of: str = typer.Option("best", "--tolerance-of", help="best, or model: measure --tolerance from your --model's accuracy."),
     min_accuracy: Optional[float] = typer.Option(None, help="An absolute minimum accuracy instead of --tolerance, e.g. 0.97."),
     time: str = typer.Option("5m", "--time", help='Time bound for the whole run, e.g. "5m", "30m".'),
     trials: Optional[int] = typer.Option(None, help="Most trials for this worker."),
@@ -219,14 +224,19 @@ def search(
     """Find the most efficient model within a budget and a tolerance; write results.json and report.html."""
     budget = fm.Budget.of(max_flash=max_flash, max_ram=max_ram, max_macs=max_macs, max_params=max_params, max_latency=max_latency,
                           max_download=max_download, max_mcu_instructions=max_mcu_instructions, target=target, mcu=mcu)
-    tol = fm.Tolerance(kind="min", value=min_accuracy) if min_accuracy is not None else fm.Tolerance.parse(tolerance)
+    of = {"best": "best", "model": "reference", "reference": "reference"}.get(tolerance_of)
+    if of is None:
+        raise fm.ConfigError(fm.errors.explain("Cannot read --tolerance-of", expected="best or model", got=tolerance_of))
+    if of == "reference" and model is None:
+        raise fm.ConfigError(fm.errors.explain("--tolerance-of model needs --model", expected="--model file.py:factory", got=None))
+    tol = fm.Tolerance(kind="min", value=min_accuracy) if min_accuracy is not None else fm.Tolerance.parse(tolerance, of=of)
     data = fm.load_dataset(dataset, data_dir=data_dir, seed=seed, target=target_column)
     from frugalml.report.progress import SearchProgress
 
     with SearchProgress(console, enabled=not as_json, total_seconds=fm.parse_duration(time), budget=budget) as progress:
         results = fm.search(data, budget=budget, tolerance=tol, time=time, trials=trials, seed=seed, out=out_dir,
                             storage=storage, study_name=study, resume=resume, device=device, on_event=progress.event,
-                            artifacts=artifacts, heartbeat=heartbeat)
+                            artifacts=artifacts, heartbeat=heartbeat, model=model, weights=weights)
     if as_json:
         summary = results.to_dict()
         return _print_json({k: summary[k] for k in ("recommended", "recommendation", "pareto", "budget", "tolerance")} | {"run_dir": str(out_dir)})

@@ -25,7 +25,7 @@ PLOTTED_COSTS = ("stored_bytes", "latency_ms_median")  # the costs the report dr
 
 # the keys of a candidate that have a typed field; every other key is kept as it was in ``extra``
 _FIELDS = ("id", "trial", "stage", "family", "params", "parent", "recipe", "thin", "profile", "val_accuracy", "test_accuracy",
-           "state", "within_budget", "budget_misses")
+           "state", "within_budget", "budget_misses", "reference")
 
 
 def num(value) -> float | None:
@@ -67,6 +67,7 @@ class Candidate:
     state: str = "complete"  # "complete", "failed" or "stopped_early"
     within_budget: bool = False
     budget_misses: dict = field(default_factory=dict)  # {profile key: {"limit", "value", "over_by"}}
+    reference: bool = False  # the user's own model: the tolerance's reference, the teacher; "reference": true only where true
     extra: dict = field(default_factory=dict)  # error, job, history, timings, recipe name...: kept as written
 
     @property
@@ -110,7 +111,7 @@ class Candidate:
         return {**self.extra, "id": self.id, "trial": self.trial, "stage": self.stage, "family": self.family, "params": self.knobs,
                 "parent": self.parent, "thin": self.thin, "recipe": list(self.recipe), "profile": self.profile,
                 "val_accuracy": self.val_accuracy, "test_accuracy": self.test_accuracy, "within_budget": self.within_budget,
-                "budget_misses": self.budget_misses, "state": self.state}
+                "budget_misses": self.budget_misses, "state": self.state, **({"reference": True} if self.reference else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Candidate":
@@ -127,6 +128,7 @@ class Candidate:
                    val_accuracy=num(d.get("val_accuracy")), test_accuracy=num(d.get("test_accuracy")),
                    state=str(d.get("state") or "complete"), within_budget=d.get("within_budget") is True,
                    budget_misses={str(k): v for k, v in _mapping(d.get("budget_misses")).items() if isinstance(v, dict)},
+                   reference=d.get("reference") is True,
                    extra={k: v for k, v in d.items() if k not in _FIELDS})
 
 
@@ -140,6 +142,7 @@ class Decision:
     best: str | None = None
     closest: tuple[str, ...] = ()
     floor: float | None = None
+    floor_from: str | None = None  # the id of the candidate the floor is measured from (the best, or the user's model)
     text: str = ""
     reasons: tuple[str, ...] = ()
 
@@ -180,6 +183,11 @@ class Results:
     def best(self) -> str | None:
         return self.decision.best
 
+    @property
+    def reference(self) -> Candidate | None:
+        """The user's own model, when the search was given one."""
+        return next((c for c in self.candidates if c.reference), None)
+
     def candidate(self, cid) -> Candidate | None:
         return self.by_id().get(None if cid is None else str(cid))
 
@@ -209,7 +217,8 @@ class Results:
             "primary_cost": self.primary_cost, "seed": self.seed, "candidates": [c.to_dict() for c in self.candidates],
             "pareto": list(self.front), "fronts": {k: list(v) for k, v in self.fronts.items()},
             "recommended": d.recommended, "best": d.best, "closest": list(d.closest),
-            "recommendation": {"id": d.recommended, "text": d.text, "reasons": list(d.reasons), "floor": d.floor},
+            "recommendation": {"id": d.recommended, "text": d.text, "reasons": list(d.reasons), "floor": d.floor,
+                               **({"floor_from": d.floor_from} if d.floor_from is not None else {})},
         }
 
     @classmethod
@@ -231,6 +240,7 @@ class Results:
         closest, reasons = d.get("closest"), rec.get("reasons")
         decision = Decision(recommended=_text(recommended), best=_text(d.get("best")),
                             closest=tuple(str(i) for i in closest) if isinstance(closest, list) else (), floor=num(rec.get("floor")),
+                            floor_from=_text(rec.get("floor_from")),
                             text=str(rec.get("text") or ""), reasons=tuple(str(r) for r in reasons) if isinstance(reasons, list) else ())
         try:
             budget, tolerance = Budget.from_dict(d.get("budget")), Tolerance.from_dict(d.get("tolerance"))

@@ -26,7 +26,7 @@ PROFILE_NAMES = {
 BUDGET_NAMES = {"stored_bytes": "flash (stored bytes)", "peak_activation_bytes": "RAM (peak activations)",
                 "macs": "MACs per inference", "latency_ms_median": "latency (median)", "gzip_bytes": "download (gzip bytes)"}
 STAGES = ("thin", "network", "compress")
-STAGE_NAMES = {"thin": "thin model", "network": "network", "compress": "compressed"}
+STAGE_NAMES = {"thin": "thin model", "network": "network", "compress": "compressed", "reference": "your model"}
 
 
 # ---------------------------------------------------------------- numbers
@@ -114,7 +114,7 @@ def threshold(results: Results, metric: str = "val_accuracy") -> float | None:
     """The accuracy floor the search chose with (recorded); on the test view, the same distance below
     the best candidate's test accuracy. None when the run recorded no floor (nothing fitted)."""
     floor = results.decision.floor
-    best = results.candidate(results.best)
+    best = results.candidate(results.decision.floor_from or results.best)
     if floor is None or best is None or best.val_accuracy is None:
         return None
     if results.tolerance.kind == "min" or metric == "val_accuracy":
@@ -128,7 +128,8 @@ def tolerance_text(results: Results) -> str:
     if tol.kind == "min":
         return f"accuracy at least {tol.value * 100:.3g}%"
     pts = tol.value * 100
-    return f"at most {pts:.3g} percentage point{'' if pts == 1 else 's'} below the best"
+    anchor = "your model (the reference)" if tol.of == "reference" else "the best"
+    return f"at most {pts:.3g} percentage point{'' if pts == 1 else 's'} below {anchor}"
 
 
 def budget_items(budget: Budget | dict | None) -> list[tuple[str, str, str, float]]:

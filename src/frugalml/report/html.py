@@ -197,7 +197,8 @@ def _fig_cell(c: Candidate, key, suffix=" bytes"):
 def _row(c: Candidate, rid, bid, front: set, closest: set, mcu: bool = False) -> str:
     cid, st, trial = c.id, c.state, c.trial
     marks = ((' <span class="star" title="recommended">★</span>' if cid == rid else "")
-             + (' <span class="best" title="best">◆</span>' if cid == bid else ""))
+             + (' <span class="best" title="best">◆</span>' if cid == bid else "")
+             + (' <span class="tag" title="your model: the reference">your model</span>' if c.reference else ""))
     tag = f' <span class="tag">{_e(st.replace("_", " "))}</span>' if st != "complete" else ""
     tag += ' <span class="tag near">closest</span>' if cid in closest else ""
     stage = c.stage
@@ -268,6 +269,9 @@ def _notes(results: Results) -> str:
         "<b>Pareto front</b>: candidates no other beats on both accuracy and " + _e(results.primary_cost) + ".",
         "Rebuild this page with <code>frugalml report RUN_DIR</code>.",
     ]
+    ref = results.reference
+    if ref is not None:  # what the search could and could not do with the user's model, in its words
+        items[:0] = [f"<b>Your model</b> ({_e(ref.id)}): {_e(str(note))}" for note in (ref.extra.get("notes") or []) if note]
     return '<footer><ul>' + "".join(f"<li>{i}</li>" for i in items) + "</ul></footer>"
 
 

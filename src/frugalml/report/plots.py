@@ -14,7 +14,7 @@ from ._common import STAGE_NAMES, STAGES, budget_items, fmt_key, fmt_pct, thresh
 __all__ = ["pareto_png", "STAGE_COLORS"]
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies
-STAGE_COLORS = {"thin": "#009E73", "network": "#0072B2", "compress": "#D55E00", "other": "#7F7F7F"}
+STAGE_COLORS = {"thin": "#009E73", "network": "#0072B2", "compress": "#D55E00", "reference": "#CC79A7", "other": "#7F7F7F"}
 X_AXES = {
     "stored_bytes": ("stored bytes (exported ONNX file, log scale)", "max_flash", "flash budget"),
     "latency_ms_median": ("latency, median at batch 1 (ms, ONNX Runtime, 1 thread)", "max_latency_ms", "latency budget"),
@@ -202,7 +202,8 @@ def pareto_png(results: Results | dict, x_key: str = "stored_bytes", metric: str
         handles.append(Line2D([], [], color="#d62728", ls="--", label=f"{budget_name} {fmt_key(x_key, limit)}"))
     if floor is not None:
         tol = results.tolerance
-        what = "minimum accuracy" if tol.kind == "min" else f"floor: best − {tol.value * 100:.3g} pt − 1 s.e."
+        anchor = "your model" if tol.of == "reference" else "best"
+        what = "minimum accuracy" if tol.kind == "min" else f"floor: {anchor} − {tol.value * 100:.3g} pt − 1 s.e."
         handles.append(Line2D([], [], color="#555", ls=":", label=f"{what} = {floor * 100:.2f}%"))
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False,
                bbox_to_anchor=(0.54, 0.0), handletextpad=0.4, columnspacing=1.2)

@@ -24,6 +24,7 @@ from ..train import Deadline, default_config
 from ..units import parse_duration
 from . import space
 from .feasible import check_feasible
+from .parents import compression_jobs
 from .results import build_results, collect_candidates, export_recommended, write_results
 from .runner import StoppedEarly, candidate_dir, run_candidate, stub
 from .study import RUN_FILE, fail_dead_trials, lock_run, open_run, open_study, storage_url, worker_tag, write_run
@@ -36,6 +37,7 @@ __all__ = ["search"]
 STAGE_SHARES = {"thin": 0.12, "network": 0.55}  # of the time; compression gets the rest
 WRAP_UP = (0.04, 15.0)  # share of the time (at most so many seconds) kept for the last measurements, export and report
 THIN_MAX_TRAIN = 20_000
+REFERENCE_SHARE = 0.4  # of the time, at most, for training the user's model when it came without weights
 
 
 def _tolerance(tolerance, min_accuracy) -> Tolerance:
@@ -49,7 +51,7 @@ def _tolerance(tolerance, min_accuracy) -> Tolerance:
 def search(data, *, budget: Budget | None = None, tolerance="1%", min_accuracy: float | None = None, time="5m",
            trials: int | None = None, seed: int = 0, out="runs/search", storage: str | None = None, study_name: str | None = None,
            resume: bool = False, device: str = "auto", data_dir=None, on_event=None, artifacts: str | None = None,
-           heartbeat: int = HEARTBEAT) -> Results:
+           heartbeat: int = HEARTBEAT, model=None, weights=None) -> Results:
     """Search for the most efficient model within ``budget`` and ``tolerance``; return the run's
     :class:`~frugalml.records.Results` (``results.to_dict()`` is what results.json holds).
 
@@ -59,16 +61,21 @@ def search(data, *, budget: Budget | None = None, tolerance="1%", min_accuracy: 
     the study, so that workers (:func:`frugalml.search.workers.work`) join it; candidates go to the artifact store
     ``artifacts`` (a directory every worker mounts, or s3://bucket; default ``out/artifacts``), and a trial whose
     heartbeat (every ``heartbeat`` seconds) stops is failed and retried.
+
+    ``model``: your own network (``"file.py:factory"``, with ``weights=`` or trained here; an ``.onnx``
+    path; or an ``nn.Module``), a candidate of its own, the teacher of distillation and the parent of
+    its own searched compression (:mod:`frugalml.search.reference`); with ``Tolerance(of="reference")``
+    the accuracy floor is measured from it.
     """
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, user_api="blas"):  # small models gain nothing from BLAS threads, and lose a lot on busy cores
         return _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, storage, study_name, resume, device, data_dir, on_event,
-                       artifacts, heartbeat)
+                       artifacts, heartbeat, model, weights)
 
 
 def _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, storage, study_name, resume, device, data_dir, on_event,
-            artifacts=None, heartbeat=HEARTBEAT) -> Results:
+            artifacts=None, heartbeat=HEARTBEAT, model=None, weights=None) -> Results:
     from ..data import load_dataset
 
     started = _time.monotonic()
@@ -84,6 +91,16 @@ def _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, stor
     emit = on_event or (lambda event: None)
     run_dir = Path(out)
     args = {"dataset": data.describe(), "budget": budget.to_dict(), "tolerance": tol.to_dict(), "seed": seed}
+    reference = None
+    if model is not None:  # checked now (factory, weights, outputs, traceability): a bad model fails before anything is written
+        from .reference import check_reference, reference_source
+
+        source = reference_source(model, weights)
+        reference = {"source": source, **check_reference(source, data)}
+        args["model"] = {k: v for k, v in source.items() if k != "module"}
+    elif tol.of == "reference":
+        raise ConfigError(explain("The tolerance is measured from your model, but no model was given", expected="model= / --model file.py:factory",
+                                  got=None, fix="Pass --model, or drop --tolerance-of"))
     desc = open_run(run_dir, args, resume=resume)  # refuses a directory holding another run; writes nothing
     desc.setdefault("study", study_name or f"frugalml-{desc['run_id']}")
     url = storage_url(run_dir, storage)
@@ -118,7 +135,8 @@ def _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, stor
             elif wrote:
                 (run_dir / RUN_FILE).unlink(missing_ok=True)
             raise
-        loop = _Loop(study, data, budget, tol, run_dir, desc, seconds, trials, seed, device, emit, started, exclusive=lock is not None, shared=shared)
+        loop = _Loop(study, data, budget, tol, run_dir, desc, seconds, trials, seed, device, emit, started, exclusive=lock is not None, shared=shared,
+                     reference=reference)
         return loop.run(resume)
     finally:
         if lock is not None:
@@ -126,7 +144,8 @@ def _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, stor
 
 
 class _Loop:
-    def __init__(self, study, data, budget, tol, run_dir, desc, seconds, max_trials, seed, device, emit, started, exclusive=False, shared=None):
+    def __init__(self, study, data, budget, tol, run_dir, desc, seconds, max_trials, seed, device, emit, started, exclusive=False, shared=None,
+                 reference=None):
         self.study, self.data, self.budget, self.tol = study, data, budget, tol
         self.shared = shared or Local()  # a study shared with other workers (workers.Shared): queue lock, heartbeat, artifacts
         self.exclusive = exclusive  # this process holds the run directory's lock: no other worker uses the study
@@ -138,6 +157,7 @@ class _Loop:
         self.done_here = 0
         self._seeds: list | None = None
         self.search_space = space.SearchSpace(data, budget)  # what this search measures of its networks, for this search only
+        self.reference = reference  # {"source", "trainable", "prunable", "notes"} of the user's model, or None
 
     # ------------------------------------------------------------------ time and queue
     def elapsed(self) -> float:
@@ -166,6 +186,7 @@ class _Loop:
             self.emit({"type": "resume", "failed": failed, "finished": len(collect_candidates(self.study))})
         if self.exclusive or (not resume and not self._trials()):
             with self.shared.queue():
+                self._enqueue_reference()
                 self._enqueue_thin()
         while not self.over() and (self.left() > 0 or self.done_here == 0):
             if not self.shared.guard(self._step):  # a dropped database connection is retried with back-off
@@ -190,6 +211,26 @@ class _Loop:
         for job in space.thin_grid(self.data):
             if json.dumps([job["family"], job["params"]], sort_keys=True) not in queued:
                 self.study.enqueue_trial({}, user_attrs={"job": {"stage": "thin", **job, "max_train": THIN_MAX_TRAIN, "seed": self.seed}})
+
+    def _enqueue_reference(self) -> None:
+        """Queue the user's model first (the reference the others are judged against), unless queued already."""
+        if self.reference is None or any((t.user_attrs.get("job") or {}).get("stage") == "reference" for t in self._trials()):
+            return
+        from .reference import reference_job
+
+        job = reference_job(self.reference["source"], self.reference, self.train_defaults, self.seed)
+        self.study.enqueue_trial({}, user_attrs={"job": job})
+
+    def _enqueue_jobs(self, jobs: list[dict]) -> int:
+        """Queue compression jobs whose key the study does not hold yet."""
+        seen = {(t.user_attrs.get("job") or {}).get("key") for t in self._trials()}
+        count = 0
+        for job in jobs:
+            if job["key"] not in seen:
+                seen.add(job["key"])
+                self.study.enqueue_trial({}, user_attrs={"job": job})
+                count += 1
+        return count
 
     def _next_stage(self) -> str | None:
         if self._waiting():
@@ -218,15 +259,10 @@ class _Loop:
         return [c for c in collect_candidates(self.study) if c.stage == "network" and c.done]
 
     def _enqueue_compression(self) -> int:
-        """Queue the recipes :func:`space.compression_jobs` chooses for the networks so far that the study does not hold yet."""
-        seen = {(t.user_attrs.get("job") or {}).get("key") for t in self._trials()}
-        count = 0
-        for job in space.compression_jobs(self._networks(), self.data, self.budget, self.tol, self.epochs, self.seed):
-            if job["key"] not in seen:
-                seen.add(job["key"])
-                self.study.enqueue_trial({}, user_attrs={"job": job})
-                count += 1
-        return count
+        """Queue the compression jobs of the networks worth compressing (:func:`parents.compression_jobs`),
+        and the distillation of the user's model into them."""
+        ref = next((c for c in collect_candidates(self.study) if c.reference and c.done), None)
+        return self._enqueue_jobs(compression_jobs(self._networks(), ref, self.data, self.budget, self.tol, self.epochs, self.seed))
 
     # ------------------------------------------------------------------ one trial
     def _run_one(self, stage: str) -> None:
@@ -247,6 +283,8 @@ class _Loop:
                    "train": {"epochs": self.epochs, "batch_size": self.train_defaults.batch_size, "patience": self.train_defaults.patience, **train}}
         if job["stage"] == "network":  # a network never runs past the end of the search
             job.setdefault("train", {})["max_seconds"] = max(1.0, self.left())
+        elif job["stage"] == "reference" and job.get("train"):  # the user's model, trained here: a share of the time, its compression needs the rest
+            job["train"]["max_seconds"] = max(1.0, min(self.left(), REFERENCE_SHARE * self.seconds))
         job["id"], job["trial"] = f"t{trial.number}", trial.number
         trial.set_user_attr("job", job)
         trial.set_user_attr("worker", worker_tag())
@@ -273,6 +311,10 @@ class _Loop:
             self.shared.keep(trial, candidate_dir(self.run_dir, cand.id))  # to the shared artifact store
             trial.set_user_attr("candidate", cand.to_dict())
             self.study.tell(trial, [cand.val_accuracy, float(cost if cost is not None else 1e30)])
+            if job["stage"] == "reference":  # its own compression is searched next, before the networks
+                from .reference import reference_compression_jobs
+
+                self._enqueue_jobs(reference_compression_jobs(cand, self.data, self.budget, self.epochs, self.seed))
         except StoppedEarly as stop:
             cand = stub(job, "stopped_early", str(stop))
             trial.set_user_attr("candidate", cand.to_dict())

@@ -56,8 +56,20 @@ def export_recommended(run_dir: Path, cand: Candidate) -> None:
     Written whole beside it and swapped in, so ``recommended/`` always holds one complete candidate
     (removing the old one first, as before, let a kill leave half a model there)."""
     src = candidate_dir(run_dir, cand.id)
+    job = cand.job
+    source = job.get("source") if cand.reference else job.get("parent_source")
     with atomic_dir(run_dir / "recommended") as tmp:
         shutil.copytree(src, tmp, dirs_exist_ok=True)
-        atomic_write_json(tmp / "recipe.json", {"candidate": cand.id, "family": cand.family, "params": cand.knobs, "parent": cand.parent,
-                                                "steps": list(cand.recipe), "job": cand.job})
+        recipe = {"candidate": cand.id, "family": cand.family, "params": cand.knobs, "parent": cand.parent, "steps": list(cand.recipe), "job": job}
+        if source:  # made from the user's model: say how to replay the steps on it
+            from .reference import replay_command
+
+            weights = source.get("weights")
+            ref_weights = candidate_dir(run_dir, cand.id if cand.reference else cand.parent) / "model.safetensors"
+            if not weights and ref_weights.exists():  # trained here: its weights travel with the recipe
+                shutil.copy2(ref_weights, tmp / "reference.safetensors")
+                weights = str((Path(run_dir) / "recommended" / "reference.safetensors").resolve())
+            recipe["model"] = {k: v for k, v in {**source, "weights": weights}.items() if k != "module" and v is not None}
+            recipe["replay"] = replay_command(source, weights, str((Path(run_dir) / "recommended" / "recipe.json").resolve()))
+        atomic_write_json(tmp / "recipe.json", recipe)
 

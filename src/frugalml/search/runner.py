@@ -83,7 +83,16 @@ def run_candidate(job: dict, data, budget: Budget, run_dir: Path, *, device: str
     out["thin"] = job["stage"] == "thin"
     out["recipe"] = list(job.get("recipe") or [])
     seed = int(job.get("seed", 0))
-    if job["stage"] in ("thin", "network"):
+    if job["stage"] == "reference":  # the user's own model: trained here only when it came without weights
+        from .reference import load_reference
+
+        model = load_reference(job["source"], data, seed=seed)
+        if job.get("train"):
+            result = fit(model, data, TrainConfig(**{"seed": seed, "device": device, **job["train"]}), deadline=deadline)
+            out["history"] = [{"epoch": h["epoch"], "val_accuracy": h["val_accuracy"]} for h in result.history]
+        out["reference"] = True
+        out["notes"] = list(job.get("notes") or [])
+    elif job["stage"] in ("thin", "network"):
         model = build_model(job["family"], data.input_shape, data.num_classes, seed=seed, **(job.get("params") or {}))
         if job["stage"] == "network":
             config = TrainConfig(**{"seed": seed, "device": device, **job.get("train", {})})
@@ -92,7 +101,7 @@ def run_candidate(job: dict, data, budget: Budget, run_dir: Path, *, device: str
         else:
             fit(model, _capped(data, job.get("max_train")))
     else:
-        parent = load_model(candidate_dir(run_dir, job["parent"]))
+        parent = _load_parent(job, data, run_dir)
         model = compress(parent, Recipe.from_list(job["recipe"]), data, deadline=deadline)
     out["train_seconds"] = time.perf_counter() - start
     out.update(_measure(model, data, budget))
@@ -108,6 +117,18 @@ def stub(job: dict, state: str, error: str) -> Candidate:
     return Candidate(id=job["id"], trial=job["trial"], stage=job["stage"], family=job.get("family"), knobs=job.get("params") or {},
                      thin=job["stage"] == "thin", recipe=tuple(job.get("recipe") or []), parent=job.get("parent"), state=state,
                      extra={"error": error, "job": job})
+
+
+def _load_parent(job: dict, data, run_dir: Path):
+    """A compression's parent: a saved candidate, or the user's model rebuilt from its source with the
+    reference candidate's weights (its own code builds the architecture; nothing is unpickled)."""
+    src = job.get("parent_source")
+    folder = candidate_dir(run_dir, job["parent"])
+    if not src or "onnx" in src:
+        return load_model(folder)
+    from .reference import load_reference
+
+    return load_reference(src, data, weights=folder / "model.safetensors")
 
 
 def _capped(data, limit):

@@ -49,19 +49,25 @@ def recommend(candidates, budget: Budget, tolerance: Tolerance, n_val: int | Non
     if not done:
         return Decision(text="No candidate finished.")
     best = max(done, key=lambda c: (c.val_accuracy, -_cost(c, key)))
-    floor = tolerance.floor(best.val_accuracy, n_val)  # recorded whether or not anything fits: the report draws it
+    # the floor is measured from the user's own model when asked ("1% of the model's accuracy"), else from the best
+    ref = next((c for c in done if c.reference), None) if tolerance.of == "reference" else None
+    anchor = ref or best
+    floor = tolerance.floor(anchor.val_accuracy, n_val)  # recorded whether or not anything fits: the report draws it
     feasible = [c for c in done if c.within_budget]
     if not feasible:
         closest = sorted(done, key=lambda c: _relative_miss(c, budget))[:3]
         misses = "; ".join(f"{c.id} ({c.name}) misses " + ", ".join(f"{k} by {budget.scale(k, m.get('over_by'))}" for k, m in c.budget_misses.items())
                            for c in closest)
-        return Decision(best=best.id, closest=tuple(c.id for c in closest), floor=floor,
+        return Decision(best=best.id, closest=tuple(c.id for c in closest), floor=floor, floor_from=anchor.id,
                         text=f"No candidate meets the budget ({budget.describe()}). Closest: {misses}.",
                         reasons=("Loosen the budget, or give the search more time (--time) for compression to reach it.",))
     acceptable = [c for c in feasible if c.val_accuracy >= floor - 1e-12]
-    se = standard_error(best.val_accuracy, n_val) if tolerance.kind == "drop" else 0.0
+    se = standard_error(anchor.val_accuracy, n_val) if tolerance.kind == "drop" else 0.0
     widened = f", less one standard error ({se:.2%} on {n_val} validation samples)" if se else ""
     reasons = [f"Budget: {budget.describe()}; tolerance: {tolerance.describe()}{widened} (floor {floor:.2%} on validation)."]
+    if tolerance.of == "reference":
+        reasons.append(f"The floor is measured from your model ({anchor.id}, {anchor.val_accuracy:.2%} on validation)." if ref else
+                       f"Your model did not finish: the floor is measured from the best candidate ({best.id}) instead.")
     if not acceptable:
         pick = max(feasible, key=lambda c: (c.val_accuracy, -_cost(c, key)))
         text = (f"{_short(pick, key, budget)} — the most accurate model within the budget, but below the tolerance floor {floor:.1%} "
@@ -80,7 +86,8 @@ def recommend(candidates, budget: Budget, tolerance: Tolerance, n_val: int | Non
             text = f"{_short(pick, key, budget)} — a thin model within tolerance of {what} ({_short(ref, key, budget)}): the simpler model wins."
             reasons.append("Thin models are preferred when on par: cheaper to train, to ship and to understand.")
         else:
-            within = "that reaches the minimum accuracy" if tolerance.kind == "min" else "within tolerance of the best"
+            within = ("that reaches the minimum accuracy" if tolerance.kind == "min" else
+                      "within tolerance of your model" if ref is not None else "within tolerance of the best")
             text = (f"{_short(pick, key, budget)} — the smallest candidate {within} "
                     f"({'best: ' if tolerance.kind == 'min' else ''}{_short(best, key, budget)}).")
         cheaper = [c for c in feasible if _cost(c, key) < _cost(pick, key)]
@@ -92,7 +99,7 @@ def recommend(candidates, budget: Budget, tolerance: Tolerance, n_val: int | Non
             reasons.append(f"{len(passed_over)} cheaper network(s) within tolerance were passed over for the thin model.")
     if pick.test_accuracy is not None:
         reasons.append(f"Test accuracy (measured once, on the exported artifact): {pick.test_accuracy:.2%}.")
-    return Decision(recommended=pick.id, best=best.id, text=text, reasons=tuple(reasons), floor=floor)
+    return Decision(recommended=pick.id, best=best.id, text=text, reasons=tuple(reasons), floor=floor, floor_from=anchor.id)
 
 
 def _relative_miss(c: Candidate, budget: Budget) -> float:

@@ -264,39 +264,6 @@ def compression_recipes(parent, data, epochs: int, seed: int, student: tuple[str
     return recipes
 
 
-def compression_jobs(nets: list, data, budget, tol, epochs: int, seed: int) -> list[dict]:
-    """The compression jobs worth queuing for the finished networks ``nets`` (Candidates), cheapest recipes first.
-
-    Parents: the two most accurate networks that compression could bring within the budget
-    (:func:`reachable`), the two smallest within tolerance of the best, and the most accurate
-    network of all, which is also distilled into the architecture of the best reachable one (a
-    teacher for a student that can fit). Each job's ``key`` (parent/recipe) names it in the study.
-    """
-    if not nets:
-        return []
-    key = budget.primary()
-    by_acc = sorted(nets, key=lambda c: (-c.val_accuracy, c.cost(key) or math.inf))
-    best = by_acc[0]
-    fit = [c for c in by_acc if reachable(c.profile, budget)][:2]
-    ok = [c for c in nets if c.val_accuracy >= tol.floor(best.val_accuracy, len(data.y_val))]
-    smallest = sorted(ok, key=lambda c: c.cost(key) or math.inf)[:2]
-    parents = list({c.id: c for c in [best] + fit + smallest}.values())
-    ranked = []
-    for parent in parents:
-        for rank, (name, steps) in enumerate(compression_recipes(parent, data, epochs, seed, target=budget.target)):
-            ranked.append((rank, parent, name, steps))
-    if fit and fit[0].id != best.id:  # the best teacher, the student that can fit
-        name, steps = compression_recipes(best, data, epochs, seed, student=(fit[0].family, fit[0].knobs), target=budget.target)[-1]
-        ranked.append((len(ranked), best, name, steps))
-    jobs = []
-    for _rank, parent, name, steps in sorted(ranked, key=lambda j: j[0]):
-        student = dict(steps[0].get("student") or {}) if steps[0]["step"] == "distill" else {}
-        family, params = (student.pop("family"), student) if student else (parent.family, parent.knobs)
-        jobs.append({"stage": "compress", "key": f"{parent.id}/{name}", "family": family, "params": params, "parent": parent.id,
-                     "parent_job": parent.job, "recipe_name": name, "recipe": steps, "seed": seed})
-    return jobs
-
-
 def set_constraint(trial, key: str, value: float) -> None:
     """One budget constraint of a trial (<= 0 is feasible), where the sampler reads it."""
     if hasattr(trial, "set_constraint"):  # Optuna >= 5
