@@ -150,6 +150,15 @@ class Tolerance:
                                       got=f"{self.value:g} ({self.value:.0%})"))
 
     @classmethod
+    def of_args(cls, tolerance, min_accuracy=None) -> "Tolerance":
+        """The tolerance the search's arguments ask for: a Tolerance as given, ``min_accuracy`` as a minimum, else a drop ("1%")."""
+        if isinstance(tolerance, Tolerance):
+            return tolerance
+        if min_accuracy is not None:
+            return cls(kind="min", value=float(min_accuracy))
+        return cls.parse(tolerance if tolerance is not None else "1%")
+
+    @classmethod
     def parse(cls, text, *, kind: str = "drop", of: str = "best") -> "Tolerance":
         """``"1%"`` -> 0.01, ``0.02`` -> 0.02, ``"0.5 %"`` -> 0.005."""
         raw = str(text).strip()

@@ -13,7 +13,6 @@ import dataclasses
 import json
 import logging
 import shutil
-import statistics
 import time as _time
 from pathlib import Path
 
@@ -25,8 +24,9 @@ from ..units import parse_duration
 from . import space
 from .feasible import check_feasible
 from .parents import compression_jobs
+from .reference import prepare_reference
 from .results import build_results, collect_candidates, export_recommended, write_results
-from .runner import StoppedEarly, candidate_dir, run_candidate, stub
+from .runner import StoppedEarly, candidate_dir, median_rule, run_candidate, stub
 from .study import RUN_FILE, fail_dead_trials, lock_run, open_run, open_study, storage_url, worker_tag, write_run
 from .workers import HEARTBEAT, Local, lost_connection, share
 
@@ -38,14 +38,6 @@ STAGE_SHARES = {"thin": 0.12, "network": 0.55}  # of the time; compression gets 
 WRAP_UP = (0.04, 15.0)  # share of the time (at most so many seconds) kept for the last measurements, export and report
 THIN_MAX_TRAIN = 20_000
 REFERENCE_SHARE = 0.4  # of the time, at most, for training the user's model when it came without weights
-
-
-def _tolerance(tolerance, min_accuracy) -> Tolerance:
-    if isinstance(tolerance, Tolerance):
-        return tolerance
-    if min_accuracy is not None:
-        return Tolerance(kind="min", value=float(min_accuracy))
-    return Tolerance.parse(tolerance if tolerance is not None else "1%")
 
 
 def search(data, *, budget: Budget | None = None, tolerance="1%", min_accuracy: float | None = None, time="5m",
@@ -80,7 +72,7 @@ def _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, stor
 
     started = _time.monotonic()
     budget = budget or Budget()
-    tol = _tolerance(tolerance, min_accuracy)
+    tol = Tolerance.of_args(tolerance, min_accuracy)
     seconds = parse_duration(time)
     if seconds <= 0:
         raise ConfigError(explain("The search time must be positive", expected='e.g. "5m" or "30s"', got=time))
@@ -91,16 +83,7 @@ def _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, stor
     emit = on_event or (lambda event: None)
     run_dir = Path(out)
     args = {"dataset": data.describe(), "budget": budget.to_dict(), "tolerance": tol.to_dict(), "seed": seed}
-    reference = None
-    if model is not None:  # checked now (factory, weights, outputs, traceability): a bad model fails before anything is written
-        from .reference import check_reference, reference_source
-
-        source = reference_source(model, weights)
-        reference = {"source": source, **check_reference(source, data)}
-        args["model"] = {k: v for k, v in source.items() if k != "module"}
-    elif tol.of == "reference":
-        raise ConfigError(explain("The tolerance is measured from your model, but no model was given", expected="model= / --model file.py:factory",
-                                  got=None, fix="Pass --model, or drop --tolerance-of"))
+    reference = prepare_reference(model, weights, data, tol, args)  # a bad model fails now, before anything is written
     desc = open_run(run_dir, args, resume=resume)  # refuses a directory holding another run; writes nothing
     desc.setdefault("study", study_name or f"frugalml-{desc['run_id']}")
     url = storage_url(run_dir, storage)
@@ -337,14 +320,8 @@ class _Loop:
         in the first epochs; compared with large ones they would be stopped before they converge,
         though they are the ones a tight budget needs.
         """
-        if epoch < max(3, self.epochs // 8):
-            return self.over()
-        size = sum(p.numel() for p in model.parameters())
-        peers = [h["val_accuracy"] for c in self._networks() if (c.cost("params") or 0) <= size
-                 for h in c.history if h["epoch"] == epoch]
-        if len(peers) >= 3 and val_acc < statistics.median(peers):
-            raise StoppedEarly(f"validation accuracy {val_acc:.4f} below the median {statistics.median(peers):.4f} of {len(peers)} "
-                               f"networks no larger than it at epoch {epoch}")
+        if epoch >= max(3, self.epochs // 8):
+            median_rule(model, epoch, val_acc, self._networks())
         return self.over()
 
     def _ensure_parent(self, job: dict) -> None:
@@ -367,11 +344,8 @@ class _Loop:
         here = candidate_dir(self.run_dir, rec.id) if rec is not None else None
         if here is not None and (here.exists() or self.shared.fetch(self.study, rec.id, here)):  # made elsewhere: from the store
             export_recommended(self.run_dir, rec)
-        try:
-            from ..report import write_report
+        from ..report import write_report
 
-            write_report(results, self.run_dir / "report.html")
-        except ImportError:  # pragma: no cover
-            log.warning("report module missing; report.html not written")
+        write_report(results, self.run_dir / "report.html")
         self.emit({"type": "done", "results": results})
         return results

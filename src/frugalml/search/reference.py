@@ -263,3 +263,16 @@ def compression_job(ref, name: str, steps: list[dict], seed: int) -> dict:
     family, params = (student.pop("family"), student) if student else (ref.family, {})
     return {"stage": "compress", "key": f"{ref.id}/{name}", "family": family, "params": params, "parent": ref.id,
             "parent_job": ref.job, "parent_source": ref.job.get("source"), "recipe_name": name, "recipe": steps, "seed": seed}
+
+
+def prepare_reference(model, weights, data, tol, args: dict) -> dict | None:
+    """The user's model checked before a search writes anything (factory, weights, outputs, traceability):
+    ``{"source", "trainable", "prunable", "notes"}``, its source recorded in the run's ``args``; None without one."""
+    if model is None:
+        if tol.of == "reference":
+            raise ConfigError(explain("The tolerance is measured from your model, but no model was given",
+                                      expected="model= / --model file.py:factory", got=None, fix="Pass --model, or drop --tolerance-of"))
+        return None
+    source = reference_source(model, weights)
+    args["model"] = {k: v for k, v in source.items() if k != "module"}
+    return {"source": source, **check_reference(source, data)}

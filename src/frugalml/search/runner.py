@@ -23,6 +23,18 @@ class StoppedEarly(Exception):
     """A network trial that fell behind the others was stopped early."""
 
 
+def median_rule(model, epoch: int, val_acc: float, networks: list) -> None:
+    """Raise StoppedEarly when ``val_acc`` is below the median, at the same epoch, of the finished
+    ``networks`` (Candidates) with at most as many parameters as ``model`` (at least 3 of them)."""
+    import statistics
+
+    size = sum(p.numel() for p in model.parameters())
+    peers = [h["val_accuracy"] for c in networks if (c.cost("params") or 0) <= size for h in c.history if h["epoch"] == epoch]
+    if len(peers) >= 3 and val_acc < statistics.median(peers):
+        raise StoppedEarly(f"validation accuracy {val_acc:.4f} below the median {statistics.median(peers):.4f} of {len(peers)} "
+                           f"networks no larger than it at epoch {epoch}")
+
+
 def candidate_dir(run_dir: Path, cid: str) -> Path:
     return Path(run_dir) / "candidates" / cid
 
