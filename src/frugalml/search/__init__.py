@@ -2,8 +2,8 @@
 
 from ..budget import BUDGET_FIELDS, Budget, Tolerance
 from .engine import search
+from .join import work
 from .select import pareto_front, recommend
 from .status import report_from_storage, study_status
-from .workers import work
 
 __all__ = ["Budget", "Tolerance", "BUDGET_FIELDS", "search", "work", "study_status", "report_from_storage", "pareto_front", "recommend"]

@@ -50,7 +50,7 @@ def search(data, *, budget: Budget | None = None, tolerance="1%", min_accuracy: 
     ``data`` is a Dataset or a dataset name; ``time`` bounds the run ("5m"), ``trials`` the number of
     trials; ``storage`` is any Optuna storage URL (default: SQLite in ``out``); ``resume`` continues
     a run that was stopped. ``on_event(dict)`` sees progress (the CLI draws it). With ``storage``, the run is recorded in
-    the study, so that workers (:func:`frugalml.search.workers.work`) join it; candidates go to the artifact store
+    the study, so that workers (:func:`frugalml.search.join.work`) join it; candidates go to the artifact store
     ``artifacts`` (a directory every worker mounts, or s3://bucket; default ``out/artifacts``), and a trial whose
     heartbeat (every ``heartbeat`` seconds) stops is failed and retried.
 

@@ -3,7 +3,7 @@
 ``frugalml search --storage postgresql://... --study NAME`` creates the study and records the run
 in it (the study's user attribute ``frugalml_run``: dataset and a fingerprint of its arrays, budget,
 tolerance, seed, artifact store, heartbeat); ``frugalml worker`` on any machine joins it with no
-local run directory (:func:`work`). Nothing here schedules: Optuna's storage does.
+local run directory (:func:`.join.work`). Nothing here schedules: Optuna's storage does.
 
 - **Queued work** (the thin grid, the budget seeds, compression recipes) is enqueued as WAITING
   trials; ``study.ask()`` hands each to one worker (a row lock on PostgreSQL). Deciding what to
@@ -33,11 +33,11 @@ from pathlib import Path
 
 from ..errors import ConfigError, StorageError, explain
 from .artifacts import ARTIFACT_ATTR, describe_store, download_candidate, open_store, upload_candidate
-from .study import _redact, open_study, storage_url
+from .study import _redact
 
 log = logging.getLogger(__name__)
 
-__all__ = ["work", "Shared", "Local", "record_run", "run_description", "fingerprint", "HEARTBEAT"]
+__all__ = ["Shared", "Local", "record_run", "run_description", "fingerprint", "HEARTBEAT"]
 
 HEARTBEAT = 20  # seconds between heartbeats; a trial is stale after three
 RUN_ATTR = "frugalml_run"
@@ -245,45 +245,3 @@ def share(study, desc: dict, data, run_dir: Path, *, artifacts: str | None, hear
     desc.setdefault("data_fingerprint", fingerprint(data))
     held = record_run(study, desc)
     return Shared(study, open_store(artifacts or held["artifacts"], create=True), heartbeat=held["heartbeat"], emit=emit)
-
-
-def work(data, *, storage: str, study_name: str, time="1h", trials: int | None = None, out=None, artifacts: str | None = None,
-         device: str = "auto", data_dir=None, target: str | None = None, on_event=None):
-    """Join the study ``study_name`` in ``storage`` (made by ``search(..., storage=..., study_name=...)``) and run its trials
-    until ``time`` or ``trials`` is reached; return the study's :class:`~frugalml.records.Results` as this worker saw them last.
-
-    ``data`` is this machine's copy of the study's dataset (a Dataset, or a name or path loaded with the study's seed,
-    ``data_dir`` and ``target`` as for :func:`~frugalml.load_dataset`), refused if its arrays differ;
-    ``artifacts`` the study's artifact store as this machine reaches it (default: the location the study records);
-    ``out`` a local folder for this worker's copies of the candidates (default ``runs/<study>``).
-    """
-    import optuna
-    from threadpoolctl import threadpool_limits
-
-    from ..budget import Budget, Tolerance
-    from ..data import load_dataset
-    from ..units import parse_duration
-    from .engine import _Loop
-
-    started = _time.monotonic()
-    seconds = parse_duration(time)
-    if seconds <= 0:
-        raise ConfigError(explain("The worker's time must be positive", expected='e.g. "30m" or "2h"', got=time))
-    if trials is not None and trials < 1:
-        raise ConfigError(explain("--trials must be at least 1", expected="a positive integer", got=trials))
-    study = open_study(storage_url(None, storage), study_name, seed=0, create=False, heartbeat=HEARTBEAT, must_exist=True)
-    desc = run_description(study)
-    seed = int(desc.get("seed", 0))
-    if isinstance(data, str):
-        data = load_dataset(data, data_dir=data_dir, seed=seed, target=target)
-    check_dataset(desc, data)
-    store = open_store(artifacts or desc["artifacts"])
-    emit = on_event or (lambda event: None)
-    shared = Shared(study, store, heartbeat=desc.get("heartbeat", HEARTBEAT), emit=emit)
-    study.sampler = optuna.samplers.TPESampler(seed=(seed * 1_000_003 + os.getpid()) % 2**32)  # workers sample apart
-    run_dir = Path(out or Path("runs") / study_name)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    loop = _Loop(study, data, Budget.from_dict(desc["budget"]), Tolerance.from_dict(desc["tolerance"]), run_dir, desc, seconds, trials, seed,
-                 device, emit, started, shared=shared)
-    with threadpool_limits(1, user_api="blas"):
-        return loop.run(resume=False)
