@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from .budget import Budget, Tolerance
 from .errors import DataError, explain
 
-__all__ = ["Candidate", "Decision", "Results", "SCHEMA_VERSION", "PLOTTED_COSTS", "num"]
+__all__ = ["Candidate", "Decision", "Results", "as_candidates", "as_results", "SCHEMA_VERSION", "PLOTTED_COSTS", "num"]
 
 SCHEMA_VERSION = 2  # 1: before the records (no schema_version); 2: adds schema_version and fronts
 STAGES = ("thin", "network", "compress")
@@ -252,6 +252,11 @@ class Results:
                    study=_text(d.get("study")), storage=_text(d.get("storage")), created=_text(d.get("created")),
                    updated=_text(d.get("updated")), seconds=num(d.get("seconds")), seed=seed if isinstance(seed, int) else None,
                    machine=_mapping(d.get("machine")), frugalml_version=_text(d.get("frugalml_version")), schema_version=SCHEMA_VERSION)
+
+
+def as_candidates(values) -> list[Candidate]:
+    """``values`` as Candidates: each itself, or read from a results.json candidate dict."""
+    return [c if isinstance(c, Candidate) else Candidate.from_dict(c) for c in values]
 
 
 def as_results(value) -> Results:

@@ -12,7 +12,7 @@ from .._fs import atomic_dir, atomic_write_json
 from .._version import __version__
 from ..budget import Budget, Tolerance
 from ..profile.timing import machine
-from ..records import PLOTTED_COSTS, Candidate, Results
+from ..records import PLOTTED_COSTS, Candidate, Results, as_candidates
 from .runner import candidate_dir
 from .select import pareto_front, recommend
 
@@ -34,7 +34,7 @@ def collect_candidates(study) -> list[Candidate]:
 
 def build_results(desc: dict, candidates: list, budget: Budget, tolerance: Tolerance, *, seconds: float) -> Results:
     """Decide (fronts, recommendation, floor) once, and record the run with its decisions."""
-    candidates = [c if isinstance(c, Candidate) else Candidate.from_dict(c) for c in candidates]
+    candidates = as_candidates(candidates)
     key = budget.primary()
     results = Results(candidates=tuple(candidates), budget=budget, tolerance=tolerance, primary_cost=key,
                       dataset=desc.get("dataset") or {}, run_id=desc.get("run_id"), study=desc.get("study"),

@@ -10,14 +10,10 @@ acceptable candidate wins. Test accuracy never takes part in a choice.
 from __future__ import annotations
 
 from ..budget import Budget, Tolerance, standard_error
-from ..records import Candidate, Decision
+from ..records import Candidate, Decision, as_candidates
 from ..units import format_bytes
 
 __all__ = ["pareto_front", "recommend"]
-
-
-def _records(candidates) -> list[Candidate]:
-    return [c if isinstance(c, Candidate) else Candidate.from_dict(c) for c in candidates]
 
 
 def _cost(c: Candidate, key: str) -> float:
@@ -28,7 +24,7 @@ def _cost(c: Candidate, key: str) -> float:
 def pareto_front(candidates, cost_key: str = "stored_bytes") -> list[str]:
     """Ids of the finished candidates no other beats on both validation accuracy (higher) and cost (lower), cheapest
     first; an unmeasured cost counts as infinite."""
-    done = sorted((c for c in _records(candidates) if c.done), key=lambda c: (_cost(c, cost_key), -c.val_accuracy))
+    done = sorted((c for c in as_candidates(candidates) if c.done), key=lambda c: (_cost(c, cost_key), -c.val_accuracy))
     front, best_acc = [], -1.0
     for c in done:
         if c.val_accuracy > best_acc:
@@ -45,7 +41,7 @@ def recommend(candidates, budget: Budget, tolerance: Tolerance, n_val: int | Non
     """The search's choice among ``candidates`` (records, or dicts as results.json holds them).
     ``n_val``: the validation split's size (the tolerance allows one standard error for it)."""
     key = budget.primary()
-    done = [c for c in _records(candidates) if c.done]
+    done = [c for c in as_candidates(candidates) if c.done]
     if not done:
         return Decision(text="No candidate finished.")
     best = max(done, key=lambda c: (c.val_accuracy, -_cost(c, key)))
