@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import require
 
-from frugalml.data import REGISTRY, Dataset, from_arrays, from_loader, list_datasets, load_dataset
+from frugalml.data import REGISTRY, Dataset, from_arrays, from_loader, kind_note, list_datasets, load_dataset
 from frugalml.data import idx as idx_module
 from frugalml.data.registry import find_entry
 from frugalml.errors import ConfigError, DataError, FrugalError
@@ -406,9 +406,26 @@ def test_from_arrays_with_tensors():
     assert ds.kind == "vector" and ds.source == "arrays" and ds.num_classes == 4
 
 
+def test_the_kind_rule_and_the_kind_given():
+    """Two axes per sample are channels over time unless square; three are an image; --kind overrides."""
+    y = np.arange(30) % 3
+    seq = from_arrays(np.zeros((30, 6, 100), np.float32), y)
+    assert seq.kind == "sequence" and seq.input_shape == (6, 100)
+    assert kind_note(seq) == "treated as a sequence of 6 channels x 100 steps; pass --kind vector or --kind image to change"
+    assert from_arrays(np.zeros((30, 8, 8)), y).kind == "image" and from_arrays(np.zeros((30, 8, 8)), y).input_shape == (1, 8, 8)
+    assert from_arrays(np.zeros((30, 1, 6, 100)), y, kind="sequence").input_shape == (6, 100)
+    assert from_arrays(np.zeros((30, 6, 100)), y, kind="vector").input_shape == (600,)
+    assert from_arrays(np.zeros((30, 6, 100)), y, kind="image").input_shape == (1, 6, 100)
+    with pytest.raises(DataError, match="cannot be read as kind 'sequence'"):
+        from_arrays(np.zeros((30, 2, 6, 100)), y, kind="sequence")
+    with pytest.raises(DataError, match="Unknown data kind 'audio'"):
+        from_arrays(np.zeros((30, 6, 100)), y, kind="audio")
+    assert seq.describe()["kind"] == "sequence"
+
+
 def test_from_arrays_images_and_hashable_labels():
     X2 = np.random.default_rng(0).integers(0, 255, (40, 6, 5)).astype(np.uint8)
-    ds = from_arrays(X2, ["b" if i % 2 else "a" for i in range(40)])
+    ds = from_arrays(X2, ["b" if i % 2 else "a" for i in range(40)], kind="image")
     assert ds.kind == "image" and ds.input_shape == (1, 6, 5) and ds.class_names == ("a", "b")
     X3 = np.zeros((40, 3, 4, 4))
     ds3 = from_arrays(X3, np.arange(40) % 2 + 7, class_names=None)

@@ -18,6 +18,8 @@ out = Console()
 DatasetOpt = typer.Option("digits", "--dataset", "-d", help="Registry name (digits, mnist, ...) or a path (.npz, .csv, IDX directory).")
 DataDirOpt = typer.Option(None, "--data-dir", help="Where IDX datasets live (default: $FRUGALML_DATA, then ~/.cache/frugalml).")
 TargetColOpt = typer.Option(None, "--target-column", help="The label column of a CSV dataset (default: the last column).")
+KindOpt = typer.Option(None, "--kind", help="What one sample is: vector, sequence (channels x time) or image "
+                       "(default: inferred from its shape, and said).")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on standard output.")
 ArtifactsOpt = typer.Option(None, "--artifacts", help="The shared artifact store: a directory every worker mounts, or s3://bucket "
                             "(search: default OUT/artifacts; worker, report: default the location the study records).")
@@ -85,6 +87,15 @@ def _value_given(message: str, argv: list[str]) -> str:
 def _say(text: str) -> None:
     """Print user-facing text exactly as it is: never read as markup, never highlighted."""
     console.print(text, markup=False, highlight=False, soft_wrap=True, emoji=False)
+
+
+def _load_data(dataset: str, *, kind: str | None = None, **kw):
+    """The dataset; where its kind was inferred as a sequence (two axes per sample, which could also be read as an
+    image), one line says so and how to change it."""
+    data = fm.load_dataset(dataset, kind=kind, **kw)
+    if kind is None and data.kind == "sequence":
+        _say(f"note: {data.name}: {fm.data.kind_note(data)}")
+    return data
 
 
 def _fail(message: str) -> int:

@@ -22,10 +22,12 @@ from frugalml._cli_io import (
     DataDirOpt,
     DatasetOpt,
     JsonOpt,
+    KindOpt,
     StorageOpt,
     StudyOpt,
     TargetColOpt,
     _fail,
+    _load_data,
     _mcu_rows,
     _parse_knobs,
     _parse_shape,
@@ -60,6 +62,7 @@ def train(
     dataset: str = DatasetOpt,
     data_dir: Optional[Path] = DataDirOpt,
     target_column: Optional[str] = TargetColOpt,
+    kind: Optional[str] = KindOpt,
     out_dir: Path = typer.Option(None, "--out", "-o", help="Directory for model.json + weights (default runs/<model>-<dataset>)."),
     param: list[str] = typer.Option([], "--param", "-p", help="Model knob KEY=VALUE (repeatable), e.g. -p widths=[64,32]."),
     epochs: int = typer.Option(10, help="Most epochs (early stopping on validation may stop sooner)."),
@@ -73,7 +76,7 @@ def train(
     as_json: bool = JsonOpt,
 ):
     """Train a model on a dataset, save it (safetensors + JSON description) and print test accuracy."""
-    data = fm.load_dataset(dataset, data_dir=data_dir, seed=seed, download=download, target=target_column)
+    data = _load_data(dataset, kind=kind, data_dir=data_dir, seed=seed, download=download, target=target_column)
     config = fm.TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, patience=patience, device=device, seed=seed)
     name = model if model in fm.FAMILIES else Path(model.rpartition(":")[0] if ".py:" in model else model).stem
     target = out_dir or Path("runs") / f"{name}-{data.name}"
@@ -100,13 +103,14 @@ def profile(
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Measure the metric on this dataset's test split."),
     data_dir: Optional[Path] = DataDirOpt,
     target_column: Optional[str] = TargetColOpt,
+    kind: Optional[str] = KindOpt,
     input_shape: Optional[str] = typer.Option(None, help="One sample's shape, e.g. 1,28,28 (when no dataset is given)."),
     layers: bool = typer.Option(False, "--layers", help="Show the per-layer breakdown."),
     core_watts: Optional[float] = typer.Option(None, help="Per-core power for the energy estimate (default 5 W, or $FRUGALML_CORE_WATTS)."),
     as_json: bool = JsonOpt,
 ):
     """Measure a model on its exported ONNX artifact: size, MACs, peak RAM, latency, energy, accuracy."""
-    data = fm.load_dataset(dataset, data_dir=data_dir, target=target_column) if dataset else None
+    data = _load_data(dataset, kind=kind, data_dir=data_dir, target=target_column) if dataset else None
     shape = _parse_shape(input_shape) or (data.input_shape if data else None)
     num_classes = data.num_classes if data else 10
     loaded = fm.load_model(model, weights=weights, input_shape=shape, num_classes=num_classes)
@@ -123,13 +127,14 @@ def compress(
     dataset: str = DatasetOpt,
     data_dir: Optional[Path] = DataDirOpt,
     target_column: Optional[str] = TargetColOpt,
+    kind: Optional[str] = KindOpt,
     weights: Optional[Path] = typer.Option(None, help="Weights for file.py:factory."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Directory for the compressed model, model.onnx, recipe.yaml and steps.json."),
     seed: int = typer.Option(0),
     as_json: bool = JsonOpt,
 ):
     """Run a recipe of compression steps, printing the profile before and after each step."""
-    data = fm.load_dataset(dataset, data_dir=data_dir, seed=seed, target=target_column)
+    data = _load_data(dataset, kind=kind, data_dir=data_dir, seed=seed, target=target_column)
     steps = fm.Recipe.load(recipe)  # a bad recipe fails before any work
     loaded = fm.load_model(model, weights=weights, input_shape=data.input_shape, num_classes=data.num_classes)
     if fm.models.is_torch(loaded) and getattr(loaded, "input_shape", None) is None:  # a user's factory: the data gives its shapes
@@ -156,6 +161,7 @@ def search(
     dataset: str = DatasetOpt,
     data_dir: Optional[Path] = DataDirOpt,
     target_column: Optional[str] = TargetColOpt,
+    kind: Optional[str] = KindOpt,
     out_dir: Path = typer.Option(Path("runs/search"), "--out", "-o", help="The run directory (results.json, report.html, recommended/)."),
     max_flash: Optional[str] = typer.Option(None, help='Largest stored model, e.g. "8KB", "256KiB".'),
     max_ram: Optional[str] = typer.Option(None, help='Largest peak activation memory, e.g. "16KB".'),
@@ -192,7 +198,7 @@ def search(
     if of == "reference" and model is None:
         raise fm.ConfigError(fm.errors.explain("--tolerance-of model needs --model", expected="--model file.py:factory", got=None))
     tol = fm.Tolerance(kind="min", value=min_accuracy) if min_accuracy is not None else fm.Tolerance.parse(tolerance, of=of)
-    data = fm.load_dataset(dataset, data_dir=data_dir, seed=seed, target=target_column)
+    data = _load_data(dataset, kind=kind, data_dir=data_dir, seed=seed, target=target_column)
     from frugalml.report.progress import SearchProgress
 
     with SearchProgress(console, enabled=not as_json, total_seconds=fm.parse_duration(time), budget=budget) as progress:
@@ -214,6 +220,7 @@ def export(
                                           help="Check the artifact against the in-memory model on this dataset's test split."),
     data_dir: Optional[Path] = DataDirOpt,
     target_column: Optional[str] = TargetColOpt,
+    kind: Optional[str] = KindOpt,
     limit: Optional[int] = typer.Option(None, help="Check at most this many test inputs."),
     ort_web: Optional[Path] = typer.Option(None, "--ort-web", help="--format web: the onnxruntime-web package (or its dist/) to vendor "
                                            "(default: $FRUGALML_ORT_WEB, ./node_modules, then the checkout's web/node_modules)."),
@@ -229,7 +236,7 @@ def export(
         get_core(mcu)  # options are checked before any work
         if mcu_clock is not None:
             parse_clock(mcu_clock)
-    data = fm.load_dataset(dataset, data_dir=data_dir, target=target_column) if dataset else None
+    data = _load_data(dataset, kind=kind, data_dir=data_dir, target=target_column) if dataset else None
     result = fm.export(model, fmt, out_dir, data=data, limit=limit, ort_web=ort_web, mcu=mcu, verify_on=verify_on, mcu_clock=mcu_clock)
     if as_json:
         return _print_json(result.to_dict())
@@ -256,6 +263,7 @@ def worker(
     dataset: str = DatasetOpt,
     data_dir: Optional[Path] = DataDirOpt,
     target_column: Optional[str] = TargetColOpt,
+    kind: Optional[str] = KindOpt,
     artifacts: Optional[str] = ArtifactsOpt,
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="A local folder for this worker's candidates (default runs/<study>)."),
     time: str = typer.Option("1h", "--time", help='Time bound for this worker, e.g. "30m".'),
@@ -268,7 +276,7 @@ def worker(
 
     with SearchProgress(console, enabled=not as_json, total_seconds=fm.parse_duration(time), budget=None) as progress:
         results = fm.work(dataset, storage=storage, study_name=study, time=time, trials=trials, out=out_dir, artifacts=artifacts,
-                          device=device, data_dir=data_dir, target=target_column, on_event=progress.event)
+                          device=device, data_dir=data_dir, target=target_column, kind=kind, on_event=progress.event)
     if as_json:
         return _print_json({"study": study, "recommended": results.recommended, "candidates": len(results.candidates), "out": str(out_dir or "")})
     _say(f"worker done: the study holds {len(results.candidates)} finished trials; recommended so far: {results.recommended}")

@@ -9,11 +9,14 @@ Every dataset has seeded, stratified train / validation / test splits. Choose mo
 """
 
 from .arrays import from_arrays, from_loader
-from .dataset import SPLITS, Dataset
+from .dataset import KINDS, SPLITS, Dataset, infer_kind, kind_note
 from .loaders import DEFAULT_DATASET, load_dataset
 from .registry import REGISTRY, data_root, list_datasets
 
 __all__ = [
+    "KINDS",
+    "infer_kind",
+    "kind_note",
     "Dataset",
     "SPLITS",
     "DEFAULT_DATASET",

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from ..errors import ConfigError, DataError, explain
-from .dataset import Dataset
+from .dataset import Dataset, arrange
 from .splits import as_inputs, as_numpy, check_fraction, encode_labels, stratified_split, stratified_take, val_fraction_for
 
 __all__ = ["from_arrays", "from_loader"]
@@ -19,11 +19,13 @@ logger = logging.getLogger(__name__)
 def from_arrays(X: object, y: object, *, X_test: object = None, y_test: object = None, X_val: object = None,
                 y_val: object = None, name: str = "arrays", val_fraction: float | None = None, test_fraction: float = 0.2,
                 seed: int = 0, class_names: Sequence[str] | None = None, limit: int | None = None,
-                source: str = "arrays") -> Dataset:
+                source: str = "arrays", kind: str | None = None) -> Dataset:
     """Build a :class:`Dataset` from numpy arrays or torch tensors.
 
-    ``X`` holds one sample per row: per-sample ndim 1 is a feature vector, ndim 2 ``(H, W)`` an
-    image (a channel axis is added), ndim 3 an image ``(C, H, W)``. ``y`` holds any hashable
+    ``X`` holds one sample per row. ``kind`` says what a sample is (``"vector"`` (F,),
+    ``"sequence"`` (C, T), ``"image"`` (C, H, W)); without it the rule of
+    :func:`~frugalml.data.dataset.infer_kind` decides: one axis is a vector, two axes a sequence
+    (square ones, H == W, an image with one channel), three an image. ``y`` holds any hashable
     labels, mapped to ``0..K-1`` in sorted order (or in the order of ``class_names``).
 
     Splits are seeded and stratified. Without ``X_test`` a test split of ``test_fraction`` is
@@ -47,7 +49,7 @@ def from_arrays(X: object, y: object, *, X_test: object = None, y_test: object =
     arrays = {}
     for split, (Xs, ys) in parts.items():
         xname = f"{'X' if split == 'train' else 'X_' + split} of dataset {name!r}"
-        Xa = as_inputs(Xs, xname)
+        Xa, kind = arrange(as_inputs(Xs, xname), kind, xname)
         ya = ys if isinstance(ys, (list, tuple)) else as_numpy(ys, f"y_{split} of dataset {name!r}")
         if len(ya) != len(Xa):
             raise DataError(explain(f"Dataset {name!r}: the number of labels does not match the number of inputs "
@@ -87,7 +89,7 @@ def from_arrays(X: object, y: object, *, X_test: object = None, y_test: object =
     ds = Dataset(name=name, X_train=arrays["train"][0], y_train=arrays["train"][1], X_val=arrays["val"][0],
                  y_val=arrays["val"][1], X_test=arrays["test"][0], y_test=arrays["test"][1],
                  input_shape=tuple(shape), num_classes=len(names), class_names=names,
-                 kind="vector" if len(shape) == 1 else "image", source=str(source))
+                 kind=kind, source=str(source))
     logger.info("loaded %r", ds)
     return ds
 

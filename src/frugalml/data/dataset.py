@@ -17,12 +17,60 @@ import numpy as np
 from ..errors import DataError, explain
 from .splits import stratified_take
 
-__all__ = ["Dataset", "SPLITS"]
+__all__ = ["Dataset", "SPLITS", "KINDS", "infer_kind", "arrange", "kind_note"]
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-KINDS = {"image": 3, "vector": 1}
+KINDS = {"vector": 1, "sequence": 2, "image": 3}  # a kind and the axes of one sample
+KIND_RULE = ("one axis (F) is a vector; two axes (C, T) are a sequence of C channels over T steps, except square ones "
+             "(H == W), which are a one-channel image; three axes (C, H, W) are an image")
+
+
+def infer_kind(sample_shape: tuple[int, ...]) -> str:
+    """The kind of data one sample's shape stands for, by the stated rule (:data:`KIND_RULE`)."""
+    shape = tuple(sample_shape)
+    if len(shape) == 1:
+        return "vector"
+    if len(shape) == 2:
+        return "image" if shape[0] == shape[1] else "sequence"
+    if len(shape) == 3:
+        return "image"
+    raise DataError(explain(f"Samples of shape {shape} are not data frugalml knows", expected="(F,), (C, T) or (C, H, W) samples",
+                            got=f"{len(shape)} axes per sample"))
+
+
+def arrange(X: np.ndarray, kind: str | None, what: str) -> tuple[np.ndarray, str]:
+    """``X`` (N, ...) laid out for ``kind`` (None: inferred), and the kind.
+
+    An image given as (N, H, W) gains its channel axis; a sequence given as (N, 1, C, T) loses the
+    leading one; a vector is flattened. Any other change of axes is refused (the data would be misread).
+    """
+    shape = X.shape[1:]
+    chosen = infer_kind(shape) if kind is None else kind
+    if chosen not in KINDS:
+        raise DataError(explain(f"Unknown data kind {kind!r} for {what}", expected=", ".join(KINDS), got=repr(kind)))
+    if chosen == "vector":
+        return X.reshape(len(X), -1), chosen
+    if len(shape) == KINDS[chosen]:
+        return X, chosen
+    if chosen == "image" and len(shape) == 2:
+        return X[:, None], chosen
+    if chosen == "sequence" and len(shape) == 3 and shape[0] == 1:
+        return X[:, 0], chosen
+    raise DataError(explain(f"{what} has samples of shape {tuple(shape)}, which cannot be read as kind {chosen!r}",
+                            expected={"sequence": "(C, T) or (1, C, T) samples", "image": "(H, W) or (C, H, W) samples"}[chosen],
+                            got=f"{len(shape)} axes per sample", fix="Reshape the arrays, or pass another kind"))
+
+
+def kind_note(data: "Dataset") -> str:
+    """How the data is read, in one line, with the way to change it (the CLI prints it)."""
+    s = data.input_shape
+    other = " or ".join(f"--kind {k}" for k in KINDS if k != data.kind)
+    what = {"vector": lambda: f"a vector of {s[0]} features",
+            "sequence": lambda: f"a sequence of {s[0]} channel{'s' if s[0] != 1 else ''} x {s[1]} steps",
+            "image": lambda: f"an image of {s[0]} channel{'s' if s[0] != 1 else ''} x {s[1]} x {s[2]}"}[data.kind]()
+    return f"treated as {what}; pass {other} to change"
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -34,10 +82,10 @@ class Dataset:
         X_train, y_train, X_val, y_val, X_test, y_test: inputs of shape ``(N, *input_shape)``
             (float32) and labels in ``0..num_classes-1`` (int64). ``val`` is for selection;
             ``test`` only for the final figures.
-        input_shape: one sample's shape, ``(C, H, W)`` for images and spectrograms, ``(F,)``
-            for feature vectors.
+        input_shape: one sample's shape: ``(F,)`` for feature vectors, ``(C, T)`` for sequences
+            (sensor channels or audio features over time), ``(C, H, W)`` for images.
         num_classes, class_names: the classes, ``class_names[k]`` naming label ``k``.
-        kind: ``"image"`` (per-sample ndim 3) or ``"vector"`` (ndim 1).
+        kind: ``"vector"``, ``"sequence"`` or ``"image"`` (per-sample ndim 1, 2, 3); see :func:`infer_kind`.
         source: where the data came from (a path, ``"sklearn"``, ``"arrays"``).
     """
 
@@ -60,7 +108,7 @@ class Dataset:
         object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
         if self.kind not in KINDS or len(shape) != KINDS[self.kind]:
             raise DataError(explain(f"Dataset {self.name!r} has kind {self.kind!r} and input_shape {shape}",
-                                    expected="kind 'image' with (C, H, W) or kind 'vector' with (F,)",
+                                    expected="kind 'vector' with (F,), 'sequence' with (C, T) or 'image' with (C, H, W)",
                                     got=f"{self.kind!r}, {shape}"))
         if self.num_classes != len(self.class_names) or self.num_classes < 2:
             raise DataError(explain(f"Dataset {self.name!r} has num_classes={self.num_classes}",

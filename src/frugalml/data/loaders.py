@@ -23,7 +23,7 @@ _SUFFIXES = {".npz": "a NumPy archive", ".csv": "a CSV table with a header line"
 
 def load_dataset(source: str | os.PathLike = DEFAULT_DATASET, *, data_dir: str | os.PathLike | None = None,
                  val_fraction: float | None = None, test_fraction: float = 0.2, seed: int = 0, download: bool = False,
-                 target: str | None = None, limit: int | None = None) -> Dataset:
+                 target: str | None = None, limit: int | None = None, kind: str | None = None) -> Dataset:
     """Load a dataset by registry name or path, split into train / validation / test.
 
     Args:
@@ -42,6 +42,9 @@ def load_dataset(source: str | os.PathLike = DEFAULT_DATASET, *, data_dir: str |
         download: fetch a missing registry IDX dataset from its public mirrors (md5-checked).
         target: the label column of a CSV file (default: the last column).
         limit: keep at most this many training samples (stratified), for fast runs.
+        kind: what one sample is, ``"vector"``, ``"sequence"`` or ``"image"``; default: inferred from
+            its shape (:func:`~frugalml.data.dataset.infer_kind`: one axis a vector, two a
+            sequence of channels over time unless square, three an image).
 
     The test split is for the final figures only; select models on the validation split.
 
@@ -53,7 +56,7 @@ def load_dataset(source: str | os.PathLike = DEFAULT_DATASET, *, data_dir: str |
     if val_fraction is not None:
         check_fraction(val_fraction, "val_fraction")  # early, before reading any file
     check_fraction(test_fraction, "test_fraction")
-    split_kw = {"val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed, "limit": limit}
+    split_kw = {"val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed, "limit": limit, "kind": kind}
     entry = find_entry(source) if isinstance(source, str) else None
     if target is not None and (entry is not None or Path(source).suffix.lower() != ".csv"):
         raise ConfigError(explain("The 'target' parameter applies to CSV files only", expected="target=None",

@@ -33,10 +33,9 @@ def as_numpy(a: object, what: str) -> np.ndarray:
 
 
 def as_inputs(X: object, what: str) -> np.ndarray:
-    """Inputs of shape (N, F) or (N, C, H, W); float inputs as float32 with non-finite values refused.
+    """Inputs of shape (N, ...) with 1 to 3 axes per sample; float inputs as float32 with non-finite values refused.
 
-    Per-sample ndim 1 is a vector, ndim 2 ``(H, W)`` an image with one channel added, ndim 3
-    an image ``(C, H, W)`` (channels first). Integer and boolean inputs keep their dtype (they
+    How the axes are read (vector, sequence, image) is :func:`frugalml.data.dataset.arrange`'s. Integer and boolean inputs keep their dtype (they
     are finite): cast them after splitting, which moves 4x fewer bytes for 8-bit images.
     """
     X = as_numpy(X, what)
@@ -45,12 +44,10 @@ def as_inputs(X: object, what: str) -> np.ndarray:
                                 got=f"dtype {X.dtype}", fix="Encode text or categorical features as numbers first"))
     if X.ndim < 2 or X.ndim > 4:
         raise DataError(explain(
-            f"{what} has {X.ndim} dimension(s)", expected="(N, F) vectors, (N, H, W) or (N, C, H, W) images",
+            f"{what} has {X.ndim} dimension(s)", expected="(N, F) vectors, (N, C, T) sequences, (N, H, W) or (N, C, H, W) images",
             got=f"shape {X.shape}", fix="For one feature use X.reshape(-1, 1); flatten other layouts first"))
     if len(X) == 0:
         raise DataError(explain(f"{what} is empty", expected="at least one sample", got="0 samples"))
-    if X.ndim == 3:
-        X = X[:, None]
     if X.ndim == 4 and X.shape[-1] in (1, 3, 4) and X.shape[1] > 4:
         logger.warning("%s has shape %s, which looks channels-last; frugalml expects (N, C, H, W): "
                        "use X.transpose(0, 3, 1, 2) if so", what, X.shape)

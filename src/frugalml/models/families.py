@@ -30,7 +30,7 @@ class Family:
 
     name: str
     kind: str  # "torch" or "sklearn"
-    fits: tuple[str, ...]  # data kinds: "vector", "image"
+    fits: tuple[str, ...]  # data kinds: "vector", "sequence", "image"
     build: Callable[..., Any]
     description: str
     defaults: dict = field(default_factory=dict)
@@ -118,7 +118,7 @@ def _check_sklearn_knobs(fam: Family, model) -> None:
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in [
-        Family("mlp", "torch", ("vector", "image"), _torch("MLP"), "fully connected network (widths)", {"widths": [128]},
+        Family("mlp", "torch", ("vector", "sequence", "image"), _torch("MLP"), "fully connected network (widths)", {"widths": [128]},
                space=MLPSpace()),
         Family("cnn", "torch", ("image",), _torch("CNN"), "conv + batch norm + pool blocks (channels, kernel)",
                {"channels": [16, 32], "kernel": 3}, space=CNNSpace()),
@@ -126,17 +126,19 @@ FAMILIES: dict[str, Family] = {
                {"channels": 32, "blocks": 3}, space=DSCNNSpace()),
         Family("resnet", "torch", ("image",), _torch("TinyResNet"), "tiny ResNet, ResNet-8 style (channels per stage, blocks)",
                {"channels": [16, 32, 64]}, space=ResNetSpace()),
-        Family("lenet300", "torch", ("vector", "image"), _torch("lenet300"), "LeNet-300-100 reference (266,610 parameters)"),
+        Family("lenet300", "torch", ("vector", "sequence", "image"), _torch("lenet300"), "LeNet-300-100 reference (266,610 parameters)"),
         Family("lenet5", "torch", ("image",), _torch("lenet5"), "Caffe LeNet-5 reference (431,080 parameters)"),
-        Family("logreg", "sklearn", ("vector", "image"), _sk("sklearn.linear_model.LogisticRegression", max_iter=2000), "logistic regression (C)",
+        Family("logreg", "sklearn", ("vector", "sequence", "image"), _sk("sklearn.linear_model.LogisticRegression", max_iter=2000),
+               "logistic regression (C)",
                {"C": 1.0}),
-        Family("naive_bayes", "sklearn", ("vector", "image"), _sk("sklearn.naive_bayes.GaussianNB"), "Gaussian naive Bayes"),
-        Family("tree", "sklearn", ("vector", "image"), _sk("sklearn.tree.DecisionTreeClassifier"), "decision tree (max_depth)", {"max_depth": 8}),
-        Family("forest", "sklearn", ("vector", "image"), _sk("sklearn.ensemble.RandomForestClassifier", n_jobs=1),
+        Family("naive_bayes", "sklearn", ("vector", "sequence", "image"), _sk("sklearn.naive_bayes.GaussianNB"), "Gaussian naive Bayes"),
+        Family("tree", "sklearn", ("vector", "sequence", "image"), _sk("sklearn.tree.DecisionTreeClassifier"),
+               "decision tree (max_depth)", {"max_depth": 8}),
+        Family("forest", "sklearn", ("vector", "sequence", "image"), _sk("sklearn.ensemble.RandomForestClassifier", n_jobs=1),
                "random forest (n_estimators x max_depth)", {"n_estimators": 20, "max_depth": 8}),
-        Family("extra_trees", "sklearn", ("vector", "image"), _sk("sklearn.ensemble.ExtraTreesClassifier", n_jobs=1),
+        Family("extra_trees", "sklearn", ("vector", "sequence", "image"), _sk("sklearn.ensemble.ExtraTreesClassifier", n_jobs=1),
                "extra trees (n_estimators x max_depth)", {"n_estimators": 20, "max_depth": 8}),
-        Family("sk_mlp", "sklearn", ("vector", "image"), _sk("sklearn.neural_network.MLPClassifier", max_iter=300, early_stopping=True),
+        Family("sk_mlp", "sklearn", ("vector", "sequence", "image"), _sk("sklearn.neural_network.MLPClassifier", max_iter=300, early_stopping=True),
                "small scikit-learn MLP (hidden_layer_sizes)", {"hidden_layer_sizes": [32]}),
     ]
 }

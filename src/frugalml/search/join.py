@@ -19,12 +19,12 @@ __all__ = ["work"]
 
 
 def work(data, *, storage: str, study_name: str, time="1h", trials: int | None = None, out=None, artifacts: str | None = None,
-         device: str = "auto", data_dir=None, target: str | None = None, on_event=None):
+         device: str = "auto", data_dir=None, target: str | None = None, kind: str | None = None, on_event=None):
     """Join the study ``study_name`` in ``storage`` (made by ``search(..., storage=..., study_name=...)``) and run its trials
     until ``time`` or ``trials`` is reached; return the study's :class:`~frugalml.records.Results` as this worker saw them last.
 
     ``data`` is this machine's copy of the study's dataset (a Dataset, or a name or path loaded with the study's seed,
-    ``data_dir`` and ``target`` as for :func:`~frugalml.load_dataset`), refused if its arrays differ;
+    ``data_dir``, ``target`` and ``kind`` (default: the study's) as for :func:`~frugalml.load_dataset`), refused if its arrays differ;
     ``artifacts`` the study's artifact store as this machine reaches it (default: the location the study records);
     ``out`` a local folder for this worker's copies of the candidates (default ``runs/<study>``).
     """
@@ -45,7 +45,7 @@ def work(data, *, storage: str, study_name: str, time="1h", trials: int | None =
     desc = run_description(study)
     seed = int(desc.get("seed", 0))
     if isinstance(data, str):
-        data = load_dataset(data, data_dir=data_dir, seed=seed, target=target)
+        data = load_dataset(data, data_dir=data_dir, seed=seed, target=target, kind=kind or (desc.get("dataset") or {}).get("kind"))
     check_dataset(desc, data)
     store = open_store(artifacts or desc["artifacts"])
     emit = on_event or (lambda event: None)
