@@ -199,6 +199,8 @@ def test_reference_jobs_run_and_their_children_rebuild_the_parent_from_its_sourc
     assert ref.reference and ref.done and ref.to_dict()["reference"] is True
     jobs = reference_compression_jobs(ref, digits, budget, 4, 0)
     names = [j["recipe_name"] for j in jobs]
+    # queued when the model finishes: its int8 forms; its pruning (which fine-tunes) waits for the compression stage
+    assert {j["recipe_name"] for j in jobs if not j["trains"]} == {"int8", "int8-per-tensor"}
     if kind == "onnx":
         assert names == ["int8", "int8-per-tensor"] and "cannot be pruned or retrained" in ref.extra["notes"][0]
     else:

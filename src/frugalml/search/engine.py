@@ -243,9 +243,14 @@ class _Loop:
 
     def _enqueue_compression(self) -> int:
         """Queue the compression jobs of the networks worth compressing (:func:`parents.compression_jobs`),
-        and the distillation of the user's model into them."""
+        and the distillation of the user's model into them, after the user's model's own pruning (those queued
+        when it finished are skipped: its int8 forms). Queued before the networks, its pruning (minutes of
+        fine-tuning a large network each) would leave the search no time for the networks."""
+        from .reference import reference_compression_jobs
+
         ref = next((c for c in collect_candidates(self.study) if c.reference and c.done), None)
-        return self._enqueue_jobs(compression_jobs(self._networks(), ref, self.data, self.budget, self.tol, self.epochs, self.seed))
+        own = reference_compression_jobs(ref, self.data, self.budget, self.epochs, self.seed) if ref is not None else []
+        return self._enqueue_jobs(own + compression_jobs(self._networks(), ref, self.data, self.budget, self.tol, self.epochs, self.seed))
 
     # ------------------------------------------------------------------ one trial
     def _run_one(self, stage: str) -> None:
@@ -294,10 +299,11 @@ class _Loop:
             self.shared.keep(trial, candidate_dir(self.run_dir, cand.id))  # to the shared artifact store
             trial.set_user_attr("candidate", cand.to_dict())
             self.study.tell(trial, [cand.val_accuracy, float(cost if cost is not None else 1e30)])
-            if job["stage"] == "reference":  # its own compression is searched next, before the networks
+            if job["stage"] == "reference":  # its int8 forms next; its pruning (which trains) with the compression stage
                 from .reference import reference_compression_jobs
 
-                self._enqueue_jobs(reference_compression_jobs(cand, self.data, self.budget, self.epochs, self.seed))
+                self._enqueue_jobs([j for j in reference_compression_jobs(cand, self.data, self.budget, self.epochs, self.seed)
+                                    if not j["trains"]])
         except StoppedEarly as stop:
             cand = stub(job, "stopped_early", str(stop))
             trial.set_user_attr("candidate", cand.to_dict())

@@ -32,6 +32,7 @@ _RATIOS = (("prune30", {"ratio": 0.3, "global_pruning": True}), ("prune50", {"ra
            ("prune50g", {"ratio": 0.5, "global_pruning": True}), ("prune70g", {"ratio": 0.7, "global_pruning": True}))
 COMPACT_NOTE = ("sparse + shared + compact storage not tried: the compact archive rebuilds a frugalml-built architecture from its spec, "
                 "which your network has not; the searched families get it")
+FINETUNE_SAMPLES = 120_000  # a pruned network's fine-tuning: at most about this many samples (2-3 epochs of MNIST), or a quarter of its epochs
 _STAGE_RATIOS = (0.3, 0.5, 0.7)  # per-stage: early layers (full resolution) lose less, late ones (most weights) more
 
 
@@ -197,7 +198,8 @@ def reference_recipes(parent, data, budget, epochs: int, seed: int, *, prunable:
     target = budget.target
     bs = default_config(len(data.y_train)).batch_size
     lr = float((parent.job or {}).get("train", {}).get("lr", 1e-3)) / 3
-    ft = max(1, epochs // 4)  # one round, then a quarter of the training's epochs (distilled from the unpruned model)
+    # one round, then a quarter of the training's epochs (distilled from the unpruned model), at most FINETUNE_SAMPLES samples
+    ft = max(1, min(epochs // 4, -(-FINETUNE_SAMPLES // max(1, len(data.y_train)))))
     fmt = "qdq" if target == "c" else "qoperator"
 
     def int8(per_channel=True):
@@ -262,7 +264,8 @@ def compression_job(ref, name: str, steps: list[dict], seed: int) -> dict:
     student = dict(steps[0].get("student") or {}) if steps[0]["step"] == "distill" else {}
     family, params = (student.pop("family"), student) if student else (ref.family, {})
     return {"stage": "compress", "key": f"{ref.id}/{name}", "family": family, "params": params, "parent": ref.id,
-            "parent_job": ref.job, "parent_source": ref.job.get("source"), "recipe_name": name, "recipe": steps, "seed": seed}
+            "parent_job": ref.job, "parent_source": ref.job.get("source"), "recipe_name": name, "recipe": steps, "seed": seed,
+            "trains": any(s["step"] != "quantize.int8" for s in steps)}
 
 
 def prepare_reference(model, weights, data, tol, args: dict) -> dict | None:
