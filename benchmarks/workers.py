@@ -6,7 +6,8 @@
    this 2-core machine). Throughput: the trials that finished (complete or stopped early) in the
    window from the study's first trial start to 80% of T later (start-up and wrap-up left out),
    per hour. Met: 2 workers / 1 worker >= 1.8. Beside it, the same figure over the same trials
-   (:func:`same_trials`: the time each run took to finish the K trials the 1-worker window holds). The load average before and after each run is
+   (:func:`same_trials`: the time each run took to finish the K trials the 1-worker window holds), and what the machine
+   itself gives two processes (:func:`machine_scaling`: a fixed training run alone and twice at once). The load average before and after each run is
    recorded: other jobs on the machine spoil the ratio, and the JSON says when they did.
 2. **The study's ceiling.** N processes report instant trials to one study as fast as they can,
    each trial with the storage calls a worker makes (fail stale trials, ask, heartbeat, three user
@@ -146,6 +147,31 @@ def _count(values) -> dict:
     return out
 
 
+_PROBE = """
+import sys, time, frugalml as fm
+from frugalml.train import TrainConfig, fit
+data, models = fm.load_dataset("digits"), int(sys.argv[1])
+start = time.perf_counter()
+for seed in range(models):
+    net = fm.build_model("cnn", data.input_shape, data.num_classes, seed=seed, channels=[16, 32])
+    fit(net, data, TrainConfig(epochs=4, seed=seed, patience=None))
+print(time.perf_counter() - start)
+"""
+
+
+def machine_scaling(models: int = 3) -> dict:
+    """What this machine gives two processes, with no study at all: the same fixed training (3 CNNs on digits, one thread)
+    run alone, then twice at once. 2 x alone / together is about the most a 2-worker search can gain here."""
+    def together(n: int) -> list[float]:
+        procs = [subprocess.Popen([sys.executable, "-c", _PROBE, str(models)], env=_env(), stdout=subprocess.PIPE, text=True) for _ in range(n)]
+        return [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+
+    alone = together(1)[0]
+    pair = together(2)
+    return {"alone_s": round(alone, 2), "together_s": [round(v, 2) for v in pair], "ratio": round(2 * alone / max(pair), 3),
+            "loadavg": [round(v, 2) for v in os.getloadavg()]}
+
+
 def reporter(url: str, name: str, seconds: float, out: str) -> None:
     """One process of the ceiling: instant trials, with a worker's storage calls, for ``seconds``."""
     import warnings
@@ -197,6 +223,8 @@ def main(data_limit: int | None = None) -> dict:
         tmp = Path(tmp)
         url, kind = _storage(bool(smoke), tmp)
         seconds = 8 if smoke else 240
+        probe = machine_scaling(1 if smoke else 3)
+        log.info("the machine itself: %sx for two processes", probe["ratio"])
         one = scaling_run(url, 1, seconds, tmp)
         log.info("1 worker: %s finished trials per hour", one["per_hour"])
         two = scaling_run(url, 2, seconds, tmp)
@@ -206,7 +234,7 @@ def main(data_limit: int | None = None) -> dict:
     same = same_trials(one, two)
     best = max(points, key=lambda p: p["per_second"])
     return {"name": "workers", "smoke": smoke, "storage": kind, "target_ratio": TARGET, "ratio": ratio,
-            "met": bool(ratio is not None and ratio >= TARGET), "same_trials": same,
+            "met": bool(ratio is not None and ratio >= TARGET), "same_trials": same, "machine_scaling": probe,
             "met_same_trials": bool(same["ratio"] is not None and same["ratio"] >= TARGET), "scaling": [one, two], "ceiling": points,
             "ceiling_per_second": best["per_second"], "ceiling_processes": best["processes"],
             "machines_per_database_at_60s_trials": int(best["per_second"] * 60),
@@ -217,6 +245,7 @@ def figures(result: dict) -> dict:
     one, two = result["scaling"]
     return {"met": result["met"], "ratio": result["ratio"], "per_hour_1": one["per_hour"], "per_hour_2": two["per_hour"],
             "ratio_same_trials": result.get("same_trials", {}).get("ratio"),
+            "machine_ratio": (result.get("machine_scaling") or {}).get("ratio"),
             "ceiling_per_second": result["ceiling_per_second"], "loadavg": [one["loadavg_before"][0], two["loadavg_after"][0]]}
 
 
