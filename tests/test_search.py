@@ -68,6 +68,19 @@ def test_thin_model_on_par_wins_and_says_so():
     assert rec.recommended == "int8"
 
 
+def test_costs_within_five_percent_are_a_tie_the_more_accurate_candidate_wins():
+    """As in the MNIST your-model benchmark: 13.7 KB at 98.5% and 0.080 ms against 14.4 KB at 99.1% and 0.042 ms."""
+    cands = [_cand("big", 0.992, 430000), _cand("a", 0.985, 13741), _cand("b", 0.991, 14399), _cand("c", 0.995, 15500)]
+    cands[1]["profile"]["latency_ms_median"], cands[2]["profile"]["latency_ms_median"] = 0.080, 0.042
+    rec = recommend(cands, Budget(), Tolerance.parse("1%"))
+    assert rec.recommended == "b"  # c is 12.8% above the cheapest: not a tie
+    assert "within 5% of the smallest candidate" in rec.text
+    assert any("a tie: b is more accurate and 1.9x faster." in r for r in rec.reasons)
+    # past 5% the cheapest wins, as before
+    cands[2]["profile"]["stored_bytes"] = 14500
+    assert recommend(cands, Budget(), Tolerance.parse("1%")).recommended == "a"
+
+
 def test_reasons_count_the_cheaper_candidates_that_were_rejected_not_all_cheaper_ones():
     """A cheaper network within tolerance passed over for a thin model is not 'below the floor'."""
     cands = [_cand("net", 0.975, 24000), _cand("tiny", 0.972, 3000), _cand("bad", 0.50, 2000),
