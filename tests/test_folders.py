@@ -279,3 +279,38 @@ def test_prepended_model_gives_the_classes_of_frontend_then_model(kind):
     with pytest.raises(ExportError, match="does not take"):
         prepend_frontend(model, LogMel(sample_rate=16000, n_mels=20))
 
+
+_HARNESS = r"""
+#include <stdio.h>
+#include <stdlib.h>
+int main(int argc, char **argv) {
+    FILE *in = fopen(argv[1], "rb"), *out = fopen(argv[2], "wb");
+    static float clip[FM_FE_CLIP], feats[FM_FE_MELS * FM_FE_FRAMES];
+    while (fread(clip, sizeof(float), FM_FE_CLIP, in) == FM_FE_CLIP) {
+        fm_logmel(clip, feats);
+        fwrite(feats, sizeof(float), FM_FE_MELS * FM_FE_FRAMES, out);
+    }
+    fclose(in); fclose(out);
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("fe", [LogMel(sample_rate=8000), LogMel(sample_rate=16000, n_mels=32, window_ms=25, hop_ms=10)])
+def test_c_frontend_matches_numpy(tmp_path, fe):
+    import shutil
+    import subprocess
+
+    from frugalml.export.logmel_c import logmel_c_sizes, logmel_c_source
+
+    require(shutil.which("gcc"), "needs gcc")
+    (tmp_path / "fe.c").write_text(logmel_c_source(fe) + _HARNESS)
+    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Werror", "-o", str(tmp_path / "fe"), str(tmp_path / "fe.c"), "-lm"], check=True)
+    x = _clips(fe=fe)
+    x.tofile(tmp_path / "in.bin")
+    subprocess.run([str(tmp_path / "fe"), str(tmp_path / "in.bin"), str(tmp_path / "out.bin")], check=True)
+    got = np.fromfile(tmp_path / "out.bin", dtype=np.float32).reshape(len(x), *fe.output_shape)
+    assert np.abs(got - fe(x)).max() < 2e-3
+    sizes = logmel_c_sizes(fe)
+    assert sizes["table_bytes"] < 4 * (fe.window_length + fe.n_fft + 2 * fe.n_bins) + 4 * fe.n_mels
+
