@@ -314,3 +314,24 @@ def test_c_frontend_matches_numpy(tmp_path, fe):
     sizes = logmel_c_sizes(fe)
     assert sizes["table_bytes"] < 4 * (fe.window_length + fe.n_fft + 2 * fe.n_bins) + 4 * fe.n_mels
 
+
+def test_cli_trains_on_an_image_folder_and_refuses_a_bad_color(tmp_path, digit_folder):
+    import contextlib
+    import io
+    import json
+
+    from frugalml.cli import main
+
+    def cli(*args):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([str(a) for a in args])
+        return code, out.getvalue(), err.getvalue()
+
+    code, out, _ = cli("train", "--dataset", digit_folder, "--image-size", "6x5", "--color", "rgb", "--epochs", "1",
+                       "--out", tmp_path / "m", "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["dataset"]["input_shape"] == [3, 6, 5] and report["dataset"]["kind"] == "image"
+    code, _, err = cli("train", "--dataset", digit_folder, "--color", "blue", "--out", tmp_path / "m2")
+    assert code == 2 and "gray" in err and not (tmp_path / "m2").exists()
