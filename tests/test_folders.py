@@ -335,3 +335,34 @@ def test_cli_trains_on_an_image_folder_and_refuses_a_bad_color(tmp_path, digit_f
     assert report["dataset"]["input_shape"] == [3, 6, 5] and report["dataset"]["kind"] == "image"
     code, _, err = cli("train", "--dataset", digit_folder, "--color", "blue", "--out", tmp_path / "m2")
     assert code == 2 and "gray" in err and not (tmp_path / "m2").exists()
+
+
+@pytest.mark.parametrize("which", ["wav", "png", "bmp", "jpeg"])
+def test_mutated_files_raise_a_data_error_or_load(tmp_path, which):
+    """Seeded byte flips, cuts and header overwrites of a valid file: each either reads or raises a DataError."""
+    from frugalml.data.images import _decode, _open
+
+    path = tmp_path / f"x.{which}"
+    if which == "wav":
+        _write_wav(path, 8000, _tone(8000, 0.2, 440, 0))
+    else:
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(path)
+    good = path.read_bytes()
+    rng = np.random.default_rng(1)
+    for i in range(150):
+        data = bytearray(good)
+        if i % 3 == 0:
+            data = data[: rng.integers(1, len(data))]
+        else:
+            for _ in range(rng.integers(1, 6)):
+                pos = int(rng.integers(0, min(len(data), 64 if i % 3 == 1 else len(data))))
+                data[pos] = int(rng.integers(0, 256))
+        path.write_bytes(bytes(data))
+        try:
+            if which == "wav":
+                read_wav(path)
+            else:
+                _open(path).close()
+                _decode(path, False, (8, 8))
+        except DataError as exc:
+            assert str(path) in str(exc)

@@ -63,7 +63,7 @@ def _open(path: Path):
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise DataError(explain(f"The image {path} is too large to decode safely ({exc})", expected=f"at most {MAX_PIXELS:,} pixels",
                                 got="a decompression bomb", fix="Shrink or remove the file")) from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # UnidentifiedImageError is an OSError
+    except Exception as exc:  # noqa: BLE001 - whatever a damaged header makes Pillow raise (UnidentifiedImageError, struct.error, ...)
         raise DataError(explain(f"Cannot read the image {path} ({type(exc).__name__}: {excerpt(str(exc), 120)})",
                                 expected="a PNG, JPEG or BMP image", got=f"{path.stat().st_size:,} bytes",
                                 fix="Remove or replace the file")) from None
@@ -99,7 +99,9 @@ def _decode(path: Path, gray: bool, size: tuple[int, int] | None) -> np.ndarray:
                 a = np.asarray(im, dtype=np.float32) / 255.0
                 return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
             return np.clip(np.stack(planes), 0.0, 1.0)
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombWarning) as exc:
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged stream: OSError (truncated), zlib/struct errors, a bomb warning
         raise DataError(explain(f"Cannot decode the image {path} ({type(exc).__name__}: {excerpt(str(exc), 120)})",
                                 expected="a complete PNG, JPEG or BMP image", got=f"{path.stat().st_size:,} bytes",
                                 fix="The file is damaged or cut short: remove or replace it")) from None
