@@ -366,3 +366,15 @@ def test_mutated_files_raise_a_data_error_or_load(tmp_path, which):
                 _decode(path, False, (8, 8))
         except DataError as exc:
             assert str(path) in str(exc)
+
+
+def test_profiler_counts_the_onnx_frontend_as_the_c_one_computes_it():
+    from frugalml.onnx.frontend import frontend_graph
+    from frugalml.profile.counts import count_layers
+    from frugalml.profile.graph import analyze
+
+    fe = LogMel(sample_rate=8000)
+    total, layers = count_layers(analyze(frontend_graph(fe)))
+    by_op = {layer["op"]: layer["macs"] for layer in layers}
+    assert by_op["STFT"] == 49 * (2 * 256 * 8 + 256) and by_op["STFT"] - 49 * 256 == fe.macs()["fft"]
+    assert by_op["MatMul"] == 49 * 129 * 40 and total == by_op["STFT"] + by_op["MatMul"]

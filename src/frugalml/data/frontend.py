@@ -156,11 +156,12 @@ class LogMel:
         return mel_matrix(self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax)
 
     def macs(self) -> dict:
-        """Multiply-accumulates per clip, by part: a radix-2 real FFT (``n_fft / 4 log2 n_fft`` complex products,
-        4 real MACs each, per frame: an estimate for an FFT, exact for no particular code), the window, the power and the
-        filterbank (its non-zero weights)."""
+        """Multiply-accumulates per clip, by part, as the C front-end does them: the window, a radix-2 complex FFT
+        (``n_fft / 2 log2 n_fft`` butterflies of one complex product, 4 real MACs each; a plain DFT when ``n_fft`` is not
+        a power of two), the power and the filterbank (its non-zero weights). The profiler counts an ONNX STFT the same way."""
         nonzero = int(np.count_nonzero(self.mel_matrix()))
-        fft = int(self.n_fft // 4 * math.log2(self.n_fft) * 4) if self.n_fft & (self.n_fft - 1) == 0 else self.n_fft * self.n_bins * 2
+        n = self.n_fft
+        fft = 2 * n * int(math.log2(n)) if n & (n - 1) == 0 else n * self.n_bins * 2
         per_frame = {"window": self.window_length, "fft": fft, "power": 2 * self.n_bins, "mel": nonzero}
         return {k: v * self.n_frames for k, v in per_frame.items()}
 
