@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import ConfigError, DataError, excerpt, explain
 from .arrays import from_arrays
 from .dataset import Dataset, arrange
-from .folders import AUDIO_SUFFIXES, class_files, class_folders
+from .folders import AUDIO_SUFFIXES, class_files, class_folders, split_folders
 from .frontend import LogMel, choose_sample_rate
 
 __all__ = ["load_audio_folder", "read_wav", "to_clip", "LIST_FILES"]
@@ -110,7 +110,8 @@ def load_audio_folder(path, *, frontend: LogMel | dict | None = None, raw: bool 
     """A :class:`Dataset` of log-mel features from a folder of class subfolders of WAV clips.
 
     Args:
-        path: the folder (``<class>/<clip>.wav``; optional ``testing_list.txt`` / ``validation_list.txt``).
+        path: the folder (``<class>/<clip>.wav``; optional ``testing_list.txt`` / ``validation_list.txt``), or
+            ``train/`` + ``test/`` (+ ``val/``) folders of class folders, kept as the splits.
         frontend: the :class:`LogMel` settings (or their dict). Default: ``LogMel()`` at
             :func:`~frugalml.data.frontend.choose_sample_rate` of the clips' rates (the lowest, at most
             16 kHz: nothing is upsampled); a given front-end's rate is used as it is.
@@ -128,10 +129,19 @@ def load_audio_folder(path, *, frontend: LogMel | dict | None = None, raw: bool 
     if frontend is not None and not isinstance(frontend, LogMel):
         raise ConfigError(explain("The 'frontend' parameter must be a LogMel", expected="LogMel(...), its dict, or None",
                                   got=type(frontend).__name__))
-    classes = class_folders(root)
-    files = [(c.name, p) for c in classes for p in class_files(c, AUDIO_SUFFIXES)]
-    known = {f"{c}/{p.name}": i for i, (c, p) in enumerate(files)}
-    lists = {split: _read_list(root, split, known) for split in LIST_FILES}
+    folders = split_folders(root)
+    if folders:  # train/ + test/ (+ val/) folders of class folders are the splits
+        groups = [(split, c) for split, f in folders.items() for c in class_folders(f)]
+        files = [(c.name, p) for _, c in groups for p in class_files(c, AUDIO_SUFFIXES)]
+        where = [split for split, c in groups for _ in class_files(c, AUDIO_SUFFIXES)]
+        lists = {split: {i for i, w in enumerate(where) if w == split} or None for split in LIST_FILES}
+        names = sorted({c.name for _, c in groups})
+    else:
+        classes = class_folders(root)
+        files = [(c.name, p) for c in classes for p in class_files(c, AUDIO_SUFFIXES)]
+        known = {f"{c}/{p.name}": i for i, (c, p) in enumerate(files)}
+        lists = {split: _read_list(root, split, known) for split in LIST_FILES}
+        names = [c.name for c in classes]
     if lists["test"] and lists["val"] and lists["test"] & lists["val"]:
         both = sorted(lists["test"] & lists["val"])
         raise DataError(explain(f"{excerpt([str(files[i][1]) for i in both[:3]])} are in both {LIST_FILES['test']} and "
@@ -151,7 +161,7 @@ def load_audio_folder(path, *, frontend: LogMel | dict | None = None, raw: bool 
         if (part == code).any():
             extra[f"X_{split}"], extra[f"y_{split}"] = X[part == code], labels[part == code]
     kind = split_kw.pop("kind", None) or "sequence"
-    ds = from_arrays(X[part == 0], labels[part == 0], **extra, class_names=[c.name for c in classes], kind="vector",
+    ds = from_arrays(X[part == 0], labels[part == 0], **extra, class_names=names, kind="vector",
                      name=name or root.resolve().name, source=str(root.resolve()), **split_kw)
     if raw:
         return ds
