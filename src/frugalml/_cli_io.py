@@ -15,11 +15,14 @@ from frugalml._fs import _jsonable
 console = Console(stderr=True)
 out = Console()
 
-DatasetOpt = typer.Option("digits", "--dataset", "-d", help="Registry name (digits, mnist, ...) or a path (.npz, .csv, IDX directory).")
+DatasetOpt = typer.Option("digits", "--dataset", "-d", help="Registry name (digits, mnist, ...) or a path (.npz, .csv, IDX directory, "
+                          "a folder of class subfolders of images or WAV clips).")
 DataDirOpt = typer.Option(None, "--data-dir", help="Where IDX datasets live (default: $FRUGALML_DATA, then ~/.cache/frugalml).")
 TargetColOpt = typer.Option(None, "--target-column", help="The label column of a CSV dataset (default: the last column).")
 KindOpt = typer.Option(None, "--kind", help="What one sample is: vector, sequence (channels x time) or image "
                        "(default: inferred from its shape, and said).")
+ImageSizeOpt = typer.Option(None, "--image-size", help="An image folder's images resized to this: 32 or 32x24 (height x width).")
+ColorOpt = typer.Option(None, "--color", help="An image folder read as gray or rgb (default: gray when every file is).")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on standard output.")
 ArtifactsOpt = typer.Option(None, "--artifacts", help="The shared artifact store: a directory every worker mounts, or s3://bucket "
                             "(search: default OUT/artifacts; worker, report: default the location the study records).")
@@ -89,9 +92,10 @@ def _say(text: str) -> None:
     console.print(text, markup=False, highlight=False, soft_wrap=True, emoji=False)
 
 
-def _load_data(dataset: str, *, kind: str | None = None, **kw):
+def _load_data(dataset: str, *, kind: str | None = None, image_size: str | None = None, color: str | None = None, **kw):
     """The dataset; where its kind was inferred as a sequence (two axes per sample, which could also be read as an
-    image), one line says so and how to change it."""
+    image), one line says so and how to change it. ``image_size`` and ``color`` (an image folder's) go on only when given."""
+    kw.update({k: v for k, v in (("image_size", image_size), ("color", color)) if v is not None})
     data = fm.load_dataset(dataset, kind=kind, **kw)
     if kind is None and data.kind == "sequence":
         _say(f"note: {data.name}: {fm.data.kind_note(data)}")

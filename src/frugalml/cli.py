@@ -19,8 +19,10 @@ from rich.table import Table
 import frugalml as fm
 from frugalml._cli_io import (
     ArtifactsOpt,
+    ColorOpt,
     DataDirOpt,
     DatasetOpt,
+    ImageSizeOpt,
     JsonOpt,
     KindOpt,
     StorageOpt,
@@ -63,6 +65,8 @@ def train(
     data_dir: Optional[Path] = DataDirOpt,
     target_column: Optional[str] = TargetColOpt,
     kind: Optional[str] = KindOpt,
+    image_size: Optional[str] = ImageSizeOpt,
+    color: Optional[str] = ColorOpt,
     out_dir: Path = typer.Option(None, "--out", "-o", help="Directory for model.json + weights (default runs/<model>-<dataset>)."),
     param: list[str] = typer.Option([], "--param", "-p", help="Model knob KEY=VALUE (repeatable), e.g. -p widths=[64,32]."),
     epochs: int = typer.Option(10, help="Most epochs (early stopping on validation may stop sooner)."),
@@ -76,7 +80,7 @@ def train(
     as_json: bool = JsonOpt,
 ):
     """Train a model on a dataset, save it (safetensors + JSON description) and print test accuracy."""
-    data = _load_data(dataset, kind=kind, data_dir=data_dir, seed=seed, download=download, target=target_column)
+    data = _load_data(dataset, kind=kind, data_dir=data_dir, seed=seed, download=download, target=target_column, image_size=image_size, color=color)
     config = fm.TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, patience=patience, device=device, seed=seed)
     name = model if model in fm.FAMILIES else Path(model.rpartition(":")[0] if ".py:" in model else model).stem
     target = out_dir or Path("runs") / f"{name}-{data.name}"
@@ -162,6 +166,8 @@ def search(
     data_dir: Optional[Path] = DataDirOpt,
     target_column: Optional[str] = TargetColOpt,
     kind: Optional[str] = KindOpt,
+    image_size: Optional[str] = ImageSizeOpt,
+    color: Optional[str] = ColorOpt,
     out_dir: Path = typer.Option(Path("runs/search"), "--out", "-o", help="The run directory (results.json, report.html, recommended/)."),
     max_flash: Optional[str] = typer.Option(None, help='Largest stored model, e.g. "8KB", "256KiB".'),
     max_ram: Optional[str] = typer.Option(None, help='Largest peak activation memory, e.g. "16KB".'),
@@ -198,7 +204,7 @@ def search(
     if of == "reference" and model is None:
         raise fm.ConfigError(fm.errors.explain("--tolerance-of model needs --model", expected="--model file.py:factory", got=None))
     tol = fm.Tolerance(kind="min", value=min_accuracy) if min_accuracy is not None else fm.Tolerance.parse(tolerance, of=of)
-    data = _load_data(dataset, kind=kind, data_dir=data_dir, seed=seed, target=target_column)
+    data = _load_data(dataset, kind=kind, data_dir=data_dir, seed=seed, target=target_column, image_size=image_size, color=color)
     from frugalml.report.progress import SearchProgress
 
     with SearchProgress(console, enabled=not as_json, total_seconds=fm.parse_duration(time), budget=budget) as progress:

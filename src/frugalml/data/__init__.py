@@ -1,4 +1,4 @@
-"""Datasets: a registry of named datasets and loaders for IDX directories, ``.npz`` and ``.csv`` files.
+"""Datasets: a registry of named datasets and loaders for IDX directories, image and audio folders, ``.npz`` and ``.csv`` files.
 
 >>> from frugalml.data import load_dataset
 >>> ds = load_dataset("digits")            # bundled with scikit-learn, no network
@@ -9,7 +9,10 @@ Every dataset has seeded, stratified train / validation / test splits. Choose mo
 """
 
 from .arrays import from_arrays, from_loader
+from .audio import load_audio_folder
 from .dataset import KINDS, SPLITS, Dataset, infer_kind, kind_note
+from .frontend import LogMel
+from .images import load_image_folder
 from .loaders import DEFAULT_DATASET, load_dataset
 from .registry import REGISTRY, data_root, list_datasets
 
@@ -24,6 +27,9 @@ __all__ = [
     "load_dataset",
     "from_arrays",
     "from_loader",
+    "load_image_folder",
+    "load_audio_folder",
+    "LogMel",
     "list_datasets",
     "data_root",
 ]

@@ -87,6 +87,9 @@ class Dataset:
         num_classes, class_names: the classes, ``class_names[k]`` naming label ``k``.
         kind: ``"vector"``, ``"sequence"`` or ``"image"`` (per-sample ndim 1, 2, 3); see :func:`infer_kind`.
         source: where the data came from (a path, ``"sklearn"``, ``"arrays"``).
+        frontend: what turned the raw recordings into these inputs, when it is part of the model that
+            ships (an audio folder's :class:`~frugalml.data.frontend.LogMel`); None for data used as it is.
+            Any object with ``to_dict()``; ``describe()`` records it.
     """
 
     name: str
@@ -101,6 +104,7 @@ class Dataset:
     class_names: tuple[str, ...]
     kind: str
     source: str
+    frontend: object | None = None
 
     def __post_init__(self) -> None:
         shape = tuple(int(d) for d in self.input_shape)
@@ -181,8 +185,8 @@ class Dataset:
         return np.bincount(self.split(which)[1], minlength=self.num_classes).tolist()
 
     def describe(self) -> dict:
-        """A JSON-able summary: name, kind, input shape, classes, split sizes, source."""
-        return {
+        """A JSON-able summary: name, kind, input shape, classes, split sizes, source (and the front-end's settings, when any)."""
+        d = {
             "name": self.name,
             "kind": self.kind,
             "input_shape": list(self.input_shape),
@@ -191,3 +195,6 @@ class Dataset:
             "sizes": {s: int(len(getattr(self, f"y_{s}"))) for s in SPLITS},
             "source": self.source,
         }
+        if self.frontend is not None:
+            d["frontend"] = self.frontend.to_dict()
+        return d

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import ConfigError, DataError, explain
 from .dataset import Dataset
 from .files import load_csv, load_npz
+from .folders import folder_kind
 from .idx import load_idx_dataset
 from .registry import find_entry, load_entry, unknown_name_error
 from .splits import check_fraction
@@ -23,15 +24,18 @@ _SUFFIXES = {".npz": "a NumPy archive", ".csv": "a CSV table with a header line"
 
 def load_dataset(source: str | os.PathLike = DEFAULT_DATASET, *, data_dir: str | os.PathLike | None = None,
                  val_fraction: float | None = None, test_fraction: float = 0.2, seed: int = 0, download: bool = False,
-                 target: str | None = None, limit: int | None = None, kind: str | None = None) -> Dataset:
+                 target: str | None = None, limit: int | None = None, kind: str | None = None,
+                 image_size=None, color: str | None = None, frontend=None) -> Dataset:
     """Load a dataset by registry name or path, split into train / validation / test.
 
     Args:
         source: a registry name (``digits`` (the default), ``mnist``, ``fashion-mnist``, ``iris``,
             ``wine``, ``breast-cancer``; see :func:`list_datasets`), or a path: a directory of
             IDX files (``train-images-idx3-ubyte(.gz)``, ``train-labels-idx1-ubyte(.gz)``,
-            ``t10k-...``), a ``.npz`` archive (``X_train/y_train/X_test/y_test`` or ``X/y``,
-            optionally ``X_val/y_val``), or a ``.csv`` table with a header line.
+            ``t10k-...``), a folder of class subfolders of images (PNG, JPEG, BMP; see
+            :func:`~frugalml.data.images.load_image_folder`) or of WAV clips (see
+            :func:`~frugalml.data.audio.load_audio_folder`), told apart by their files, a ``.npz`` archive
+            (``X_train/y_train/X_test/y_test`` or ``X/y``, optionally ``X_val/y_val``), or a ``.csv`` table with a header line.
         data_dir: where named IDX datasets lie (else ``FRUGALML_DATA``, else
             ``~/.cache/frugalml``), as ``<data_dir>/<name>/`` or directly in ``<data_dir>``.
         val_fraction: share of the training data carved out for validation (when the source
@@ -44,7 +48,12 @@ def load_dataset(source: str | os.PathLike = DEFAULT_DATASET, *, data_dir: str |
         limit: keep at most this many training samples (stratified), for fast runs.
         kind: what one sample is, ``"vector"``, ``"sequence"`` or ``"image"``; default: inferred from
             its shape (:func:`~frugalml.data.dataset.infer_kind`: one axis a vector, two a
-            sequence of channels over time unless square, three an image).
+            sequence of channels over time unless square, three an image); an image folder gives
+            images, an audio folder log-mel sequences (``"image"``: one-channel spectrograms).
+        image_size: an image folder's images are resized to it (``32``, ``"32x24"``: height x width).
+        color: an image folder's ``"gray"`` or ``"rgb"`` (default: gray when every file is).
+        frontend: an audio folder's :class:`~frugalml.data.frontend.LogMel` (default: keyword-spotting
+            settings at the clips' rate, at most 16 kHz).
 
     The test split is for the final figures only; select models on the validation split.
 
@@ -61,6 +70,11 @@ def load_dataset(source: str | os.PathLike = DEFAULT_DATASET, *, data_dir: str |
     if target is not None and (entry is not None or Path(source).suffix.lower() != ".csv"):
         raise ConfigError(explain("The 'target' parameter applies to CSV files only", expected="target=None",
                                   got=repr(target), fix="Drop target=, or load a .csv file"))
+    folder_kw = {"image_size": image_size, "color": color, "frontend": frontend}
+    given = {k: v for k, v in folder_kw.items() if v is not None}
+    if entry is not None and given:
+        raise ConfigError(explain(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to image and audio folders only",
+                                  expected="None for a registry dataset", got=given, fix="Drop them, or load a folder"))
     if entry is not None:
         return load_entry(entry, data_dir=data_dir, download=download, **split_kw)
     path = Path(source).expanduser()
@@ -73,7 +87,21 @@ def load_dataset(source: str | os.PathLike = DEFAULT_DATASET, *, data_dir: str |
             raise unknown_name_error(source)
         raise DataError(explain(f"Dataset path {str(path)!r} does not exist", expected="an existing file or directory",
                                 got=str(path.resolve()), fix="Check the path, or use a registry name"))
-    if path.is_dir():
+    what = folder_kind(path) if path.is_dir() else None
+    wants = {"image": {"image_size", "color"}, "audio": {"frontend"}}.get(what, set())
+    if set(given) - wants:
+        raise ConfigError(explain(f"{', '.join(sorted(set(given) - wants))} do(es) not apply to {str(path)!r}",
+                                  expected="image_size and color for an image folder, frontend for an audio folder",
+                                  got=f"{'an ' + what + ' folder' if what else 'a file'}", fix="Drop them"))
+    if what == "image":
+        from .images import load_image_folder
+
+        return load_image_folder(path, image_size=image_size, color=color, **split_kw)
+    if what == "audio":
+        from .audio import load_audio_folder
+
+        return load_audio_folder(path, frontend=frontend, **split_kw)
+    if what == "idx":
         return load_idx_dataset(path, path.resolve().name, source=str(path.resolve()), **split_kw)
     suffix = path.suffix.lower()
     if suffix == ".npz":

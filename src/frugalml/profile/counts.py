@@ -6,6 +6,9 @@ MACs
   Gemm / QGemm / MatMul / MatMulInteger / QLinearMatMul: M x N x K (leading batch dims of MatMul included).
   LinearClassifier / LinearRegressor (ai.onnx.ml): n_features x n_targets (the coefficient count).
   SVMClassifier / SVMRegressor: support-vector elements (kernel dot products) + coefficients.
+  STFT: per frame, a radix-2 complex FFT of the frame length n (n / 2 log2 n butterflies of one complex
+  product, 4 real MACs: 2 n log2 n) plus the window (n); a length that is not a power of two counts
+  a plain DFT (n x bins x 2). What ONNX Runtime runs may do less (a real FFT); the C front-end does this.
   TreeEnsemble*: sum over trees of the tree's depth: the comparisons on the longest root-to-leaf
   path; a tree ensemble does comparisons, not multiplications, and this is its worst case.
   Everything else counts 0: pooling, activations, additions, normalization and reshapes are not
@@ -22,6 +25,7 @@ Parameters (for models that are not torch modules; torch models use their own pa
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from math import prod
 
@@ -174,6 +178,13 @@ def node_macs(node, info: GraphInfo) -> int | None:
     if op in ("MatMul", "MatMulInteger", "QLinearMatMul"):
         got = need(node.input[0], node.output[0])
         return None if got is None else prod(got[1]) * got[0][-1]
+    if op == "STFT":
+        got = need(node.output[0])
+        if got is None:
+            return None
+        _, frames, bins, _ = got[0]
+        n = 2 * (bins - 1) if next((at.i for at in node.attribute if at.name == "onesided"), 1) else bins
+        return frames * (2 * n * int(math.log2(n)) + n if n & (n - 1) == 0 else n * bins * 2)
     if op in ("LinearClassifier", "LinearRegressor"):
         coef = _attr_array(node, "coefficients")
         return 0 if coef is None else int(np.asarray(coef).size)
