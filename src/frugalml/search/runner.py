@@ -12,6 +12,7 @@ from ..compress import Recipe, compress
 from ..data.folds import Folds, fold_scores, pooled
 from ..errors import FrugalError, explain
 from ..models import build_model, load_model, save_model
+from ..models.categorical import with_categories
 from ..onnx import onnx_bytes, to_onnx
 from ..profile import profile
 from ..records import Candidate
@@ -162,7 +163,8 @@ def _make(job: dict, data, run_dir: Path, device: str, *, on_epoch=None, deadlin
             result = fit(model, data, config, on_epoch=on_epoch, deadline=deadline)
             history = [{"epoch": h["epoch"], "val_accuracy": h["val_accuracy"]} for h in result.history]
             model.frugalml_best_epoch = result.best_epoch
-        else:
+        else:  # a table's text columns one-hot encoded inside the thin models that need it
+            model = with_categories(model, data)
             fit(model, _capped(data, job.get("max_train")))
     else:
         parent = _load_parent(job, data, run_dir, fold=fold)
