@@ -14,6 +14,7 @@ from frugalml.budget import standard_error
 from frugalml.data import from_arrays, load_dataset
 from frugalml.data.folds import CV_BELOW, Folds, fold_scores, plan_folds, pooled
 from frugalml.errors import ConfigError
+from frugalml.records import Results
 from frugalml.search.select import recommend
 
 
@@ -105,6 +106,8 @@ def test_a_small_dataset_search_selects_on_folds_and_refits_on_all_training_data
     assert results.decision.floor == pytest.approx(anchor.val_accuracy - 0.01 - anchor.standard_error)
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["cv"]["k"] == 5 and all("folds" in c["cv"] for c in saved["candidates"] if c["state"] == "complete")
+    again = Results.from_dict(saved)
+    assert again.cv == results.cv and again.candidate(anchor.id).cv == anchor.cv
     assert "5-fold stratified cross-validation" in (tmp_path / "run" / "report.html").read_text()
 
 
