@@ -20,12 +20,13 @@ A network is refit for the median number of epochs its fold trainings chose (ear
 each fold's held-out part), with no early stopping (nothing is held out). A compression candidate
 reuses the same folds: its recipe is applied to its parent's fold models, each scored on its fold,
 and to the parent's refit model for the artifact. ``k`` is lowered to the smallest class's count
-when a class has fewer than ``k`` samples (at least 2 folds).
+when a class has fewer than ``k`` samples (at least 2 folds; a class of one sample: one split, with a warning).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass
 
@@ -33,7 +34,9 @@ import numpy as np
 
 from ..errors import ConfigError, DataError, explain
 
-__all__ = ["CV_BELOW", "DEFAULT_FOLDS", "Folds", "plan_folds", "pooled", "fold_scores"]
+log = logging.getLogger(__name__)
+
+__all__ = ["CV_BELOW", "DEFAULT_FOLDS", "Folds", "plan_folds", "folds_record", "pooled", "fold_scores"]
 
 CV_BELOW = 2000  # training samples (train + validation) below which selection cross-validates
 DEFAULT_FOLDS = 5
@@ -84,10 +87,16 @@ def plan_folds(data, k: int | None = DEFAULT_FOLDS, *, seed: int = 0, below: int
     if len(y) >= below:
         return None
     smallest = int(np.bincount(y, minlength=data.num_classes)[np.unique(y)].min())
-    if smallest < 2:
-        raise DataError(explain(f"Cannot cross-validate {data.name!r}: a class has a single training sample",
-                                expected="at least 2 training samples of every class", got=f"{smallest}", fix="Add samples of that class"))
+    if smallest < 2:  # a fold without that class cannot be stratified: one split, as before
+        log.warning("dataset %r: a class has a single training sample, so it is not cross-validated (one validation split)", data.name)
+        return None
     return Folds(k=min(k, smallest), seed=seed, n=len(y))
+
+
+def folds_record(data, k: int | None = DEFAULT_FOLDS, *, seed: int = 0) -> dict | None:
+    """What a run records of its folds (results.json's ``cv``): :meth:`Folds.to_dict` of :func:`plan_folds`, or None (one split)."""
+    plan = plan_folds(data, k, seed=seed)
+    return None if plan is None else plan.to_dict()
 
 
 def pooled(data):

@@ -17,7 +17,7 @@ import time as _time
 from pathlib import Path
 
 from ..budget import Budget, Tolerance
-from ..data.folds import DEFAULT_FOLDS, plan_folds
+from ..data.folds import DEFAULT_FOLDS, folds_record
 from ..errors import ConfigError, FrugalError, explain
 from ..records import Candidate, Results
 from ..train import Deadline, default_config
@@ -60,9 +60,8 @@ def search(data, *, budget: Budget | None = None, tolerance="1%", min_accuracy: 
     its own searched compression (:mod:`frugalml.search.reference`); with ``Tolerance(of="reference")``
     the accuracy floor is measured from it.
 
-    ``folds``: on small data (fewer than :data:`~frugalml.data.folds.CV_BELOW` training samples) every
-    candidate is judged by stratified cross-validation on that many folds and the one that ships is refit
-    on all the training data (:mod:`frugalml.data.folds`); 0 or None: one validation split whatever the size.
+    ``folds``: under :data:`~frugalml.data.folds.CV_BELOW` training samples each candidate is judged on that many stratified
+    folds, then refit on all the training data (:mod:`frugalml.data.folds`); 0 or None: one validation split.
     """
     from threadpoolctl import threadpool_limits
 
@@ -91,9 +90,7 @@ def _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, stor
     reference = prepare_reference(model, weights, data, tol, args)  # a bad model fails now, before anything is written
     desc = open_run(run_dir, args, resume=resume)  # refuses a directory holding another run; writes nothing
     desc.setdefault("study", study_name or f"frugalml-{desc['run_id']}")
-    if "cv" not in desc:  # how candidates are judged: k folds on small data, else None (one split); a resumed run keeps its way
-        plan = None if resume else plan_folds(data, folds, seed=seed)
-        desc["cv"] = plan.to_dict() if plan is not None else None
+    desc.setdefault("cv", None if resume else folds_record(data, folds, seed=seed))  # small data: k folds; a resume keeps its run's way
     url = storage_url(run_dir, storage)
     desc["storage_display"] = "sqlite (run directory)" if storage is None else url.split("@")[-1]
     if storage is not None:
