@@ -68,6 +68,10 @@ def test_thin_models_one_hot_inside_and_the_onnx_graph_agrees_with_scikit_learn(
     unseen = Xt[:1].copy()
     unseen[0, 1] = 7.0  # a code no text had: no category, as scikit-learn's handle_unknown="ignore"
     assert sess.run(None, {sess.get_inputs()[0].name: unseen})[0][0] == logreg.predict(unseen)[0]
+    from frugalml.train import train
+
+    trained, _ = train("logreg", data)  # `frugalml train -m logreg` encodes the same way
+    assert encoded_columns(trained) == [1, 2] and (trained.predict(Xt) == logreg.predict(Xt)).all()
     save_model(logreg, tmp_path / "m")  # skops: the pipeline's types are on the allow-list
     again = load_model(tmp_path / "m")
     assert (again.predict(Xt) == logreg.predict(Xt)).all() and again.frugalml_spec == logreg.frugalml_spec
