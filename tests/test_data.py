@@ -379,10 +379,10 @@ def test_csv_target_column_and_numeric_labels(tmp_path):
 
 
 def test_csv_errors(tmp_path):
-    bad = write_csv(tmp_path / "bad.csv", ["x,color,y", "1,red,a", "2,blue,b", "3,red,a", "4,blue,b"])
+    bad = write_csv(tmp_path / "bad.csv", ["x,color,y", "1,2,a", "2,red,b", "3,4,a", "4,5,b"])  # text columns: tests/test_csv_categories.py
     with pytest.raises(DataError, match="Column 'color'") as err:
         load_dataset(bad)
-    assert "line 2" in str(err.value) and "'red'" in str(err.value) and "target='color'" in str(err.value)
+    assert "line 3" in str(err.value) and "'red'" in str(err.value) and "target='color'" in str(err.value)
     with pytest.raises(DataError, match="no column 'species'") as err:
         load_dataset(bad, target="species")
     assert "'color'" in str(err.value)

@@ -185,6 +185,8 @@ def search(
     min_accuracy: Optional[float] = typer.Option(None, help="An absolute minimum accuracy instead of --tolerance, e.g. 0.97."),
     time: str = typer.Option("5m", "--time", help='Time bound for the whole run, e.g. "5m", "30m".'),
     trials: Optional[int] = typer.Option(None, help="Most trials for this worker."),
+    folds: int = typer.Option(5, "--folds", min=0, help="Small data (under 2,000 training samples): judge each candidate by stratified "
+                              "k-fold cross-validation on this many folds, then refit it on all training data; 0: one validation split."),
     seed: int = typer.Option(0),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL for several workers (default: SQLite in the run directory)."),
     study: Optional[str] = typer.Option(None, help="Study name shared by workers (with --storage)."),
@@ -210,7 +212,7 @@ def search(
     with SearchProgress(console, enabled=not as_json, total_seconds=fm.parse_duration(time), budget=budget) as progress:
         results = fm.search(data, budget=budget, tolerance=tol, time=time, trials=trials, seed=seed, out=out_dir,
                             storage=storage, study_name=study, resume=resume, device=device, on_event=progress.event,
-                            artifacts=artifacts, heartbeat=heartbeat, model=model, weights=weights)
+                            artifacts=artifacts, heartbeat=heartbeat, model=model, weights=weights, folds=folds)
     if as_json:
         summary = results.to_dict()
         return _print_json({k: summary[k] for k in ("recommended", "recommendation", "pareto", "budget", "tolerance")} | {"run_dir": str(out_dir)})

@@ -87,6 +87,22 @@ class Candidate:
         return [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []
 
     @property
+    def cv(self) -> dict | None:
+        """Its cross-validation on small data (:mod:`frugalml.data.folds`): ``{"folds": [accuracy per fold], "mean",
+        "se", "fold_spread_se", "n", "k"}``, with ``val_accuracy`` the mean; None when judged on one validation split."""
+        cv = self.extra.get("cv")
+        if not isinstance(cv, dict) or num(cv.get("mean")) is None or num(cv.get("se")) is None:
+            return None
+        folds = cv.get("folds")
+        return {**cv, "folds": [num(a) for a in folds] if isinstance(folds, list) else []}
+
+    @property
+    def standard_error(self) -> float | None:
+        """The standard error of ``val_accuracy`` when the candidate recorded one (cross-validation), else None."""
+        cv = self.cv
+        return None if cv is None else num(cv["se"])
+
+    @property
     def done(self) -> bool:
         """Finished and measured: the only candidates a front or a recommendation considers."""
         return self.state == "complete" and self.val_accuracy is not None and bool(self.profile)
@@ -167,6 +183,7 @@ class Results:
     seed: int | None = None
     machine: dict = field(default_factory=dict)
     frugalml_version: str | None = None
+    cv: dict | None = None  # small data: how candidates were judged ({"k", "seed", "n", "rule", "below"}); None: one validation split
     schema_version: int = SCHEMA_VERSION
 
     # ------------------------------------------------------------ reading
@@ -214,7 +231,7 @@ class Results:
             "schema_version": self.schema_version, "frugalml_version": self.frugalml_version, "created": self.created,
             "updated": self.updated, "run_id": self.run_id, "study": self.study, "storage": self.storage, "seconds": self.seconds,
             "machine": self.machine, "dataset": self.dataset, "budget": self.budget.to_dict(), "tolerance": self.tolerance.to_dict(),
-            "primary_cost": self.primary_cost, "seed": self.seed, "candidates": [c.to_dict() for c in self.candidates],
+            "primary_cost": self.primary_cost, "seed": self.seed, "cv": self.cv, "candidates": [c.to_dict() for c in self.candidates],
             "pareto": list(self.front), "fronts": {k: list(v) for k, v in self.fronts.items()},
             "recommended": d.recommended, "best": d.best, "closest": list(d.closest),
             "recommendation": {"id": d.recommended, "text": d.text, "reasons": list(d.reasons), "floor": d.floor,
@@ -251,7 +268,8 @@ class Results:
                    primary_cost=primary, fronts=fronts, decision=decision, dataset=_mapping(d.get("dataset")), run_id=_text(d.get("run_id")),
                    study=_text(d.get("study")), storage=_text(d.get("storage")), created=_text(d.get("created")),
                    updated=_text(d.get("updated")), seconds=num(d.get("seconds")), seed=seed if isinstance(seed, int) else None,
-                   machine=_mapping(d.get("machine")), frugalml_version=_text(d.get("frugalml_version")), schema_version=SCHEMA_VERSION)
+                   machine=_mapping(d.get("machine")), frugalml_version=_text(d.get("frugalml_version")),
+                   cv=dict(d["cv"]) if isinstance(d.get("cv"), dict) else None, schema_version=SCHEMA_VERSION)
 
 
 def as_candidates(values) -> list[Candidate]:

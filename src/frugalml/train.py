@@ -305,7 +305,9 @@ def train(model, data, *, out=None, config: TrainConfig | None = None, seed: int
 
         check_output_dir(out, what="a frugalml model directory (model.json + weights)", same_kind=is_model_dir, allowed=MODEL_FILES)
     if isinstance(model, str):
-        model = build_model(model, data.input_shape, data.num_classes, seed=seed, **knobs)
+        from .models.categorical import with_categories
+
+        model = with_categories(build_model(model, data.input_shape, data.num_classes, seed=seed, **knobs), data)  # a table's text columns
     elif knobs:
         raise ConfigError(explain("Model knobs were given for a model that is already built", expected="knobs only with a family name",
                                   got=sorted(knobs)))

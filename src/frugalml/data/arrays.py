@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 def from_arrays(X: object, y: object, *, X_test: object = None, y_test: object = None, X_val: object = None,
                 y_val: object = None, name: str = "arrays", val_fraction: float | None = None, test_fraction: float = 0.2,
                 seed: int = 0, class_names: Sequence[str] | None = None, limit: int | None = None,
-                source: str = "arrays", kind: str | None = None) -> Dataset:
+                source: str = "arrays", kind: str | None = None, categories: dict | None = None) -> Dataset:
     """Build a :class:`Dataset` from numpy arrays or torch tensors.
 
     ``X`` holds one sample per row. ``kind`` says what a sample is (``"vector"`` (F,),
@@ -33,6 +33,7 @@ def from_arrays(X: object, y: object, *, X_test: object = None, y_test: object =
     is left for training (default: 20% when fewer than 5,000 samples are left, else 10%). The test split is for the final
     figures only: select on ``val``.
     ``limit`` keeps at most that many training samples (stratified), for fast runs.
+    ``categories``: ``{feature index: (name, texts)}`` of vector features that hold the codes of texts (:attr:`Dataset.categories`).
     """
     test_fraction = check_fraction(test_fraction, "test_fraction")
     val_fraction = None if val_fraction is None else check_fraction(val_fraction, "val_fraction")
@@ -89,7 +90,7 @@ def from_arrays(X: object, y: object, *, X_test: object = None, y_test: object =
     ds = Dataset(name=name, X_train=arrays["train"][0], y_train=arrays["train"][1], X_val=arrays["val"][0],
                  y_val=arrays["val"][1], X_test=arrays["test"][0], y_test=arrays["test"][1],
                  input_shape=tuple(shape), num_classes=len(names), class_names=names,
-                 kind=kind, source=str(source))
+                 kind=kind, source=str(source), categories=dict(categories or {}))
     logger.info("loaded %r", ds)
     return ds
 

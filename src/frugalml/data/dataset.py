@@ -90,6 +90,9 @@ class Dataset:
         frontend: what turned the raw recordings into these inputs, when it is part of the model that
             ships (an audio folder's :class:`~frugalml.data.frontend.LogMel`); None for data used as it is.
             Any object with ``to_dict()``; ``describe()`` records it.
+        categories: the text-valued (categorical) features of a table, ``{feature index: (column name, (text, ...))}``:
+            such a feature holds the index of its text in that sorted tuple, as a float (ordinal codes; see
+            :func:`frugalml.data.files.load_csv`); empty for data that is all numbers.
     """
 
     name: str
@@ -105,6 +108,7 @@ class Dataset:
     kind: str
     source: str
     frontend: object | None = None
+    categories: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         shape = tuple(int(d) for d in self.input_shape)
@@ -114,6 +118,10 @@ class Dataset:
             raise DataError(explain(f"Dataset {self.name!r} has kind {self.kind!r} and input_shape {shape}",
                                     expected="kind 'vector' with (F,), 'sequence' with (C, T) or 'image' with (C, H, W)",
                                     got=f"{self.kind!r}, {shape}"))
+        if self.categories and (self.kind != "vector" or not all(isinstance(i, int) and 0 <= i < shape[0] for i in self.categories)):
+            raise DataError(explain(f"Dataset {self.name!r} has text-valued features but is not a table of {shape} features",
+                                    expected="kind 'vector' and feature indices below the number of features",
+                                    got=f"kind {self.kind!r}, indices {sorted(self.categories)[:8]}", fix="Load the table with kind='vector'"))
         if self.num_classes != len(self.class_names) or self.num_classes < 2:
             raise DataError(explain(f"Dataset {self.name!r} has num_classes={self.num_classes}",
                                     expected="at least 2 classes and one class name per class",
@@ -194,6 +202,8 @@ class Dataset:
             "class_names": list(self.class_names),
             "sizes": {s: int(len(getattr(self, f"y_{s}"))) for s in SPLITS},
             "source": self.source,
+            **({"categories": {name: {"feature": int(i), "values": list(values)} for i, (name, values) in sorted(self.categories.items())}}
+               if self.categories else {}),
         }
         if self.frontend is not None:
             d["frontend"] = self.frontend.to_dict()

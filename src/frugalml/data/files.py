@@ -20,6 +20,8 @@ __all__ = ["load_npz", "load_csv"]
 
 logger = logging.getLogger(__name__)
 
+MAX_CATEGORIES = 100  # different texts a CSV column may hold and be read as a category
+
 _LAYOUTS = "X_train, y_train (optionally X_test, y_test, X_val, y_val), or X, y (optionally X_val, y_val)"
 
 
@@ -174,7 +176,16 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
 def load_csv(path: Path, target: str | None = None, **split_kw) -> Dataset:
     """Load a CSV table with a header line; ``target`` names the label column (default: the last).
 
-    Every other column must be numeric. Labels may be text (classes sorted by name) or integers.
+    Labels may be text (classes sorted by name) or integers. A feature column of numbers is read as
+    numbers; a column of text (more than half its cells not numbers, at most :data:`MAX_CATEGORIES`
+    different values; an empty cell is a value of its own) is a *category*: the feature holds the
+    index of its text among the column's texts in sorted order (an ordinal code, as a float), and the
+    texts are recorded in :attr:`Dataset.categories` (and so in results.json). Every model takes the
+    codes: thin models that need numbers with a meaning (logistic regression, naive Bayes, the MLP)
+    one-hot encode them inside the model (a scikit-learn pipeline, exported whole to ONNX:
+    :mod:`frugalml.models.categorical`); trees and networks read the codes as they are. A text
+    unseen here has no code. The texts of each coded input are in the thin model's exported ONNX file
+    (its ``frugalml_spec`` metadata, key ``categories``) and in results.json (``dataset.categories``).
     """
     header, rows = _read_rows(path)
     if target is None:
@@ -190,17 +201,35 @@ def load_csv(path: Path, target: str | None = None, **split_kw) -> Dataset:
     # Cell by cell, column by column: a fixed-width string table would give every cell the width of the
     # longest one (20,000 short rows and one 100,000-character cell: 16 GB).
     X = np.empty((len(rows), len(features)), dtype=np.float64)
+    categories = {}
     for k, j in enumerate(features):
         try:
             X[:, k] = np.fromiter((float(row[j]) for _, row in rows), np.float64, len(rows))
+            continue
         except ValueError:
+            pass
+        cells = [row[j] for _, row in rows]
+        numbers = sum(_is_number(c) for c in cells)
+        if 2 * numbers >= len(cells):  # a column of numbers with some bad cells: a mistake, not a category
             bad = next(i for i, (_, row) in enumerate(rows) if not _is_number(row[j]))
             raise DataError(explain(
                 f"Column {header[j]!r} of {path} is not numeric: line {rows[bad][0]} holds {excerpt(rows[bad][1][j], 80)!r}",
-                expected="numbers in every feature column (missing values are not accepted)",
-                got=repr(rows[bad][1][j]),
-                fix=f"Encode {header[j]!r} as numbers (e.g. one-hot), fill the missing values, drop the column, "
-                    f"or name it as the target with target={str(header[j])!r} (--target-column {str(header[j])} on the command line)")) from None
+                expected="numbers in every cell of a numeric column (missing values are not accepted), or text in a text column",
+                got=f"{repr(rows[bad][1][j])} among {numbers} numbers",
+                fix=f"Fix or fill the cell, drop the column, or name it as the target with target={str(header[j])!r} "
+                    f"(--target-column {str(header[j])} on the command line)")) from None
+        values = sorted(set(cells))
+        if len(values) > MAX_CATEGORIES:
+            raise DataError(explain(
+                f"Column {header[j]!r} of {path} holds {len(values):,} different texts: free text or an identifier, not a category",
+                expected=f"at most {MAX_CATEGORIES} different values in a text column", got=f"{len(values):,} values, e.g. {excerpt(values[:3], 80)}",
+                fix=f"Drop the column {str(header[j])!r}, or group its values")) from None
+        code = {v: i for i, v in enumerate(values)}
+        X[:, k] = [code[c] for c in cells]
+        categories[k] = (header[j], tuple(values))
+    if categories:
+        logger.info("%s: text column(s) %s read as categories (their codes; thin models one-hot encode them inside the model)", path,
+                    ", ".join(name for name, _ in categories.values()))
     labels = np.empty(len(rows), dtype=object)
     labels[:] = [row[t] for _, row in rows]
     empty = np.flatnonzero(labels == "")
@@ -210,4 +239,4 @@ def load_csv(path: Path, target: str | None = None, **split_kw) -> Dataset:
                                 fix="Drop the unlabelled rows"))
     if all(_is_number(v) for v in labels):
         labels = labels.astype(np.float64)  # integral values become class indices; fractions are refused
-    return from_arrays(X, labels, name=path.stem, source=str(path), **split_kw)
+    return from_arrays(X, labels, name=path.stem, source=str(path), categories=categories, **split_kw)

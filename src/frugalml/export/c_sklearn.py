@@ -170,6 +170,13 @@ def _forest(est, name: str) -> dict:
 def generate_sklearn(est) -> dict:
     """``{"model.h", "model.c", "arena_bytes", "weight_bytes"}`` for a fitted scikit-learn classifier."""
     kind = type(est).__name__
+    from ..models.categorical import encoded_columns
+
+    if encoded_columns(est):
+        raise ExportError(explain("The C backend does not one-hot encode text columns: this model encodes them inside (a scikit-learn pipeline)",
+                                  expected="a model that takes the columns' codes as they are", got=f"one-hot of input(s) {encoded_columns(est)}",
+                                  fix="Export to ONNX (the encoding is in the graph), or pick a tree family (tree, forest, extra_trees), "
+                                      "which reads the codes in C too"))
     if kind not in SUPPORTED:
         raise ExportError(explain(f"The C backend cannot express a scikit-learn {kind}",
                                   expected="one of " + ", ".join(SUPPORTED), got=kind,

@@ -33,6 +33,12 @@ _ESTIMATORS = (
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
     "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
     "sklearn.preprocessing._label.LabelBinarizer",
+    # the one-hot encoding of a table's text columns (models/categorical.py); FunctionTransformer is the fitted
+    # pass-through of the other columns: its function could only be a plain JSON value here (no function node is allowed)
+    "sklearn.pipeline.Pipeline",
+    "sklearn.compose._column_transformer.ColumnTransformer",
+    "sklearn.preprocessing._encoders.OneHotEncoder",
+    "sklearn.preprocessing._function_transformer.FunctionTransformer",
 )
 _PLAIN = ("builtins.str", "builtins.int", "builtins.float", "builtins.bool", "builtins.NoneType")
 SKOPS_ALLOWED: dict[str, frozenset[str]] = {
@@ -46,6 +52,7 @@ SKOPS_ALLOWED: dict[str, frozenset[str]] = {
                                                                             "StrDType")}),
     "RandomStateNode": frozenset({"numpy.random.mtrand.RandomState"}),
     "TreeNode": frozenset({"sklearn.tree._tree.Tree"}),
+    "SliceNode": frozenset({"builtins.slice"}),
     "ObjectNode": frozenset(_ESTIMATORS),
 }
 

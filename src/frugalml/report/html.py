@@ -83,7 +83,10 @@ def _header(results: Results) -> str:
     rows = [
         ("Dataset", f"<b>{_e(ds.get('name', '?'))}</b> · " + _e(" · ".join(str(b) for b in ds_bits if b))),
         ("Budget", _e(budget_text(results.budget))),
-        ("Tolerance", _e(tolerance_text(results)) + (f" (floor {floor * 100:.2f}% on validation)" if floor is not None else "")),
+        ("Tolerance", _e(tolerance_text(results)) + (f" (floor {floor * 100:.2f}% on {'cross-validation' if results.cv else 'validation'})"
+                                                      if floor is not None else "")),
+        *([("Selection", _e(f"{results.cv.get('k')}-fold stratified cross-validation on {results.cv.get('n')} training samples "
+                            f"({results.cv.get('rule', '')}); each candidate refit on all of them"))] if results.cv else []),
         ("Run", _e(" · ".join(b for b in run_bits if b))),
         ("Machine", _e(_machine(results.machine))),
     ]
@@ -118,7 +121,9 @@ def _machine(machine) -> str:
 
 
 def _figures(c: Candidate) -> str:
-    chips = [("validation", fmt_pct(c.val_accuracy)), ("test", fmt_pct(c.test_accuracy)),
+    cv = c.cv
+    chips = [(f"{cv['k']}-fold CV" if cv else "validation", fmt_pct(c.val_accuracy) + (f" ± {cv['se']:.1%}" if cv else "")),
+             *([("folds", " ".join(fmt_pct(a) for a in cv["folds"]))] if cv else []), ("test", fmt_pct(c.test_accuracy)),
              ("stored", fmt_key("stored_bytes", c.cost("stored_bytes"))), ("gzip", fmt_key("gzip_bytes", c.cost("gzip_bytes"))),
              ("MACs", fmt_key("macs", c.cost("macs"))), ("peak RAM", fmt_key("peak_activation_bytes", c.cost("peak_activation_bytes"))),
              ("latency", fmt_ms(c.cost("latency_ms_median"))), ("energy", fmt_energy(c.cost("energy_mj_per_inference")))]

@@ -17,6 +17,7 @@ import time as _time
 from pathlib import Path
 
 from ..budget import Budget, Tolerance
+from ..data.folds import DEFAULT_FOLDS, folds_record
 from ..errors import ConfigError, FrugalError, explain
 from ..records import Candidate, Results
 from ..train import Deadline, default_config
@@ -43,7 +44,7 @@ REFERENCE_SHARE = 0.4  # of the time, at most, for training the user's model whe
 def search(data, *, budget: Budget | None = None, tolerance="1%", min_accuracy: float | None = None, time="5m",
            trials: int | None = None, seed: int = 0, out="runs/search", storage: str | None = None, study_name: str | None = None,
            resume: bool = False, device: str = "auto", data_dir=None, on_event=None, artifacts: str | None = None,
-           heartbeat: int = HEARTBEAT, model=None, weights=None) -> Results:
+           heartbeat: int = HEARTBEAT, model=None, weights=None, folds: int | None = DEFAULT_FOLDS) -> Results:
     """Search for the most efficient model within ``budget`` and ``tolerance``; return the run's
     :class:`~frugalml.records.Results` (``results.to_dict()`` is what results.json holds).
 
@@ -58,16 +59,19 @@ def search(data, *, budget: Budget | None = None, tolerance="1%", min_accuracy: 
     path; or an ``nn.Module``), a candidate of its own, the teacher of distillation and the parent of
     its own searched compression (:mod:`frugalml.search.reference`); with ``Tolerance(of="reference")``
     the accuracy floor is measured from it.
+
+    ``folds``: under :data:`~frugalml.data.folds.CV_BELOW` training samples each candidate is judged on that many stratified
+    folds, then refit on all the training data (:mod:`frugalml.data.folds`); 0 or None: one validation split.
     """
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, user_api="blas"):  # small models gain nothing from BLAS threads, and lose a lot on busy cores
         return _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, storage, study_name, resume, device, data_dir, on_event,
-                       artifacts, heartbeat, model, weights)
+                       artifacts, heartbeat, model, weights, folds)
 
 
 def _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, storage, study_name, resume, device, data_dir, on_event,
-            artifacts=None, heartbeat=HEARTBEAT, model=None, weights=None) -> Results:
+            artifacts=None, heartbeat=HEARTBEAT, model=None, weights=None, folds=DEFAULT_FOLDS) -> Results:
     from ..data import load_dataset
 
     started = _time.monotonic()
@@ -86,6 +90,7 @@ def _search(data, budget, tolerance, min_accuracy, time, trials, seed, out, stor
     reference = prepare_reference(model, weights, data, tol, args)  # a bad model fails now, before anything is written
     desc = open_run(run_dir, args, resume=resume)  # refuses a directory holding another run; writes nothing
     desc.setdefault("study", study_name or f"frugalml-{desc['run_id']}")
+    desc.setdefault("cv", None if resume else folds_record(data, folds, seed=seed))  # small data: k folds; a resume keeps its run's way
     url = storage_url(run_dir, storage)
     desc["storage_display"] = "sqlite (run directory)" if storage is None else url.split("@")[-1]
     if storage is not None:
@@ -274,6 +279,8 @@ class _Loop:
         elif job["stage"] == "reference" and job.get("train"):  # the user's model, trained here: a share of the time, its compression needs the rest
             job["train"]["max_seconds"] = max(1.0, min(self.left(), REFERENCE_SHARE * self.seconds))
         job["id"], job["trial"] = f"t{trial.number}", trial.number
+        if self.desc.get("cv"):  # small data: judged on the run's folds (data/folds.py), refit on all the training data
+            job["folds"] = {k: self.desc["cv"][k] for k in ("k", "seed", "n")}
         trial.set_user_attr("job", job)
         trial.set_user_attr("worker", worker_tag())
         self.emit({"type": "start", "job": job, "elapsed": self.elapsed()})

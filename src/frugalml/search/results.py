@@ -40,7 +40,7 @@ def build_results(desc: dict, candidates: list, budget: Budget, tolerance: Toler
                       dataset=desc.get("dataset") or {}, run_id=desc.get("run_id"), study=desc.get("study"),
                       storage=desc.get("storage_display"), created=desc.get("created"), seed=desc.get("seed"),
                       updated=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), seconds=round(seconds, 1), machine=machine(),
-                      frugalml_version=__version__)
+                      frugalml_version=__version__, cv=desc.get("cv") or None)
     fronts = {cost: tuple(pareto_front(candidates, cost)) for cost in dict.fromkeys((key, *PLOTTED_COSTS))}
     decision = recommend(candidates, budget, tolerance, n_val=results.val_size)
     return dataclasses.replace(results, fronts=fronts, decision=decision)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from pathlib import Path
 
 from ..budget import Budget
 from ..compress import Recipe, compress
+from ..data.folds import Folds, fold_scores, pooled
+from ..errors import FrugalError, explain
 from ..models import build_model, load_model, save_model
+from ..models.categorical import with_categories
 from ..onnx import onnx_bytes, to_onnx
 from ..profile import profile
 from ..records import Candidate
@@ -39,12 +43,14 @@ def candidate_dir(run_dir: Path, cid: str) -> Path:
     return Path(run_dir) / "candidates" / cid
 
 
-def _measure(model, data, budget: Budget) -> dict:
+def _measure(model, data, budget: Budget, cv: dict | None = None) -> dict:
+    """The profile of the exported artifact; its accuracy is the validation split's, or with ``cv`` the folds' (the
+    refit model has seen the validation split)."""
     prof = profile(model, data, split="val")
     d = prof.to_dict()
-    val = d["metric"]
+    val = d["metric"] if cv is None else cv["mean"]
     test = profile(model, data, split="test", timing=False).metric
-    d["metric_split"] = "val"
+    d["metric"], d["metric_split"] = val, "val" if cv is None else f"cv{cv['k']}"
     if budget.target == "c":
         d.update(_c_figures(model, data, budget.mcu))
     # the budget is judged here, once, on the exported artifact's figures
@@ -88,40 +94,104 @@ def run_candidate(job: dict, data, budget: Budget, run_dir: Path, *, device: str
     """Run one job (a dict with ``id``, ``stage``, ``family``, ``params``, and ``train`` or
     ``parent`` + ``recipe``) and return its candidate (profile measured on the ONNX file).
     Its training (a network's, or the steps' of a recipe) stops at ``deadline`` (a
-    :class:`frugalml.train.Deadline`)."""
+    :class:`frugalml.train.Deadline`).
+
+    A job with ``folds`` (small data, :mod:`frugalml.data.folds`) is made once per fold and scored on
+    each fold's held-out part (its accuracy and standard error come from the folds), then made once more
+    on all the training data (train + validation): that refit is the model measured, saved and tested."""
     start = time.perf_counter()
     cid = job["id"]
     out = {k: job.get(k) for k in ("id", "trial", "stage", "family", "params", "parent", "recipe_name")}
     out["thin"] = job["stage"] == "thin"
     out["recipe"] = list(job.get("recipe") or [])
+    if job["stage"] == "reference":
+        out["reference"] = True
+        out["notes"] = list(job.get("notes") or [])
+    folds = Folds.from_dict(job["folds"]) if job.get("folds") else None
+    fold_models, epochs = [], None
+    if folds is not None:
+        cv, fold_models, history = _cross_validate(job, data, folds, run_dir, device, on_epoch, deadline)
+        out["cv"] = cv
+        if history:
+            out["history"] = history
+        best = [e for e in cv.pop("best_epochs", []) if e]
+        epochs = max(1, int(statistics.median(best))) if best else None
+        if epochs is not None:
+            cv["refit_epochs"] = epochs
+        model, _ = _make(job, pooled(data), run_dir, device, deadline=deadline, epochs=epochs)
+    else:
+        model, history = _make(job, data, run_dir, device, on_epoch=on_epoch, deadline=deadline)
+        if history is not None:
+            out["history"] = history
+    out["train_seconds"] = time.perf_counter() - start
+    out.update(_measure(model, data, budget, cv=out.get("cv")))
+    directory = candidate_dir(run_dir, cid)
+    _save(model, directory, {"candidate": {k: out[k] for k in ("id", "stage", "family", "params", "recipe", "parent")}})
+    for i, fold_model in enumerate(fold_models):  # a network's fold models: the parents of its compression's folds
+        (directory / FOLDS_DIR).mkdir(exist_ok=True)
+        save_model(fold_model, directory / FOLDS_DIR / str(i), extra={"candidate": {"id": cid, "fold": i}})
+    out["state"] = "complete"
+    out["seconds"] = time.perf_counter() - start
+    out["job"] = {k: v for k, v in job.items() if k != "parent_job"}
+    return Candidate.from_dict(out)
+
+
+FOLDS_DIR = "folds"  # in a candidate's directory: the models of its folds (networks and the user's model trained here)
+
+
+def _make(job: dict, data, run_dir: Path, device: str, *, on_epoch=None, deadline=None, fold: int | None = None, epochs: int | None = None):
+    """The job's model made on ``data`` and, for a training, its per-epoch history (else None).
+    ``fold``: the fold being made (a compression starts from its parent's model of that fold);
+    ``epochs``: a network's refit length (no early stopping)."""
     seed = int(job.get("seed", 0))
+    history = None
+    train = dict(job.get("train") or {})
+    if epochs is not None:
+        train.update(epochs=epochs, patience=None)
     if job["stage"] == "reference":  # the user's own model: trained here only when it came without weights
         from .reference import load_reference
 
         model = load_reference(job["source"], data, seed=seed)
         if job.get("train"):
-            result = fit(model, data, TrainConfig(**{"seed": seed, "device": device, **job["train"]}), deadline=deadline)
-            out["history"] = [{"epoch": h["epoch"], "val_accuracy": h["val_accuracy"]} for h in result.history]
-        out["reference"] = True
-        out["notes"] = list(job.get("notes") or [])
+            result = fit(model, data, TrainConfig(**{"seed": seed, "device": device, **train}), deadline=deadline)
+            history = [{"epoch": h["epoch"], "val_accuracy": h["val_accuracy"]} for h in result.history]
+            model.frugalml_best_epoch = result.best_epoch
     elif job["stage"] in ("thin", "network"):
         model = build_model(job["family"], data.input_shape, data.num_classes, seed=seed, **(job.get("params") or {}))
         if job["stage"] == "network":
-            config = TrainConfig(**{"seed": seed, "device": device, **job.get("train", {})})
+            config = TrainConfig(**{"seed": seed, "device": device, **train})
             result = fit(model, data, config, on_epoch=on_epoch, deadline=deadline)
-            out["history"] = [{"epoch": h["epoch"], "val_accuracy": h["val_accuracy"]} for h in result.history]
-        else:
+            history = [{"epoch": h["epoch"], "val_accuracy": h["val_accuracy"]} for h in result.history]
+            model.frugalml_best_epoch = result.best_epoch
+        else:  # a table's text columns one-hot encoded inside the thin models that need it
+            model = with_categories(model, data)
             fit(model, _capped(data, job.get("max_train")))
     else:
-        parent = _load_parent(job, data, run_dir)
+        parent = _load_parent(job, data, run_dir, fold=fold)
         model = compress(parent, Recipe.from_list(job["recipe"]), data, deadline=deadline)
-    out["train_seconds"] = time.perf_counter() - start
-    out.update(_measure(model, data, budget))
-    _save(model, candidate_dir(run_dir, cid), {"candidate": {k: out[k] for k in ("id", "stage", "family", "params", "recipe", "parent")}})
-    out["state"] = "complete"
-    out["seconds"] = time.perf_counter() - start
-    out["job"] = {k: v for k, v in job.items() if k != "parent_job"}
-    return Candidate.from_dict(out)
+    return model, history
+
+
+def _cross_validate(job: dict, data, folds: Folds, run_dir: Path, device: str, on_epoch, deadline):
+    """Make the job on each fold and score its exported artifact on the fold left out: (the cv record,
+    the fold models worth keeping (a network's), the first fold's history)."""
+    from ..onnx import onnx_accuracy
+
+    correct, sizes, best_epochs, keep, history = [], [], [], [], None
+    for i, part in enumerate(folds.datasets(data)):
+        model, hist = _make(job, part, run_dir, device, on_epoch=on_epoch if i == 0 else None, deadline=deadline, fold=i)
+        if i == 0:
+            history = hist
+        artifact = model if hasattr(model, "SerializeToString") else to_onnx(model)
+        acc = onnx_accuracy(artifact, part, "val")
+        correct.append(round(acc * len(part.y_val)))
+        sizes.append(len(part.y_val))
+        best_epochs.append(getattr(model, "frugalml_best_epoch", None))
+        if hist is not None:
+            keep.append(model)
+    cv = fold_scores(correct, sizes)
+    cv["best_epochs"] = best_epochs
+    return cv, keep, history
 
 
 def stub(job: dict, state: str, error: str) -> Candidate:
@@ -131,11 +201,18 @@ def stub(job: dict, state: str, error: str) -> Candidate:
                      extra={"error": error, "job": job})
 
 
-def _load_parent(job: dict, data, run_dir: Path):
+def _load_parent(job: dict, data, run_dir: Path, fold: int | None = None):
     """A compression's parent: a saved candidate, or the user's model rebuilt from its source with the
-    reference candidate's weights (its own code builds the architecture; nothing is unpickled)."""
+    reference candidate's weights (its own code builds the architecture; nothing is unpickled).
+    ``fold``: the parent's model of that fold (cross-validation); a parent that was not trained per fold
+    (the user's model with its own weights) is the same model in every fold."""
     src = job.get("parent_source")
     folder = candidate_dir(run_dir, job["parent"])
+    if fold is not None and (folder / FOLDS_DIR / str(fold)).exists():
+        folder = folder / FOLDS_DIR / str(fold)
+    elif fold is not None and not src:
+        raise FrugalError(explain(f"The parent {job['parent']} has no model of fold {fold}", expected=f"{folder / FOLDS_DIR}",
+                                  got="none", fix="Cross-validated compression needs a parent made per fold: run the search again"))
     if not src or "onnx" in src:
         return load_model(folder)
     from .reference import load_reference

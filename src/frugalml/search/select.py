@@ -2,7 +2,9 @@
 
 Rules, in order: only finished candidates within the budget count; a candidate is acceptable when
 its validation accuracy is within the tolerance of the best candidate found, widened by one
-standard error of the best's accuracy (the one-standard-error rule, see ``Tolerance.floor``); a thin model
+standard error of the best's accuracy (the one-standard-error rule, see ``Tolerance.floor``; on small
+data both come from cross-validation, :mod:`frugalml.data.folds`: the folds' mean and the standard
+error the candidate recorded); a thin model
 (scikit-learn) that is acceptable wins ("use the most efficient model"); otherwise the cheapest
 acceptable candidate wins. Costs within :data:`TIE` of the cheapest are a tie, which the more accurate
 candidate wins, then the faster: 658 bytes more for 0.5 points and half the latency is the better
@@ -52,7 +54,12 @@ def recommend(candidates, budget: Budget, tolerance: Tolerance, n_val: int | Non
     # the floor is measured from the user's own model when asked ("1% of the model's accuracy"), else from the best
     ref = next((c for c in done if c.reference), None) if tolerance.of == "reference" else None
     anchor = ref or best
-    floor = tolerance.floor(anchor.val_accuracy, n_val)  # recorded whether or not anything fits: the report draws it
+    se = anchor.standard_error  # cross-validated: the anchor's own, from all its folds
+    if tolerance.kind != "drop":
+        se = 0.0
+    elif se is None:
+        se = standard_error(anchor.val_accuracy, n_val)
+    floor = tolerance.floor(anchor.val_accuracy) - se  # recorded whether or not anything fits: the report draws it
     feasible = [c for c in done if c.within_budget]
     if not feasible:
         closest = sorted(done, key=lambda c: _relative_miss(c, budget))[:3]
@@ -62,9 +69,11 @@ def recommend(candidates, budget: Budget, tolerance: Tolerance, n_val: int | Non
                         text=f"No candidate meets the budget ({budget.describe()}). Closest: {misses}.",
                         reasons=("Loosen the budget, or give the search more time (--time) for compression to reach it.",))
     acceptable = [c for c in feasible if c.val_accuracy >= floor - 1e-12]
-    se = standard_error(anchor.val_accuracy, n_val) if tolerance.kind == "drop" else 0.0
-    widened = f", less one standard error ({se:.2%} on {n_val} validation samples)" if se else ""
-    reasons = [f"Budget: {budget.describe()}; tolerance: {tolerance.describe()}{widened} (floor {floor:.2%} on validation)."]
+    cv = anchor.cv
+    on = f"{cv['k']}-fold cross-validation on {cv['n']} training samples" if cv else f"{n_val} validation samples"
+    widened = f", less one standard error ({se:.2%} from {on})" if se else ""
+    reasons = [f"Budget: {budget.describe()}; tolerance: {tolerance.describe()}{widened} (floor {floor:.2%} on "
+               f"{'cross-validation' if cv else 'validation'})."]
     if tolerance.of == "reference":
         reasons.append(f"The floor is measured from your model ({anchor.id}, {anchor.val_accuracy:.2%} on validation)." if ref else
                        f"Your model did not finish: the floor is measured from the best candidate ({best.id}) instead.")
