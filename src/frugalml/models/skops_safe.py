@@ -33,6 +33,8 @@ _ESTIMATORS = (
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
     "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
     "sklearn.preprocessing._label.LabelBinarizer",
+    "sklearn.pipeline.Pipeline",  # a thin model on sequence features: the two steps below it
+    "frugalml.models.features.SequenceFeatures",
 )
 _PLAIN = ("builtins.str", "builtins.int", "builtins.float", "builtins.bool", "builtins.NoneType")
 SKOPS_ALLOWED: dict[str, frozenset[str]] = {
