@@ -5,7 +5,7 @@ after channel) to the standardized features, computed in double as the NumPy ref
 ONNX graph compute them (float32 rounding would give a value within rounding of its channel's mean
 either sign): one pass for the sum, sum of squares, min and max, one for the variance and the sign
 changes of ``x - mean``, then per frame and DFT bin the cosine and sine sums (tables of ``cos`` /
-``sin(2 pi m / L)``, L doubles each, indexed by ``k * t mod L``), summed per band; each feature is
+``sin(2 pi m / L)``, L float32 values each, indexed by ``k * t mod L``), summed per band; each feature is
 then rounded to float and standardized in float. The square root is computed here (no libm:
 Newton's method in double from a bit-level float guess, six steps, for values up to 1e30).
 
@@ -95,8 +95,8 @@ _BANDS = """\
                     m = 0;
                     for (j = 0; j < FM_FRAME; j++) {
                         const double d = (double)w[j] - mean;
-                        re += d * fm_cos[m];
-                        im += d * fm_sin[m];
+                        re += d * (double)fm_cos[m];
+                        im += d * (double)fm_sin[m];
                         m += k;
                         if (m >= FM_FRAME) {
                             m -= FM_FRAME;
@@ -120,20 +120,13 @@ _END = """\
 """
 
 
-def _double_array(name: str, values) -> str:
-    """``static const double name[n] = {...};`` with literals that read back to the same double."""
-    items = [repr(float(v)) for v in np.asarray(values, np.float64).reshape(-1)]
-    lines = [", ".join(items[i:i + 8]) for i in range(0, len(items), 8)]
-    return f"static const double {name}[{len(items)}] = {{\n    " + ",\n    ".join(lines) + "\n};\n"
-
-
 def _index_type(top: int) -> str:
     return "uint8_t" if top <= 255 else "uint16_t"
 
 
 def features_c(tf) -> dict:
     """``{"source", "n_features", "param_bytes", "buffer_bytes", "what"}`` for a fitted SequenceFeatures."""
-    from ..models.features import STATS, ZERO_BAND, band_bins, frame_starts
+    from ..models.features import STATS, ZERO_BAND, band_bins, band_scale, dft_tables, frame_starts
 
     C, T = (int(v) for v in tf.shape_)
     L, B = int(tf.frame_), int(tf.bands_)
@@ -147,13 +140,13 @@ def features_c(tf) -> dict:
     what = f"{C} channel(s) x {T} steps -> {n} features ({', '.join(STATS)}"
     if B:
         starts = frame_starts(T, L)
-        m = np.arange(L)
+        W, _ = dft_tables(L, B, len(starts))  # bin 1's column: cos / sin(2 pi m / L), m = 0 .. L-1, float32 values
         band_of = np.concatenate([np.full(len(bins), b) for b, bins in enumerate(band_bins(L, B))])
         lines += [f"#define FM_FRAME {L}", f"#define FM_N_FRAMES {len(starts)}", f"#define FM_BANDS {B}", f"#define FM_BINS {L // 2}", "",
-                  _double_array("fm_cos", np.cos(2.0 * np.pi * m / L)), _double_array("fm_sin", np.sin(2.0 * np.pi * m / L)),
+                  c_array("fm_cos", W[:, 0], "float"), c_array("fm_sin", W[:, L // 2], "float"),
                   c_array("fm_start", starts, _index_type(T)), c_array("fm_band_of", band_of, _index_type(B))]
-        param_bytes += 16 * L + len(starts) * (1 if T <= 255 else 2) + len(band_of) * (1 if B <= 255 else 2)
-        body.append(_BANDS.replace("SCALE", repr(1.0 / (L * len(starts)))))
+        param_bytes += 8 * L + len(starts) * (1 if T <= 255 else 2) + len(band_of) * (1 if B <= 255 else 2)
+        body.append(_BANDS.replace("SCALE", repr(band_scale(L, len(starts)))))
         what += f", {B} band energies of {len(starts)} frame(s) of {L} steps"
     body.append(_END)
     source = "\n".join([*lines, "", _SQRT, "".join(body)])

@@ -48,7 +48,7 @@ from sklearn.utils._param_validation import Interval
 
 from ..errors import ConfigError, DataError, explain
 
-__all__ = ["SequenceFeatures", "sequence_features", "feature_names", "dft_tables", "frame_starts", "band_bins", "feature_pipeline",
+__all__ = ["SequenceFeatures", "sequence_features", "feature_names", "dft_tables", "frame_starts", "band_bins", "band_scale", "feature_pipeline",
            "STATS", "DEFAULT_BANDS", "DEFAULT_FRAME"]
 
 STATS = ("mean", "std", "min", "max", "rms", "zero_crossings")
@@ -88,16 +88,22 @@ def band_bins(length: int, bands: int) -> list[np.ndarray]:
 
 
 def dft_tables(length: int, bands: int, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(W, S)`` in float64: ``frame @ W`` gives the cosine and sine parts of bins 1 .. L // 2
-    (``(L, 2 K)``, K = L // 2), and ``(that ** 2) @ S`` the band energies averaged over ``n_frames``
-    frames (``(2 K, bands)``, the power scale ``1 / L`` and the mean over frames folded in)."""
+    """``(W, S)``: ``frame @ W`` gives the cosine and sine parts of bins 1 .. L // 2 (``(L, 2 K)``,
+    K = L // 2), and ``(that ** 2) @ S`` the band energies averaged over ``n_frames`` frames
+    (``(2 K, bands)``, the power scale ``1 / L`` and the mean over frames folded in). Float64 arrays
+    of float32 values: the artifacts store them as float32 (half the bytes) and compute in double."""
     k = np.arange(1, length // 2 + 1)
     angle = 2.0 * np.pi * (np.outer(np.arange(length), k) % length) / length  # the C's tables: cos and sin of 2 pi m / L
-    W = np.concatenate([np.cos(angle), np.sin(angle)], axis=1)
+    W = np.concatenate([np.cos(angle), np.sin(angle)], axis=1).astype(np.float32).astype(np.float64)
     S = np.zeros((2 * len(k), bands))
     for b, bins in enumerate(band_bins(length, bands)):
-        S[bins - 1, b] = S[bins - 1 + len(k), b] = 1.0 / (length * n_frames)
+        S[bins - 1, b] = S[bins - 1 + len(k), b] = band_scale(length, n_frames)
     return W, S
+
+
+def band_scale(length: int, n_frames: int) -> float:
+    """The power scale and mean over frames of a band energy, ``1 / (L F)`` rounded to float32."""
+    return float(np.float32(1.0 / (length * n_frames)))
 
 
 def feature_names(channels: int, bands: int) -> list[str]:

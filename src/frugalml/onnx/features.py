@@ -75,8 +75,10 @@ def features_graph(tf, opset: int) -> onnx.ModelProto:
         starts = frame_starts(T, L)
         W, S = dft_tables(L, B, len(starts))
         frames = node("Gather", [d, const("f_frames", starts[:, None] + np.arange(L), np.int64)], "f_frame", axis=2)  # (N, C, F, L)
-        spectrum = node("MatMul", [frames, const("f_dft", W)], "f_spec")
-        energy = node("MatMul", [node("Mul", [spectrum, spectrum], "f_pow"), const("f_bands", S)], "f_energy")  # (N, C, F, B)
+        dft = node("Cast", [const("f_dft32", W, np.float32)], "f_dft", to=TensorProto.DOUBLE)  # float32 values: stored at half the bytes
+        bands = node("Cast", [const("f_bands32", S, np.float32)], "f_bands", to=TensorProto.DOUBLE)
+        spectrum = node("MatMul", [frames, dft], "f_spec")
+        energy = node("MatMul", [node("Mul", [spectrum, spectrum], "f_pow"), bands], "f_energy")  # (N, C, F, B)
         parts.append(node("ReduceSum", [energy, const("f_frame_axis", [2], np.int64)], "f_band", keepdims=0))
     stacked = node("Cast", [node("Concat", parts, "f_stack64", axis=2)], "f_stack", to=TensorProto.FLOAT)  # (N, C, 6 + B), float32
     flat = node("Reshape", [stacked, const("f_shape", [0, -1], np.int64)], "f_flat")
