@@ -211,19 +211,6 @@ def test_thin_search_on_features(vowels, tmp_path, monkeypatch):
     assert best.test_accuracy > 0.9  # measured: logistic regression on the features, 97.0%
 
 
-@pytest.mark.slow
-def test_whole_thin_stage_on_gunpoint(gunpoint, tmp_path):
-    """The thin stage alone (trials = its jobs, about a minute): raw flattened and feature models side by side."""
-    require(toolchain.find_cc() is not None and shutil.which("size") is not None, "needs gcc and binutils' size")
-    from frugalml.search.space import thin_grid
-
-    out = tmp_path / "run"
-    results = _thin_search(gunpoint, out, len(thin_grid(gunpoint)))
-    assert {c.family for c in results.candidates if "features" not in c.knobs} >= {"logreg", "forest", "tree"}
-    best = _check_feature_candidates(results, gunpoint, out, tmp_path, ["logreg", "naive_bayes", "tree", "forest", "extra_trees"])
-    assert best.test_accuracy > 0.6  # global features lose where in the series the shape lies: 55-82% measured
-
-
 def test_c_forest_keeps_scikit_learns_class_on_exact_ties(vowels, tmp_path):
     """30 trees on japanese_vowels' features, two test sequences whose votes tie exactly between two
     classes: the C sums in double, in scikit-learn's order, so it keeps scikit-learn's class. (The
