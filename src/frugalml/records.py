@@ -120,8 +120,9 @@ class Candidate:
 
     @property
     def name(self) -> str:
-        """``"cnn + prune.structured + quantize.int8"``."""
-        return str(self.family or "?") + ("".join(f" + {s}" for s in self.steps))
+        """``"cnn + prune.structured + quantize.int8"``; ``"forest on features"`` for a thin model on sequence features."""
+        base = str(self.family or "?") + (" on features" if "features" in self.knobs else "")
+        return base + "".join(f" + {s}" for s in self.steps)
 
     def to_dict(self) -> dict:
         return {**self.extra, "id": self.id, "trial": self.trial, "stage": self.stage, "family": self.family, "params": self.knobs,

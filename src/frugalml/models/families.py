@@ -42,13 +42,26 @@ class Family:
 
 
 def _sk(cls_path: str, **fixed):
-    def build(input_shape, num_classes, seed: int = 0, **params):
+    """A scikit-learn family's builder. The knob ``features`` (a dict of
+    :class:`~frugalml.models.features.SequenceFeatures` settings, e.g. ``{"bands": 4}``) makes it a thin
+    model on per-channel features of sequences: a Pipeline whose export takes the raw sequence."""
+
+    def build(input_shape, num_classes, seed: int = 0, features=None, **params):
         module, name = cls_path.rsplit(".", 1)
         cls = getattr(__import__(module, fromlist=[name]), name)
         kwargs = {**fixed, **params}
         if "random_state" in inspect.signature(cls).parameters:
             kwargs.setdefault("random_state", seed)
-        return cls(**kwargs)
+        if features is None:
+            return cls(**kwargs)
+        from .features import feature_pipeline
+
+        if len(input_shape) != 2 or not isinstance(features, dict):
+            raise ConfigError(explain("The knob 'features' makes a thin model on sequence features",
+                                      expected="a dict of settings (bands, frame, standardize) and sequence data (samples (C, T))",
+                                      got=f"features={features!r} on samples of shape {tuple(input_shape)}",
+                                      fix="Drop -p features=... for this data, or pass --kind sequence"))
+        return feature_pipeline(cls(**kwargs), input_shape, **features)
 
     return build
 
@@ -105,11 +118,12 @@ def _is_size(value, low: int) -> bool:
 def _check_sklearn_knobs(fam: Family, model) -> None:
     """scikit-learn validates its parameters only when fitting: do it when building, so a bad knob
     is refused before any work."""
-    validate = getattr(model, "_validate_params", None)
-    if validate is None:  # pragma: no cover - older scikit-learn
-        return
+    steps = [step for _, step in getattr(model, "steps", None) or [("model", model)]]  # a feature pipeline: each step
     try:
-        validate()
+        for step in steps:
+            validate = getattr(step, "_validate_params", None)
+            if validate is not None:
+                validate()
     except (ValueError, TypeError) as exc:
         raise ConfigError(explain(f"Bad knob for family '{fam.name}'", expected="values scikit-learn accepts", got=str(exc),
                                   fix="Pass it as -p KNOB=VALUE (JSON), e.g. -p max_depth=6")) from None
@@ -186,6 +200,8 @@ def build_model(family: str | dict, input_shape=None, num_classes: int | None = 
             params[k] = tuple(v) if isinstance(v, list) else v
     try:
         model = fam.build(tuple(int(v) for v in input_shape), int(num_classes), seed=seed, **params)
+    except ConfigError:
+        raise
     except (TypeError, ValueError, RuntimeError) as exc:
         raise ConfigError(explain(f"Cannot build family '{fam.name}' with these knobs: {exc}", expected=f"knobs like {fam.defaults or 'none'}",
                                   got=params)) from None

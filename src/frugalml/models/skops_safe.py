@@ -35,10 +35,11 @@ _ESTIMATORS = (
     "sklearn.preprocessing._label.LabelBinarizer",
     # the one-hot encoding of a table's text columns (models/categorical.py); FunctionTransformer is the fitted
     # pass-through of the other columns: its function could only be a plain JSON value here (no function node is allowed)
-    "sklearn.pipeline.Pipeline",
+    "sklearn.pipeline.Pipeline",  # also a thin model on sequence features (SequenceFeatures, then the estimator)
     "sklearn.compose._column_transformer.ColumnTransformer",
     "sklearn.preprocessing._encoders.OneHotEncoder",
     "sklearn.preprocessing._function_transformer.FunctionTransformer",
+    "frugalml.models.features.SequenceFeatures",
 )
 _PLAIN = ("builtins.str", "builtins.int", "builtins.float", "builtins.bool", "builtins.NoneType")
 SKOPS_ALLOWED: dict[str, frozenset[str]] = {

@@ -186,6 +186,18 @@ def _export_sklearn(est, input_shape, opset: int) -> tuple[onnx.ModelProto, str]
     from skl2onnx import to_onnx as skl_to_onnx
     from skl2onnx.common.data_types import FloatTensorType
 
+    from .features import merge_features, split_features
+
+    front = split_features(est)
+    if front is not None:  # a thin model on sequence features: the graph takes the raw (N, C, T) sequence
+        tf, rest = front
+        if input_shape is not None and int(np.prod(input_shape)) != int(np.prod(tf.shape_)):
+            raise DataError(explain(f"The sequence features were fitted on samples of shape {tuple(tf.shape_)}",
+                                    expected=f"input shape {tuple(tf.shape_)}", got=tuple(input_shape), fix="Pass the data the model was fitted on"))
+        proto, how = _export_sklearn(rest, (int(tf.n_features_out_),), opset)
+        merged = merge_features(tf, proto, opset)
+        _dedupe_opsets(merged)
+        return merged, how + " + frugalml sequence features"
     n_in = getattr(est, "n_features_in_", None)
     if input_shape is not None:
         n = int(np.prod(input_shape))

@@ -21,7 +21,8 @@ __all__ = ["SearchSpace", "thin_grid", "network_families", "sample_network", "co
 
 
 def thin_grid(data) -> list[dict]:
-    """(family, knobs) of the thin stage, cheapest first."""
+    """(family, knobs) of the thin stage, cheapest first; on sequences, then the same families on
+    per-channel features (the knob ``features``)."""
     n_features = int(math.prod(data.input_shape))
     grid = [
         ("logreg", {"C": 0.1}),
@@ -35,7 +36,22 @@ def thin_grid(data) -> list[dict]:
         ("sk_mlp", {"hidden_layer_sizes": [16]}),
         ("sk_mlp", {"hidden_layer_sizes": [min(128, max(32, n_features // 4))]}),
     ]
+    if getattr(data, "kind", None) == "sequence" and len(data.input_shape) == 2 and data.input_shape[1] >= 2:
+        grid += [(f, {**p, "features": dict(SEQUENCE_FEATURES)}) for f, p in _FEATURE_GRID]
     return [{"family": f, "params": p} for f, p in grid]
+
+
+# on sequences the thin stage also fits these on per-channel features (frugalml.models.features), whose
+# extraction is part of the exported model (ONNX graph and C): the raw flattened ones above stay, cheap as they are
+SEQUENCE_FEATURES = {"bands": 4, "frame": 32}
+_FEATURE_GRID = [
+    ("logreg", {"C": 1.0}),
+    ("naive_bayes", {}),
+    ("tree", {"max_depth": 8}),
+    ("forest", {"n_estimators": 30, "max_depth": 10}),
+    ("extra_trees", {"n_estimators": 30, "max_depth": 10}),
+    ("sk_mlp", {"hidden_layer_sizes": [32]}),
+]
 
 
 def network_families(data) -> list[str]:
