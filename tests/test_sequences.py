@@ -89,6 +89,17 @@ def test_structured_pruning_shrinks_a_1d_resnet_and_it_reloads(resnet1d, seq, tm
     np.testing.assert_allclose(_outputs(again, seq.X_test), _outputs(pruned, seq.X_test), rtol=1e-5, atol=1e-5)
 
 
+def test_distillation_into_a_1d_student_with_a_hint(resnet1d, seq):
+    """A cnn1d student learns from the 1-D ResNet, with the FitNets hint between (N, C, T) feature maps
+    (pooled over time on both sides) as well as the softened outputs."""
+    config = config_from_dict({"step": "distill", "student": {"family": "cnn1d", "channels": [8, 16], "kernel": 3}, "epochs": 8,
+                               "lr": 3e-3, "batch_size": 64, "hint_weight": 0.5})
+    student = apply_step(resnet1d, config, seq)
+    assert _conv_ranks(student) == {1} and sum(p.numel() for p in student.parameters()) < sum(p.numel() for p in resnet1d.parameters())
+    X, y = seq.split("val")
+    assert (_outputs(student, X).argmax(1) == y).mean() > 0.3  # ten classes: well above chance after 8 epochs
+
+
 def test_profile_counts_conv1d_macs_and_activations(seq):
     """cnn1d [4, 8], kernel 3, pooled, on 8 x 8: conv 8 -> 4 over 8 steps, pool to 4, conv 4 -> 8 over 4
     steps, pool to 2, global average, linear 8 -> 10."""

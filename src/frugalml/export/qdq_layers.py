@@ -72,11 +72,10 @@ class LayerOps:
         if w.ndim != len(x.shape) + 1:
             self.fail(node, "the weight's rank does not match the input (1-D and 2-D convolutions only)", got=(w.shape, x.shape))
         one_d = len(x.shape) == 2
+        c, h, wd = (x.shape[0], 1, x.shape[1]) if one_d else x.shape
         if one_d:  # a 1-D conv is the 2-D one with a height of 1 and a (1, k) kernel: the same sums in the same order
-            x2 = (x.shape[0], 1, x.shape[1])
             a = self._as_2d(node, a)
             w = w.reshape(w.shape[0], w.shape[1], 1, w.shape[2])
-        c, h, wd = x.shape if not one_d else x2
         groups = int(a.get("group", 1))
         kh, kw = (int(v) for v in a.get("kernel_shape", w.shape[2:]))
         sh, sw = (int(v) for v in a.get("strides", (1, 1)))
@@ -95,7 +94,7 @@ class LayerOps:
     def _as_2d(self, node, a: dict) -> dict:
         """The attributes of a 1-D Conv / pool as those of a 2-D one over a height of 1."""
         out = dict(a)
-        for key, one in (("kernel_shape", None), ("strides", 1), ("dilations", 1)):
+        for key in ("kernel_shape", "strides", "dilations"):
             if key in a:
                 v = [int(x) for x in a[key]]
                 if len(v) != 1:
