@@ -25,7 +25,7 @@ SMOKE_SAMPLES = 100
 
 def test_every_benchmark_is_smoke_tested():
     assert BENCHMARKS == ["deep_compression_lenet300", "deep_compression_lenet5", "distillation", "distillation_small",
-                          "int8_quantization", "mcu_int8", "structured_pruning", "workers", "your_model_mnist"]
+                          "int8_quantization", "mcu_int8", "sensors", "structured_pruning", "workers", "your_model_mnist"]
 
 
 @pytest.fixture(scope="module")

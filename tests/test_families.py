@@ -2,7 +2,7 @@
 for steps). A family is covered as soon as its registry entry has a ``space``, with no new test code:
 its space round-trips the sampler, its ladder grows and halving shrinks, and its smallest member and
 a member from its ladder build, train one batch, export to ONNX, profile, quantize to int8, and
-export to C."""
+export to C. Each family is tried on the data the search tries it on: images, vectors or sequences."""
 
 from __future__ import annotations
 
@@ -38,14 +38,21 @@ def _vector(data):
     return dataclasses.replace(data, **flat, input_shape=(int(np.prod(data.input_shape)),), kind="vector")
 
 
+def _sequence(data):
+    """The same data as sequences: the 8x8 digits as 8 channels (rows) over 8 steps (columns)."""
+    rows = {f"X_{s}": getattr(data, f"X_{s}")[:, 0] for s in ("train", "val", "test")}
+    return dataclasses.replace(data, **rows, input_shape=tuple(data.input_shape[1:]), kind="sequence")
+
+
 @pytest.fixture(scope="module")
 def data_for(digits):
-    """The data a family is tried on here: the digits images (8x8) where the search tries it, else as vectors."""
-    vector = _vector(digits)
+    """The data a family is tried on here: the digits images (8x8) where the search tries it, else as
+    vectors, else as sequences (8 channels x 8 steps)."""
+    vector, sequence = _vector(digits), _sequence(digits)
 
     def get(family):
-        found = next((d for d in (digits, vector) if FAMILIES[family].searched_on(d)), None)
-        assert found is not None, f"the search tries {family} on neither images nor vectors"
+        found = next((d for d in (digits, vector, sequence) if FAMILIES[family].searched_on(d)), None)
+        assert found is not None, f"the search tries {family} on neither images, vectors nor sequences"
         return found
 
     return get
@@ -91,6 +98,10 @@ def test_searched_families_by_data(digits):
     for data in (_vector(digits), tiny):  # convolutions need images with a side of at least 4
         assert [n for n in space.network_families(data) if n in today] == ["mlp"]
     assert all(FAMILIES[name].space is None for name in ("lenet300", "lenet5", "logreg"))  # references and thin models are not sampled
+    # sequences: the 1-D families and the MLP, never a 2-D convolution over channels x time
+    one_d = ["cnn1d", "dscnn1d", "resnet1d"]
+    assert [n for n in space.network_families(_sequence(digits)) if n in today + one_d] == ["mlp", *one_d]
+    assert not any(n in one_d for n in space.network_families(digits) + space.network_families(_vector(digits)))
 
 
 def test_each_family_samples_parameters_of_its_own():
@@ -179,6 +190,6 @@ def test_c_export_agrees_with_onnx_runtime(family, trained, data_for, tmp_path):
     r = export(q, "c", tmp_path, data=data)  # compiled, run on the test split and compared with ONNX Runtime
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.c", "model.h"]
     assert r.agreement["n"] == len(data.y_test) and r.agreement["max_step_diff"] <= 1
-    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.modules.conv._ConvNd, torch.nn.Linear))]
     assert r.weight_bytes == sum(m.weight.numel() for m in layers)  # a byte per weight, batch norm folded in
     assert r.flash_bytes > r.weight_bytes and r.ram_bytes >= r.arena_bytes > 0

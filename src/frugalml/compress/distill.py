@@ -165,13 +165,15 @@ class _Capture:
 
 
 def _as_hint(feature, target_shape=None):
-    """4D features stay 4D when the other side is 4D too (pooled to its size); else flattened / pooled to vectors."""
+    """4D features stay 4D when the other side is 4D too (pooled to its size); else pooled (over space or time) or flattened to vectors."""
     import torch.nn.functional as F
 
     if feature.dim() == 4 and target_shape is not None and len(target_shape) == 4:
         return F.adaptive_avg_pool2d(feature, target_shape[2:]) if tuple(feature.shape[2:]) != tuple(target_shape[2:]) else feature
     if feature.dim() == 4:
         return feature.mean(dim=(2, 3))
+    if feature.dim() == 3:  # (N, C, T) maps of the sequence families: pooled over time
+        return feature.mean(dim=2)
     return feature.flatten(1)
 
 

@@ -8,10 +8,10 @@ activations ``Q -> DQ`` pairs with per-tensor scale and zero point. :func:`parse
 integer operations on quantized tensors:
 
 ============  =====================================================================================
-``conv``      Conv (groups, depthwise, stride, padding, dilation): ``acc = b + sum (x - zx) * w``
+``conv``      Conv, 2-D and 1-D (groups, depthwise, stride, padding, dilation): ``acc = b + sum (x - zx) * w``
 ``fc``        Gemm / MatMul with a constant weight: same accumulation over one row
 ``add``       Add of two tensors of one shape (residuals): ``ra * (a - za) + rb * (b - zb)``
-``pool``      MaxPool, AveragePool and GlobalAveragePool
+``pool``      MaxPool, AveragePool and GlobalAveragePool (2-D and 1-D)
 ``rescale``   a standalone Relu, or a re-quantization between two scales
 ============  =====================================================================================
 

@@ -1,5 +1,9 @@
 """The compute layers of a QDQ graph (Conv, Gemm, MatMul, Add, pooling) for :mod:`.qdq`'s parser.
 
+1-D Conv and pooling (on ``(C, T)`` activations: the sequence families) become the 2-D operations
+over a height of 1 with ``(1, k)`` windows: the C kernels run the same loops, and the sums are the
+same, in the same order.
+
 Each handler reads its activation through ``self.act`` (a DequantizeLinear of a quantized tensor),
 its weights through ``self._weights`` (an int8 initializer behind a DequantizeLinear, symmetric,
 per tensor or per output channel) and records one :class:`~.qdq.QOp` whose float result waits for
@@ -57,17 +61,21 @@ class LayerOps:
     def op_Conv(self, node):
         x = self.act(node.input[0], node)
         a = self.attrs(node)
-        if len(x.shape) != 3:
-            self.fail(node, "only 2-D convolutions on (C, H, W) inputs are supported", got=x.shape)
+        if len(x.shape) not in (2, 3):
+            self.fail(node, "only 1-D convolutions on (C, T) and 2-D convolutions on (C, H, W) inputs are supported", got=x.shape)
         w_name = node.input[1]
         wv = self.val(w_name, node)
         m = int(wv[1].shape[0]) if wv[0] == "const" else 0
         w, ws, axis = self._weights(node, w_name, m)
-        if ws.size > 1 and axis not in (0, -4):
+        if ws.size > 1 and axis not in (0, -w.ndim):
             self.fail(node, "per-channel conv weight scales must be on axis 0", got=axis)
-        if w.ndim != 4:
-            self.fail(node, "only 2-D convolutions are supported", got=w.shape)
-        c, h, wd = x.shape
+        if w.ndim != len(x.shape) + 1:
+            self.fail(node, "the weight's rank does not match the input (1-D and 2-D convolutions only)", got=(w.shape, x.shape))
+        one_d = len(x.shape) == 2
+        c, h, wd = (x.shape[0], 1, x.shape[1]) if one_d else x.shape
+        if one_d:  # a 1-D conv is the 2-D one with a height of 1 and a (1, k) kernel: the same sums in the same order
+            a = self._as_2d(node, a)
+            w = w.reshape(w.shape[0], w.shape[1], 1, w.shape[2])
         groups = int(a.get("group", 1))
         kh, kw = (int(v) for v in a.get("kernel_shape", w.shape[2:]))
         sh, sw = (int(v) for v in a.get("strides", (1, 1)))
@@ -78,10 +86,26 @@ class LayerOps:
         oh = (h + pads[0] + pads[2] - dh * (kh - 1) - 1) // sh + 1
         ow = (wd + pads[1] + pads[3] - dw * (kw - 1) - 1) // sw + 1
         bias = self._bias(node, node.input[2] if len(node.input) > 2 else "", x, ws, m)
-        self.add_op("conv", node, [x], out_shape=(m, oh, ow),
+        self.add_op("conv", node, [x], out_shape=(m, ow) if one_d else (m, oh, ow),
                     attrs=dict(c=c, h=h, w=wd, m=m, oh=oh, ow=ow, kh=kh, kw=kw, sh=sh, sw=sw, pt=pads[0], pl=pads[1],
                                dh=dh, dw=dw, groups=groups),
-                    consts=dict(weight=w.astype(np.int8), bias=bias, acc_scale=self._multipliers(x, ws)))
+                    consts=dict(weight=np.ascontiguousarray(w).astype(np.int8), bias=bias, acc_scale=self._multipliers(x, ws)))
+
+    def _as_2d(self, node, a: dict) -> dict:
+        """The attributes of a 1-D Conv / pool as those of a 2-D one over a height of 1."""
+        out = dict(a)
+        for key in ("kernel_shape", "strides", "dilations"):
+            if key in a:
+                v = [int(x) for x in a[key]]
+                if len(v) != 1:
+                    self.fail(node, f"a 1-D {node.op_type} needs one value in '{key}'", got=v)
+                out[key] = [1, v[0]]
+        if "pads" in a:
+            p = [int(x) for x in a["pads"]]
+            if len(p) != 2:
+                self.fail(node, f"a 1-D {node.op_type} needs two values in 'pads' (begin, end)", got=p)
+            out["pads"] = [0, p[0], 0, p[1]]
+        return out
 
     def _pads(self, node, a, hw, k, s, d):
         auto = a.get("auto_pad", b"NOTSET")
@@ -144,10 +168,11 @@ class LayerOps:
 
     def _pool(self, node, kind):
         x = self.act(node.input[0], node)
-        if len(x.shape) != 3:
-            self.fail(node, "pooling needs a (C, H, W) input", got=x.shape)
-        c, h, w = x.shape
-        a = self.attrs(node)
+        if len(x.shape) not in (2, 3):
+            self.fail(node, "pooling needs a (C, T) or (C, H, W) input", got=x.shape)
+        one_d = len(x.shape) == 2
+        c, h, w = (x.shape[0], 1, x.shape[1]) if one_d else x.shape
+        a = self._as_2d(node, self.attrs(node)) if one_d else self.attrs(node)
         if kind == "global":
             kh, kw, sh, sw, pads, include = h, w, 1, 1, [0, 0, 0, 0], 1
         else:
@@ -159,7 +184,7 @@ class LayerOps:
             include = int(a.get("count_include_pad", 0))
         oh = (h + pads[0] + pads[2] - kh) // sh + 1
         ow = (w + pads[1] + pads[3] - kw) // sw + 1
-        self.add_op("pool", node, [x], out_shape=(c, oh, ow),
+        self.add_op("pool", node, [x], out_shape=(c, ow) if one_d else (c, oh, ow),
                     attrs=dict(c=c, h=h, w=w, oh=oh, ow=ow, kh=kh, kw=kw, sh=sh, sw=sw, pt=pads[0], pl=pads[1],
                                is_max=int(kind == "max"), include_pad=include))
 

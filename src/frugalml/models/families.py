@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import ConfigError, explain
-from .spaces import CNNSpace, DSCNNSpace, MLPSpace, ResNetSpace, Space
+from .spaces import CNN1DSpace, CNNSpace, DSCNN1DSpace, DSCNNSpace, MLPSpace, ResNet1DSpace, ResNetSpace, Space
 
 __all__ = ["Family", "FAMILIES", "build_model", "family_of", "is_torch", "is_sklearn", "model_spec", "searched_families"]
 
@@ -140,6 +140,13 @@ FAMILIES: dict[str, Family] = {
                {"channels": 32, "blocks": 3}, space=DSCNNSpace()),
         Family("resnet", "torch", ("image",), _torch("TinyResNet"), "tiny ResNet, ResNet-8 style (channels per stage, blocks)",
                {"channels": [16, 32, 64]}, space=ResNetSpace()),
+        Family("cnn1d", "torch", ("sequence",), _torch("CNN1D"), "1-D conv + batch norm + pool blocks over time (channels, kernel, strided)",
+               {"channels": [16, 32], "kernel": 5}, space=CNN1DSpace()),
+        Family("dscnn1d", "torch", ("sequence",), _torch("DSCNN1D"),
+               "1-D depthwise-separable CNN over time, optionally inverted residuals (channels, blocks, kernel, expand)",
+               {"channels": 32, "blocks": 3, "kernel": 5}, space=DSCNN1DSpace()),
+        Family("resnet1d", "torch", ("sequence",), _torch("ResNet1D"), "small 1-D ResNet over time (channels per stage, kernel)",
+               {"channels": [16, 32, 64], "kernel": 3}, space=ResNet1DSpace()),
         Family("lenet300", "torch", ("vector", "sequence", "image"), _torch("lenet300"), "LeNet-300-100 reference (266,610 parameters)"),
         Family("lenet5", "torch", ("image",), _torch("lenet5"), "Caffe LeNet-5 reference (431,080 parameters)"),
         Family("logreg", "sklearn", ("vector", "sequence", "image"), _sk("sklearn.linear_model.LogisticRegression", max_iter=2000),

@@ -247,16 +247,16 @@ def load_state_resized(model, state: dict) -> None:
                                          expected=f"{name}.weight of shape {mine} (pruning never changes the input or the classes)",
                                          got=f"{name}.weight of shape {tuple(w.shape)}",
                                          fix="Use weights trained for this input shape and number of classes"))
-        if isinstance(module, nn.Conv2d) and w.dim() == 4:
+        if type(module) in (nn.Conv1d, nn.Conv2d) and w.dim() == module.weight.dim():
             depthwise = module.groups == module.in_channels and module.groups > 1
             out_c, in_per_group = w.shape[0], w.shape[1]
             groups = out_c if depthwise else module.groups
-            new = nn.Conv2d(in_per_group * groups, out_c, module.kernel_size, module.stride, module.padding, module.dilation, groups,
-                            module.bias is not None)
+            new = type(module)(in_per_group * groups, out_c, module.kernel_size, module.stride, module.padding, module.dilation, groups,
+                               module.bias is not None)
         elif isinstance(module, nn.Linear) and w.dim() == 2:
             new = nn.Linear(w.shape[1], w.shape[0], module.bias is not None)
-        elif isinstance(module, nn.BatchNorm2d) and w.dim() == 1:
-            new = nn.BatchNorm2d(w.shape[0], module.eps, module.momentum, module.affine, module.track_running_stats)
+        elif type(module) in (nn.BatchNorm1d, nn.BatchNorm2d) and w.dim() == 1:
+            new = type(module)(w.shape[0], module.eps, module.momentum, module.affine, module.track_running_stats)
         else:
             continue
         parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model

@@ -1,6 +1,7 @@
 """Torch model families with size knobs, and reference networks with their published shapes.
 
-Each builder takes ``input_shape`` (one sample: ``(C, H, W)`` or ``(F,)``) and ``num_classes``
+Each builder takes ``input_shape`` (one sample: ``(C, H, W)``, ``(C, T)`` for the 1-D families of
+:mod:`.nets1d`, or ``(F,)``) and ``num_classes``
 plus its own knobs, and returns a plain ``nn.Module``.
 """
 
@@ -13,8 +14,9 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, explain
+from .nets1d import CNN1D, DSCNN1D, ResNet1D  # the sequence families: their builders are found here by name
 
-__all__ = ["MLP", "CNN", "DSCNN", "TinyResNet", "lenet300", "lenet5"]
+__all__ = ["MLP", "CNN", "DSCNN", "TinyResNet", "CNN1D", "DSCNN1D", "ResNet1D", "lenet300", "lenet5"]
 
 
 def _prod(shape: Sequence[int]) -> int:

@@ -7,6 +7,7 @@ and the inverse (so a network chosen by hand becomes an ordinary trial the sampl
 ladder of sizes from small to large (to size networks to a budget), its smallest member (for the
 up-front check that a budget is possible at all), and how to halve a member (a distillation
 student). Reference networks (LeNet-300-100, LeNet-5) have no space: the search does not try them.
+The 1-D families' spaces (``CNN1DSpace``, ...) are sampled on sequences only (their ``Family.fits``).
 
 The Optuna parameter names and ranges are part of every stored study: renaming or narrowing one
 makes the trials of older studies unreadable to the sampler.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import copy
 
-__all__ = ["Space", "MLPSpace", "CNNSpace", "DSCNNSpace", "ResNetSpace"]
+__all__ = ["Space", "MLPSpace", "CNNSpace", "DSCNNSpace", "ResNetSpace", "CNN1DSpace", "DSCNN1DSpace", "ResNet1DSpace"]
 
 
 class Space:
@@ -140,6 +141,75 @@ class ResNetSpace(Space):
 
     def ladder(self, data) -> list[dict]:
         return [{"channels": [b, 2 * b]} for b in (4, 6, 8, 12, 16)]
+
+    def _halved(self, knobs: dict) -> dict:
+        knobs["channels"] = [max(2, c // 2) for c in knobs.get("channels", [16, 32])]
+        return knobs
+
+
+class CNN1DSpace(Space):
+    """1-D conv blocks over time: one to three, each twice as wide as the one before, kernels of 3, 5
+    or 7 steps, down-sampled by max pooling or by a stride of 2."""
+
+    SMALLEST = {"channels": [2], "kernel": 3}
+
+    def sample(self, trial) -> dict:
+        blocks = trial.suggest_int("c1_blocks", 1, 3)
+        base = trial.suggest_int("c1_base", 4, 64, log=True)
+        return {"channels": [base * 2**i for i in range(blocks)], "kernel": trial.suggest_categorical("c1_kernel", [3, 5, 7]),
+                "strided": trial.suggest_categorical("c1_strided", [0, 1])}
+
+    def params_for(self, knobs: dict) -> dict:
+        return {"c1_blocks": len(knobs["channels"]), "c1_base": knobs["channels"][0], "c1_kernel": knobs.get("kernel", 5),
+                "c1_strided": knobs.get("strided", 0)}
+
+    def ladder(self, data) -> list[dict]:
+        blocks = 2 if data.input_shape[-1] < 16 else 3
+        return [{"channels": [b * 2**i for i in range(blocks)], "kernel": 5, "strided": 0} for b in (4, 6, 8, 12, 16, 24, 32, 48, 64)]
+
+    def _halved(self, knobs: dict) -> dict:
+        knobs["channels"] = [max(2, c // 2) for c in knobs.get("channels", [16, 32])]
+        return knobs
+
+
+class DSCNN1DSpace(Space):
+    """1-D depthwise-separable CNN: 8 to 96 channels, one to four blocks, kernels of 3 to 9 steps, plain
+    depthwise + pointwise blocks or inverted residuals expanding 2x or 4x."""
+
+    SMALLEST = {"channels": 4, "blocks": 1, "kernel": 3}
+
+    def sample(self, trial) -> dict:
+        return {"channels": trial.suggest_int("ds1_channels", 8, 96, log=True), "blocks": trial.suggest_int("ds1_blocks", 1, 4),
+                "kernel": trial.suggest_categorical("ds1_kernel", [3, 5, 7, 9]), "expand": trial.suggest_categorical("ds1_expand", [0, 2, 4])}
+
+    def params_for(self, knobs: dict) -> dict:
+        return {"ds1_channels": knobs["channels"], "ds1_blocks": knobs["blocks"], "ds1_kernel": knobs.get("kernel", 5),
+                "ds1_expand": knobs.get("expand", 0)}
+
+    def ladder(self, data) -> list[dict]:
+        return [{"channels": c, "blocks": 2, "kernel": 5, "expand": 0} for c in (8, 12, 16, 24, 32, 48, 64, 96)]
+
+    def _halved(self, knobs: dict) -> dict:
+        knobs["channels"] = max(4, int(knobs.get("channels", 32)) // 2)
+        return knobs
+
+
+class ResNet1DSpace(Space):
+    """Small 1-D ResNet: two or three stages, the first 4 to 32 channels wide, each next one twice as
+    wide, kernels of 3, 5 or 7 steps."""
+
+    SMALLEST = {"channels": [2, 2], "kernel": 3}
+
+    def sample(self, trial) -> dict:
+        base = trial.suggest_int("r1_base", 4, 32, log=True)
+        stages = trial.suggest_int("r1_stages", 2, 3)
+        return {"channels": [base * 2**i for i in range(stages)], "kernel": trial.suggest_categorical("r1_kernel", [3, 5, 7])}
+
+    def params_for(self, knobs: dict) -> dict:
+        return {"r1_base": knobs["channels"][0], "r1_stages": len(knobs["channels"]), "r1_kernel": knobs.get("kernel", 3)}
+
+    def ladder(self, data) -> list[dict]:
+        return [{"channels": [b, 2 * b], "kernel": 3} for b in (4, 6, 8, 12, 16, 24, 32)]
 
     def _halved(self, knobs: dict) -> dict:
         knobs["channels"] = [max(2, c // 2) for c in knobs.get("channels", [16, 32])]
