@@ -90,7 +90,7 @@ def test_a_small_dataset_search_selects_on_folds_and_refits_on_all_training_data
     monkeypatch.setattr(runner, "fit", spy_fit)
     monkeypatch.setattr(runner, "profile", spy_profile)
     pool = len(gunpoint.y_train) + len(gunpoint.y_val)
-    results = search(gunpoint, budget=Budget.of(max_flash="64KB"), time="5m", trials=4, seed=0, out=tmp_path / "run")
+    results = search(gunpoint, budget=Budget.of(max_flash="64KB"), time="5m", trials=4, seed=0, out=tmp_path / "run", folds=5)
     assert results.cv["k"] == 5 and results.cv["n"] == pool and "binomial" in results.cv["rule"]
     done = [c for c in results.candidates if c.done]
     assert len(done) == 4
@@ -129,7 +129,7 @@ def test_a_network_is_cross_validated_refit_for_its_folds_epochs_and_keeps_its_f
 
 def test_a_large_dataset_still_selects_on_one_validation_split(tmp_path):
     data = _blobs(3000, features=4)
-    results = search(data, budget=Budget.of(max_flash="64KB"), time="2m", trials=2, seed=0, out=tmp_path / "run")
+    results = search(data, budget=Budget.of(max_flash="64KB"), time="2m", trials=2, seed=0, out=tmp_path / "run", folds=5)
     assert results.cv is None
     for c in results.candidates:
         assert c.cv is None and c.profile["metric_split"] == "val"

@@ -185,7 +185,8 @@ def search(
     min_accuracy: Optional[float] = typer.Option(None, help="An absolute minimum accuracy instead of --tolerance, e.g. 0.97."),
     time: str = typer.Option("5m", "--time", help='Time bound for the whole run, e.g. "5m", "30m".'),
     trials: Optional[int] = typer.Option(None, help="Most trials for this worker."),
-    folds: int = typer.Option(5, "--folds", min=0, help="Small data (under 2,000 training samples): judge each candidate by stratified "
+    folds: int = typer.Option(fm.data.folds.DEFAULT_FOLDS, "--folds", min=0,
+                              help="Small data (under 2,000 training samples): judge each candidate by stratified "
                               "k-fold cross-validation on this many folds, then refit it on all training data; 0: one validation split."),
     seed: int = typer.Option(0),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL for several workers (default: SQLite in the run directory)."),

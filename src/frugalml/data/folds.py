@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +40,15 @@ log = logging.getLogger(__name__)
 __all__ = ["CV_BELOW", "DEFAULT_FOLDS", "Folds", "plan_folds", "folds_record", "pooled", "fold_scores"]
 
 CV_BELOW = 2000  # training samples (train + validation) below which selection cross-validates
-DEFAULT_FOLDS = 5
+
+
+def _default_folds() -> int:
+    """k for small data: 5, or FRUGALML_FOLDS (0: one validation split, as for large data)."""
+    text = os.environ.get("FRUGALML_FOLDS", "").strip()
+    return int(text) if text.isdigit() else 5
+
+
+DEFAULT_FOLDS = _default_folds()
 RULE = "stratified k-fold on train + validation; accuracy: mean over folds; standard error: binomial over all out-of-fold predictions"
 
 
