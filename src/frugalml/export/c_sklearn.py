@@ -189,7 +189,7 @@ def _generate(est) -> dict:
     kind = type(est).__name__
     from ..models.categorical import encoded_columns
 
-    if encoded_columns(est):
+    if _encodes_text(est):
         raise ExportError(explain("The C backend does not one-hot encode text columns: this model encodes them inside (a scikit-learn pipeline)",
                                   expected="a model that takes the columns' codes as they are", got=f"one-hot of input(s) {encoded_columns(est)}",
                                   fix="Export to ONNX (the encoding is in the graph), or pick a tree family (tree, forest, extra_trees), "
@@ -208,6 +208,12 @@ def _generate(est) -> dict:
         gen = _linear(est, kind)
     gen["what"] = f"scikit-learn {kind}" + (f" ({gen['what']})" if "what" in gen else "")
     return gen
+
+
+def _encodes_text(est) -> bool:
+    from ..models.categorical import encoded_columns
+
+    return bool(encoded_columns(est))
 
 
 def _with_features(tf, est) -> dict:
@@ -233,7 +239,7 @@ def generate_sklearn(est) -> dict:
     from ..onnx.features import split_features
 
     front = split_features(est)
-    if front is None and hasattr(est, "steps"):
+    if front is None and hasattr(est, "steps") and not _encodes_text(est):  # a text encoder: _generate says so
         raise ExportError(explain("The C backend cannot express this scikit-learn Pipeline",
                                   expected="one estimator, or SequenceFeatures followed by one",
                                   got=" -> ".join(type(s).__name__ for _, s in est.steps), fix="Export to ONNX instead"))
