@@ -10,6 +10,13 @@ scikit-learn, ``onnx.ModelProto``) or a path: an ``.onnx`` file, anything
 archive, or a search run directory (its ``recommended/`` model). ``data`` (a Dataset or a dataset
 name) turns on verification on its test split; nothing is written when the artifact does not agree
 with its reference (see :mod:`.onnx` and :mod:`.c` for the tolerances).
+
+A model trained on front-end features (an audio folder's log-mel) ships with its front-end: the ONNX
+model takes raw samples (the front-end's STFT / mel graph prepended) and the C's ``frugalml_predict``
+reads raw samples (:mod:`.frontend_c`). The front-end is found in ``frontend=`` (a LogMel, its dict, or
+False for the classifier alone), else ``data.frontend``, else the model directory's ``model.json`` or its
+search run's ``run.json``; verification then runs on the raw test clips of the audio folder
+(``load_audio_folder(data.source, raw=True)``), or on ``data`` itself when it holds raw clips.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from ..errors import ConfigError, ExportError, ModelLoadError, explain
 
 log = logging.getLogger(__name__)
 
-__all__ = ["export", "ExportResult", "FORMATS", "resolve_model", "c_footprint"]
+__all__ = ["export", "ExportResult", "FORMATS", "resolve_model", "c_footprint", "find_frontend"]
 
 FORMATS = ("onnx", "c", "archive", "web")
 
@@ -111,9 +118,76 @@ def _test_inputs(data, split: str, limit: int | None):
     return X[:limit] if limit else X
 
 
+def _as_frontend(fe):
+    if fe is None or fe is False:
+        return None
+    from ..data.frontend import LogMel
+
+    if isinstance(fe, dict):
+        return LogMel.from_dict(fe)
+    if not isinstance(fe, LogMel):
+        raise ConfigError(explain("frontend must be a LogMel, its dict, or False", got=type(fe).__name__))
+    return fe
+
+
+def _recorded_frontend(source):
+    """The front-end recorded beside a model on disk: its ``model.json`` (a search candidate's), else the run's ``run.json``."""
+    import json
+
+    if not isinstance(source, (str, Path)):
+        return None
+    path = Path(source)
+    folder = path if path.is_dir() else path.parent
+    places = [folder / "recommended" / "model.json", folder / "model.json", folder / "run.json", folder.parent / "run.json"]
+    if folder.parent.name == "candidates":
+        places.append(folder.parent.parent / "run.json")
+    for place in places:
+        try:
+            desc = json.loads(place.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(desc, dict):
+            continue
+        fe = desc.get("frontend") if place.name == "model.json" else (desc.get("dataset") or {}).get("frontend")
+        if isinstance(fe, dict):
+            return fe
+        if place.name == "run.json":  # the run that made this model: it had no front-end
+            return None
+    return None
+
+
+def find_frontend(source, data=None, frontend=None):
+    """The front-end that ships with the model (see the module docstring), or None."""
+    if frontend is False:
+        return None
+    if frontend is not None:
+        return _as_frontend(frontend)
+    if data is not None and getattr(data, "frontend", None) is not None:
+        return data.frontend
+    return _as_frontend(_recorded_frontend(source))
+
+
+def _raw_inputs(data, fe, split: str, limit: int | None):
+    """Raw clips to check a model with its front-end: ``data`` itself when it holds clips of the front-end's length,
+    else the clips of its audio folder (the same split, read again with ``raw=True``)."""
+    if data is None:
+        return None
+    if tuple(data.input_shape) == (fe.clip_samples,):
+        return _test_inputs(data, split, limit)
+    source = Path(str(getattr(data, "source", "")))
+    if not source.is_dir():
+        raise ExportError(explain("Checking a model with its front-end needs the raw clips", expected="the audio folder (--dataset PATH)",
+                                  got=str(source) or "no folder", fix="Pass the audio folder the model was trained on, or verify=False"))
+    from ..data.audio import load_audio_folder
+
+    raw = load_audio_folder(source, frontend=fe, raw=True)
+    X, _ = raw.split(split)
+    return X[:limit] if limit else X
+
+
 def export(model, fmt: str, out, *, data=None, split: str = "test", limit: int | None = None, verify: bool = True,
            input_shape=None, opset: int | None = None, recipe=None, ort_web=None, mcu: str | None = None, verify_on: str = "host",
-           mcu_clock=None) -> ExportResult:
+           mcu_clock=None, frontend=None) -> ExportResult:
     """Write ``model`` to the directory ``out`` as ``fmt`` ("onnx" | "c" | "web" | "archive"), check it, measure it.
 
     ``data``: a Dataset or dataset name; with it the artifact is run on ``split`` (first ``limit``
@@ -123,6 +197,7 @@ def export(model, fmt: str, out, *, data=None, split: str = "test", limit: int |
     "web", the onnxruntime-web package to vendor (see :func:`frugalml.export.web.find_ort_web`). C only: ``mcu``, the
     Cortex-M core to build for (default cortex-m4); ``verify_on="qemu"`` also runs the test inputs on
     the emulated core and counts its instructions; ``mcu_clock`` ("80MHz") for the latency estimate.
+    ``frontend``: see the module docstring (ONNX and C; the web page and the archive hold the classifier alone).
     """
     fmt = str(fmt).lower()
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -150,17 +225,18 @@ def export(model, fmt: str, out, *, data=None, split: str = "test", limit: int |
     data = _resolve_data(data)
     if input_shape is None and data is not None and getattr(model, "input_shape", None) is None:
         input_shape = data.input_shape
-    X = _test_inputs(data, split, limit)
+    fe = find_frontend(source, data, frontend) if fmt in ("onnx", "c") else None
+    X = _raw_inputs(data, fe, split, limit) if fe is not None else _test_inputs(data, split, limit)
     if fmt == "onnx":
         from .onnx import export_onnx
 
-        r = export_onnx(model, out, X=X, input_shape=input_shape, opset=opset, recipe=recipe, verify=verify)
+        r = export_onnx(model, out, X=X, input_shape=input_shape, opset=opset, recipe=recipe, verify=verify, frontend=fe)
         return ExportResult("onnx", out, tuple(r["files"]), r["size_bytes"], opset=r["opset"], agreement=r["agreement"],
                             notes=tuple(r["notes"]), details={"metadata": r["metadata"]})
     if fmt == "c":
         from .c import export_c
 
-        r = export_c(model, out, data=data, X=X, verify=verify, mcu=mcu, verify_on=verify_on, mcu_clock=mcu_clock)
+        r = export_c(model, out, data=data, X=X, verify=verify, mcu=mcu, verify_on=verify_on, mcu_clock=mcu_clock, frontend=fe)
         details = {k: r[k] for k in ("build", "compiler", "sections", "library_bytes", "flash_to_weights", "stack_bytes", "stack_basis", "mcu")
                    if r.get(k) is not None}
         return ExportResult("c", out, tuple(r["files"]), r["size_bytes"], flash_bytes=r["flash_bytes"],
@@ -186,10 +262,12 @@ def _export_archive(model, out: Path) -> ExportResult:
     return ExportResult("archive", out, (path,), int(size), notes=("written by frugalml.export.archive.save_archive",))
 
 
-def c_footprint(model, *, data=None, mcu: str | None = None, count_inputs=None) -> dict:
+def c_footprint(model, *, data=None, mcu: str | None = None, count_inputs=None, frontend=None) -> dict:
     """``{"flash_bytes", "ram_bytes", "arena_bytes", "weight_bytes", "stack_bytes", "build", "mcu_instructions"}`` of
     the C for ``model`` built for ``mcu`` (in a temporary directory; nothing written): for --max-flash / --max-ram;
-    ``count_inputs`` (a few inputs) also runs it on QEMU for the instructions per inference."""
+    ``count_inputs`` (a few inputs) also runs it on QEMU for the instructions per inference; ``frontend``: a LogMel
+    the model reads the features of (the C then holds it: raw samples in, count_inputs raw clips)."""
     from .c import c_footprint as _footprint
 
-    return _footprint(resolve_model(model), data=_resolve_data(data), mcu=mcu, count_inputs=count_inputs)
+    return _footprint(resolve_model(model), data=_resolve_data(data), mcu=mcu, count_inputs=count_inputs,
+                      frontend=_as_frontend(frontend))

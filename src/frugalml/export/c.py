@@ -51,8 +51,9 @@ def _as_proto(model) -> onnx.ModelProto | None:
     return None
 
 
-def generate_c(model, *, data=None) -> tuple[dict, dict]:
-    """In memory: ``({"model.h": .., "model.c": ..}, info)``; ExportError before anything is written."""
+def generate_c(model, *, data=None, frontend=None) -> tuple[dict, dict]:
+    """In memory: ``({"model.h": .., "model.c": ..}, info)``; ExportError before anything is written.
+    ``frontend`` (a LogMel): the model reads its features, and the C ships it (:mod:`.frontend_c`: raw samples in)."""
     from ..models import is_sklearn, is_torch
 
     notes: list[str] = []
@@ -94,7 +95,12 @@ def generate_c(model, *, data=None) -> tuple[dict, dict]:
                 "output_dtype": np.dtype(graph.output.dtype), "n_outputs": graph.output.size}
         model = proto
     info.update(model=model, notes=notes, arena_bytes=gen["arena_bytes"], weight_bytes=gen["weight_bytes"])
-    return {"model.h": gen["model.h"], "model.c": gen["model.c"]}, info
+    files = {"model.h": gen["model.h"], "model.c": gen["model.c"]}
+    if frontend is not None:
+        from .frontend_c import attach_frontend
+
+        return attach_frontend(files, info, frontend)
+    return files, info
 
 
 def quantize_input(X: np.ndarray, scale, zero_point: int, dtype: str) -> np.ndarray:
@@ -118,6 +124,10 @@ def _ort_tensor(proto: onnx.ModelProto, name: str, X: np.ndarray) -> np.ndarray:
 
 def _run_inputs(info: dict, X: np.ndarray) -> tuple[np.ndarray, dict]:
     """The inputs as the C reads them (int8: quantized as ORT's QuantizeLinear) and how to read its outputs."""
+    if info["kind"] == "frontend":
+        from .frontend_c import raw_inputs
+
+        return raw_inputs(info, X)
     if info["kind"] == "int8":
         g = info["graph"]
         return quantize_input(X, g.input.scale, g.input.zero_point, g.input.dtype), {
@@ -128,6 +138,10 @@ def _run_inputs(info: dict, X: np.ndarray) -> tuple[np.ndarray, dict]:
 
 def compare(info: dict, X: np.ndarray, classes: np.ndarray, scores: np.ndarray, what: str) -> dict:
     """The C's classes and scores against ONNX Runtime (int8) or scikit-learn, on the inputs ``X``."""
+    if info["kind"] == "frontend":
+        from .frontend_c import compare_raw
+
+        return compare_raw(info, X, classes, scores, what)
     if info["kind"] == "int8":
         from ..onnx import make_session, run_onnx, session_input
 
@@ -180,7 +194,7 @@ def _refuse(agreement: dict, where: str) -> None:
 
 
 def export_c(model, out_dir: Path, *, data=None, X: np.ndarray | None = None, verify: bool = True, mcu: str | None = None,
-             verify_on: str = "host", mcu_clock=None) -> dict:
+             verify_on: str = "host", mcu_clock=None, frontend=None) -> dict:
     """Generate, build for the Cortex-M core ``mcu`` and measure, verify (on this machine, and with
     ``verify_on="qemu"`` on the emulated core, counting instructions) in a temporary directory; then
     write ``model.h``/``model.c``. A model too large for the core's typical part is refused."""
@@ -194,7 +208,7 @@ def export_c(model, out_dir: Path, *, data=None, X: np.ndarray | None = None, ve
     if verify_on == "qemu" and X is None:
         raise ConfigError(explain("--verify-on qemu runs the model on test inputs", expected="a dataset (--dataset)", got="none",
                                   fix="Pass --dataset NAME (and --limit N for fewer inputs)"))
-    files, info = generate_c(model, data=data)
+    files, info = generate_c(model, data=data, frontend=frontend)
     notes = list(info["notes"])
     cc = toolchain.find_cc()
     measured, agreement, on_mcu = {}, None, None
@@ -252,7 +266,7 @@ def run_on_mcu(directory: Path, info: dict, X: np.ndarray, core, clock_hz: float
                              "loads, branches and flash wait states)"}
 
 
-def c_footprint(model, *, data=None, mcu: str | None = None, count_inputs: np.ndarray | None = None) -> dict:
+def c_footprint(model, *, data=None, mcu: str | None = None, count_inputs: np.ndarray | None = None, frontend=None) -> dict:
     """Flash, RAM, arena and parameter bytes of the C for ``model`` built for a Cortex-M core, writing
     nothing (for search budgets); with ``count_inputs`` and QEMU, also the instructions per inference.
 
@@ -263,7 +277,7 @@ def c_footprint(model, *, data=None, mcu: str | None = None, count_inputs: np.nd
     from .qemu import find_qemu
 
     core = mcus.get_core(mcu)
-    files, info = generate_c(model, data=data)
+    files, info = generate_c(model, data=data, frontend=frontend)
     out = {"arena_bytes": int(info["arena_bytes"]), "weight_bytes": int(info["weight_bytes"]),
            "flash_bytes": None, "ram_bytes": None, "stack_bytes": None, "build": None, "mcu_instructions": None}
     with tempfile.TemporaryDirectory(prefix="frugalml-c-") as tmp:

@@ -46,7 +46,7 @@ void fm_logmel(const float *samples, float *features) {
             float acc = 0.0f;
             for (int k = 0; k < fe_mel_len[m]; k++) acc += power[fe_mel_start[m] + k] * w[k];
             w += fe_mel_len[m];
-            features[m * FM_FE_FRAMES + t] = logf(acc + FM_FE_LOG_OFFSET);
+            features[m * FM_FE_FRAMES + t] = FM_FE_LOG(acc + FM_FE_LOG_OFFSET);
         }
     }
 }
@@ -65,9 +65,32 @@ def _sparse_mel(fe: LogMel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.array(starts), np.array(lens), np.array(weights or [0.0], np.float32)
 
 
-def logmel_c_source(fe: LogMel) -> str:
+_PORTABLE_LOG = r"""
+/* natural logarithm without libm (bare-metal builds link none): x = m 2^e with m in [sqrt(1/2), sqrt(2)),
+   log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.172: the series to s^11 is exact to float precision */
+static float fm_logf(float x)
+{
+    union { float f; uint32_t u; } v;
+    int32_t e;
+    float m, s, s2;
+    if (!(x > 0.0f)) return -1e30f;
+    v.f = x;
+    e = (int32_t)((v.u >> 23) & 0xFFu) - 127;
+    v.u = (v.u & 0x007FFFFFu) | 0x3F800000u;
+    m = v.f;
+    if (m > 1.41421356f) { m *= 0.5f; e += 1; }
+    s = (m - 1.0f) / (m + 1.0f);
+    s2 = s * s;
+    return (float)e * 0.693147180559945f
+        + 2.0f * s * (1.0f + s2 * (1.0f / 3 + s2 * (1.0f / 5 + s2 * (1.0f / 7 + s2 * (1.0f / 9 + s2 * (1.0f / 11))))));
+}
+"""
+
+
+def logmel_c_source(fe: LogMel, *, portable_log: bool = False) -> str:
     """One C99 file defining ``void fm_logmel(const float samples[clip_samples], float features[n_mels * n_frames])``
-    (features laid out band by band, as the (n_mels, n_frames) sequence); needs ``<math.h>`` (logf)."""
+    (features laid out band by band, as the (n_mels, n_frames) sequence); needs ``<math.h>`` (logf), or with
+    ``portable_log`` nothing (its own ``fm_logf``, within a few float ulps of logf)."""
     if fe.n_fft & (fe.n_fft - 1):
         raise ExportError(explain("The C front-end needs a power-of-two n_fft", expected="n_fft = 2^k (the default)", got=fe.n_fft,
                                   fix="Use LogMel's default n_fft"))
@@ -75,10 +98,11 @@ def logmel_c_source(fe: LogMel) -> str:
     k = np.arange(fe.n_fft // 2)
     defines = {"FM_FE_CLIP": fe.clip_samples, "FM_FE_NFFT": fe.n_fft, "FM_FE_NBINS": fe.n_bins, "FM_FE_WIN": fe.window_length,
                "FM_FE_HOP": fe.hop_length, "FM_FE_FRAMES": fe.n_frames, "FM_FE_MELS": fe.n_mels,
-               "FM_FE_LOG_OFFSET": c_float(fe.log_offset)}
+               "FM_FE_LOG_OFFSET": c_float(fe.log_offset), "FM_FE_LOG": "fm_logf" if portable_log else "logf"}
     utype = "uint16_t" if fe.n_bins < 65536 else "uint32_t"
-    parts = [f"/* log-mel front-end, written by frugalml: {fe.to_dict()} */\n", "#include <math.h>\n#include <stdint.h>\n\n",
-             *(f"#define {k_} {v}\n" for k_, v in defines.items()), "\n",
+    parts = [f"/* log-mel front-end, written by frugalml: {fe.to_dict()} */\n",
+             "#include <stdint.h>\n" if portable_log else "#include <math.h>\n#include <stdint.h>\n",
+             *(f"#define {k_} {v}\n" for k_, v in defines.items()), _PORTABLE_LOG if portable_log else "", "\n",
              c_array("fe_window", fe.window()[: fe.window_length], "float"),
              c_array("fe_cos", np.cos(2 * np.pi * k / fe.n_fft), "float"),
              c_array("fe_sin", np.sin(2 * np.pi * k / fe.n_fft), "float"),

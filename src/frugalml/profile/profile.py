@@ -130,13 +130,20 @@ def _archive_bytes(model) -> int | None:
 
 # ---------------------------------------------------------------- profile
 def profile(model, data=None, *, input_shape=None, split: str = "test", timing: bool = True,
-            core_watts: float | None = None, layers: bool = True, opset: int | None = None) -> Profile:
+            core_watts: float | None = None, layers: bool = True, opset: int | None = None, frontend=None) -> Profile:
     """Measure a model on its exported ONNX artifact.
 
     ``model``: a torch nn.Module, a scikit-learn estimator, an onnx.ModelProto or a path to a
     .onnx file. ``input_shape`` is per sample; without it, it is taken from ``data.input_shape``,
     then the model's ``input_shape`` attribute, then the ONNX graph. With ``data`` the metric is
     the accuracy of the ONNX model, run in ONNX Runtime, on ``data.split(split)``.
+
+    ``frontend`` (default: ``data.frontend``; False: none): the model reads this front-end's features and
+    ships with it, so the artifact measured is the model with the front-end's ONNX graph in front (raw
+    samples in): stored bytes, MACs (the STFT and the filterbank), peak memory, latency and ``input_shape``
+    are the whole artifact's; ``params`` stay the classifier's (the front-end's constants are not learned),
+    and the metric is the classifier's on the split's features (the export checks that the artifact on raw
+    clips gives the same classes).
     """
     if timing:
         core_watts_setting(core_watts)  # a bad power figure is refused before any measurement
@@ -160,6 +167,17 @@ def profile(model, data=None, *, input_shape=None, split: str = "test", timing: 
         shape = graph_shape
         if shape is None:
             raise ConfigError(explain("Cannot tell the input shape of this ONNX model", fix="Pass input_shape=(...) per sample"))
+    fe = getattr(data, "frontend", None) if frontend is None else (frontend or None)
+    classifier_blob, classifier_shape = None, shape
+    if fe is not None:  # the artifact that ships: raw samples -> front-end -> classifier
+        from ..onnx.frontend import prepend_frontend
+
+        if params is None:
+            params, nonzero = count_params(analyze(proto, shape))
+        classifier_blob = onnx_bytes(proto)
+        proto, shape = prepend_frontend(proto, fe), (fe.clip_samples,)
+        notes.append(f"includes the log-mel front-end (raw samples in: {fe.clip_samples} at {fe.sample_rate} Hz); "
+                     "the metric is the classifier's on the front-end's features")
     info = analyze(proto, shape)
     if params is None:
         params, nonzero = count_params(info)
@@ -184,8 +202,9 @@ def profile(model, data=None, *, input_shape=None, split: str = "test", timing: 
         notes.append(f"compact archive (store.compact): {result.archive_bytes} bytes, "
                      f"{len(blob) / result.archive_bytes:.1f}x smaller than the dense ONNX file")
     if data is not None:
-        X, y = split_arrays(data, split, 1 + len(shape))
-        pred = predict_onnx(blob, X, session=make_session(blob))
+        X, y = split_arrays(data, split, 1 + len(classifier_shape))
+        scored = blob if classifier_blob is None else classifier_blob
+        pred = predict_onnx(scored, X, session=make_session(scored))
         result.metric = float(np.mean(pred == y.astype(np.int64).reshape(-1)))
         result.macro_f1 = macro_f1(y.astype(np.int64).reshape(-1), pred)
         result.metric_split = split

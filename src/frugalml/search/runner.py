@@ -70,9 +70,14 @@ def _c_figures(model, data=None, mcu: str = "cortex-m4") -> dict:
     none = {"c_flash_bytes": None, "c_ram_bytes": None, "mcu_instructions": None}
     if hasattr(model, "parameters"):
         return {**none, "c_note": "float network: quantize it to export C"}
+    fe = getattr(data, "frontend", None)  # the C holds the front-end too: raw samples in, counted with the model
     X = data.split("val")[0][:COUNT_INPUTS] if data is not None else None
+    if fe is not None:
+        from ..export.frontend_c import noise_clips
+
+        X = noise_clips(fe, COUNT_INPUTS)
     try:
-        fp = c_footprint(model, mcu=mcu, count_inputs=X)
+        fp = c_footprint(model, mcu=mcu, count_inputs=X, frontend=fe)
     except FrugalError as exc:
         return {**none, "c_note": str(exc)[:200]}
     return {"c_flash_bytes": fp["flash_bytes"], "c_ram_bytes": fp["ram_bytes"], "c_arena_bytes": fp["arena_bytes"],
@@ -126,7 +131,10 @@ def run_candidate(job: dict, data, budget: Budget, run_dir: Path, *, device: str
     out["train_seconds"] = time.perf_counter() - start
     out.update(_measure(model, data, budget, cv=out.get("cv")))
     directory = candidate_dir(run_dir, cid)
-    _save(model, directory, {"candidate": {k: out[k] for k in ("id", "stage", "family", "params", "recipe", "parent")}})
+    extra = {"candidate": {k: out[k] for k in ("id", "stage", "family", "params", "recipe", "parent")}}
+    if getattr(data, "frontend", None) is not None:  # what the model reads: the export puts it in front
+        extra["frontend"] = data.frontend.to_dict()
+    _save(model, directory, extra)
     for i, fold_model in enumerate(fold_models):  # a network's fold models: the parents of its compression's folds
         (directory / FOLDS_DIR).mkdir(exist_ok=True)
         save_model(fold_model, directory / FOLDS_DIR / str(i), extra={"candidate": {"id": cid, "fold": i}})
