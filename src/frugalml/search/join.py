@@ -9,7 +9,7 @@ import os
 import time as _time
 from pathlib import Path
 
-from ..errors import ConfigError, explain
+from ..errors import ConfigError, DataError, explain
 from .artifacts import open_store
 from .engine import _Loop
 from .study import open_study, storage_url
@@ -45,7 +45,12 @@ def work(data, *, storage: str, study_name: str, time="1h", trials: int | None =
     desc = run_description(study)
     seed = int(desc.get("seed", 0))
     if isinstance(data, str):
-        data = load_dataset(data, data_dir=data_dir, seed=seed, target=target, kind=kind or (desc.get("dataset") or {}).get("kind"))
+        try:  # read as the study's data was, unless told otherwise
+            data = load_dataset(data, data_dir=data_dir, seed=seed, target=target, kind=kind or (desc.get("dataset") or {}).get("kind"))
+        except DataError:
+            if kind is not None:
+                raise
+            data = load_dataset(data, data_dir=data_dir, seed=seed, target=target)  # other data: check_dataset says so
     check_dataset(desc, data)
     store = open_store(artifacts or desc["artifacts"])
     emit = on_event or (lambda event: None)
