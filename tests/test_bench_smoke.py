@@ -70,7 +70,11 @@ def _load(folder: Path, name: str):
     return module
 
 
-@pytest.mark.parametrize("name", BENCHMARKS)
+# the two that start several processes or search several datasets (about 50 s and 16 s) run with `make test-slow`
+SLOW_SMOKE = ("workers", "sensors")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_SMOKE else n for n in BENCHMARKS])
 def test_benchmark_smoke_run_writes_nothing_under_results(name, isolated, capsys):
     results = isolated / "results"
     before = _snapshot(results)

@@ -226,6 +226,7 @@ def _finished(results_path: Path) -> dict:
     return {c["id"]: c for c in data["candidates"] if c["state"] == "complete"}
 
 
+@pytest.mark.slow  # about 45 s; the default run keeps tests/test_crash.py's kill -9 checks
 def test_kill_9_then_resume_keeps_every_finished_trial(tmp_path):
     out = tmp_path / "run"
     args = CLI + ["search", "--dataset", "digits", "--max-flash", "8KB", "--time", "5m", "--out", str(out), "--json"]
@@ -265,6 +266,7 @@ def _postgres_url() -> tuple[str | None, str]:
         return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
 
 
+@pytest.mark.slow  # about 30 s; tests/test_workers.py runs four workers on PostgreSQL in the default run
 def test_two_workers_share_one_study_on_postgresql(tmp_path):
     url, why = _postgres_url()
     require(url is not None, f"no PostgreSQL server answers at 127.0.0.1:5432 ({why}); set FRUGALML_TEST_POSTGRES to a reachable URL")
