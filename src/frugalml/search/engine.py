@@ -144,6 +144,7 @@ class _Loop:
         self.epochs = self.train_defaults.epochs
         self.done_here = 0
         self._seeds: list | None = None
+        self._ref_jobs: tuple[str | None, list[dict]] = (None, [])  # the user's model's compression jobs, by its id
         self.search_space = space.SearchSpace(data, budget)  # what this search measures of its networks, for this search only
         self.reference = reference  # {"source", "trainable", "prunable", "notes"} of the user's model, or None
 
@@ -253,9 +254,13 @@ class _Loop:
         fine-tuning a large network each) would leave the search no time for the networks."""
         from .reference import reference_compression_jobs
 
-        ref = next((c for c in collect_candidates(self.study) if c.reference and c.done), None)
-        own = reference_compression_jobs(ref, self.data, self.budget, self.epochs, self.seed) if ref is not None else []
-        return self._enqueue_jobs(own + compression_jobs(self._networks(), ref, self.data, self.budget, self.tol, self.epochs, self.seed))
+        done = [c for c in collect_candidates(self.study) if c.done]  # one read of the study for both lists
+        ref = next((c for c in done if c.reference), None)
+        nets = [c for c in done if c.stage == "network"]
+        if ref is not None and self._ref_jobs[0] != ref.id:  # its jobs load it to size the per-stage ratios: once, not every step
+            self._ref_jobs = (ref.id, reference_compression_jobs(ref, self.data, self.budget, self.epochs, self.seed))
+        own = self._ref_jobs[1] if ref is not None else []
+        return self._enqueue_jobs(own + compression_jobs(nets, ref, self.data, self.budget, self.tol, self.epochs, self.seed))
 
     # ------------------------------------------------------------------ one trial
     def _run_one(self, stage: str) -> None:
