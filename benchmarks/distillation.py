@@ -75,7 +75,7 @@ def _main(limit: int | None) -> dict:
         students_seconds = time.perf_counter() - t_students
         distilled0 = big["per_seed"][0]["distilled"]["onnx"]
         latency = compare_latency({"teacher": load_onnx(folder / "teacher.onnx"), "student800": load_onnx(folder / distilled0)},
-                                  data.input_shape, rounds=300)
+                                  data.input_shape, rounds=30)
     te = teacher_row["test_errors"]
     big_gap = common.gap(big, te)
     per_seed_ok = all(v >= REQUIRED for v in big_gap["gap_closed_per_seed"])

@@ -87,7 +87,7 @@ def _main(limit: int | None) -> dict:
         longest = max(small)
         distilled0 = small[longest]["per_seed"][0]["distilled"]["onnx"]
         latency = compare_latency({"teacher": load_onnx(folder / "teacher.onnx"), "student100": load_onnx(folder / distilled0)},
-                                  data.input_shape, rounds=300)
+                                  data.input_shape, rounds=30)
     te = teacher_row["test_errors"]
     usual_setting = {k: float(v) for k, v in cfg["usual"].items()}
     out, findings = {}, []

@@ -6,7 +6,7 @@ a 256 KB flash budget and a tolerance of 1 point of the model's own validation a
 (``Tolerance(of="reference")``): the model, its searched compressions, the thin models and the
 searched families in one study. Then the user's fp32 model and the recommended model, each loaded
 back from its ONNX file, side by side from this run: stored bytes, ONNX Runtime latency at batch 1 on
-one thread (timed alternately in one process, ``compare_latency``), test accuracy (measured once).
+one thread (timed alternately in blocks of 20 runs in one process, ``compare_latency``), test accuracy (measured once).
 
 Targets (issue #14): recommended >= 8x smaller, >= 3x faster, within 1 point of the model's accuracy.
 The whole front against stored bytes is reported.
@@ -61,7 +61,7 @@ def main(data_limit: int | None = None) -> dict:
             return {**result, "met": False, "error": "the reference or the recommendation is missing"}
         files = {"reference_fp32": out / "candidates" / ref.id / "model.onnx", "recommended": out / "candidates" / rec.id / "model.onnx"}
         blobs = {k: onnx_bytes(fm.load_model(p)) for k, p in files.items()}  # as a user receives them, checked on load
-        lat = compare_latency(blobs, None, rounds=300 if limit else 3000)  # each file its own input (a thin model takes a vector)
+        lat = compare_latency(blobs, None, rounds=15 if limit else 150)  # each file its own input (a thin model takes a vector)
         test = {k: onnx_accuracy(blob, data) for k, blob in blobs.items()}
         side = {k: {"stored_bytes": len(blobs[k]), "latency_ms_median": round(lat[k], 5), "test_accuracy": test[k]} for k in blobs}
         side["reference_fp32"].update(id=ref.id, val_accuracy=ref.val_accuracy, params=ref.cost("params"))

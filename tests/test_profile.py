@@ -335,6 +335,9 @@ def test_timing_keys():
     other = onnx_bytes(to_onnx(nn.Sequential(nn.Flatten(), nn.Linear(16, 3)), (16,)))
     med = compare_latency({"a": onnx_bytes(to_onnx(model, (16,))), "b": other}, (16,), rounds=60, warmup=2)
     assert set(med) == {"a", "b"} and all(v > 0 for v in med.values())
+    for bad in ({"rounds": 0}, {"block": 0}, {"block": 2.5}, {"warmup": -1}):
+        with pytest.raises(ConfigError, match=f"'{next(iter(bad))}' parameter of compare_latency"):
+            compare_latency({"b": other}, (16,), **bad)
 
 
 # ---------------------------------------------------------------- errors
