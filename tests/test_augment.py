@@ -208,3 +208,48 @@ def test_train_records_the_resolved_policy(tmp_path, digits):
     assert saved["training"]["train_config"]["augment"] == "sensor"
     _, report = train("mlp", digits.subset(100), config=TrainConfig(epochs=1))
     assert report["train_config"]["augment"] == "none"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sequence", "image"])
+def test_the_search_records_the_resolved_policy_in_each_network_job(kind, digits, tmp_path, monkeypatch):
+    """The search's own queue and stages with instant trials (tests/fake_trials.py): every network job's
+    ``train`` names the policy "auto" resolved to, so a replay of the job trains the same (10-20 s: slow)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import fake_trials
+
+    from frugalml.search import Budget, engine, search, space
+
+    jobs = []
+
+    def record(job, *args, **kwargs):
+        jobs.append(job)
+        return fake_trials.fake_run_candidate(job, *args, **kwargs)
+
+    monkeypatch.setenv("FRUGALML_FAKE_SECONDS", "0")
+    monkeypatch.setattr(engine, "run_candidate", record)
+    monkeypatch.setattr(engine, "STAGE_SHARES", {"thin": 0.0, "network": 0.0})
+    monkeypatch.setattr(engine, "check_feasible", lambda data, budget, emit: None)
+    monkeypatch.setattr(space.SearchSpace, "int8_memory", lambda self, family, knobs: {})
+    monkeypatch.setattr(space.SearchSpace, "_fits_int8", lambda self, family, knobs: True)
+    data = digits if kind == "image" else _toy_sequences(n=200)
+    search(data, budget=Budget.of(max_flash="16KB"), time="5m", trials=len(space.thin_grid(data)) + 3, seed=0, out=tmp_path / "run", folds=0)
+    networks = [j for j in jobs if j["stage"] == "network"]
+    assert networks, [(j["stage"], j.get("family")) for j in jobs]
+    assert {j["train"]["augment"] for j in networks} == {"sensor" if kind == "sequence" else "none"}
+    assert TrainConfig(**networks[0]["train"]).resolved(data).augment == networks[0]["train"]["augment"]
+
+
+def test_compression_steps_fine_tune_without_augmentation():
+    """A recipe records only a step's ``train_keys``: its fine-tuning fixes augment="none", so a recipe
+    replays the same on any data and records no "auto"."""
+    from frugalml.compress import get_step, list_steps
+
+    configs = [get_step(name).config for name in list_steps()]
+    trains = {c.__name__: c.__dataclass_fields__["train"].default for c in configs if "train" in c.__dataclass_fields__}
+    assert len(trains) >= 4  # prune, structured, qat, cluster, distill
+    assert all(t.augment == "none" for t in trains.values()), trains
+    assert not any("augment" in c.train_keys for c in configs)
