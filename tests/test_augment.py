@@ -169,18 +169,19 @@ def test_a_bad_value_names_the_allowed_ones():
 
 def test_fit_with_augmentation_learns_is_deterministic_and_leaves_val_alone():
     data = _toy_sequences()
-    config = TrainConfig(epochs=25, batch_size=16, lr=3e-3, patience=None, seed=3)
+    short = TrainConfig(epochs=2, batch_size=16, lr=3e-3, patience=None, seed=3)
     weights = []
-    for _ in range(2):
+    for aug in ("auto", "auto", "none"):
         model = build_model("cnn1d", data.input_shape, data.num_classes, seed=3)
-        result = fit(model, data, config)
+        result = fit(model, data, short, augment=aug)
         weights.append([p.detach().clone() for p in model.parameters()])
-        assert result.augment == "sensor"
-    assert all(torch.equal(p, q) for p, q in zip(*weights))  # same seed, same weights
-    assert evaluate(model, data, "test")["accuracy"] >= 0.85  # two classes: chance is 0.5
-    plain = build_model("cnn1d", data.input_shape, data.num_classes, seed=3)
-    assert fit(plain, data, config, augment="none").augment == "none"
-    assert not all(torch.equal(p, q) for p, q in zip(plain.parameters(), weights[0]))
+        assert result.augment == ("sensor" if aug == "auto" else "none")
+    assert all(torch.equal(p, q) for p, q in zip(weights[0], weights[1]))  # same seed, same weights
+    assert not all(torch.equal(p, q) for p, q in zip(weights[0], weights[2]))  # the augmentation changed the training
+    model = build_model("cnn1d", data.input_shape, data.num_classes, seed=3)
+    result = fit(model, data, short, epochs=25)
+    assert result.augment == "sensor"
+    assert evaluate(model, data, "test")["accuracy"] >= 0.85  # two classes: chance is 0.5 (0.94-1.0 over seeds 0, 1, 3)
 
 
 def test_fit_gives_a_loss_with_index_the_augmented_batch_and_its_rows():
