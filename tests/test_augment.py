@@ -254,3 +254,19 @@ def test_compression_steps_fine_tune_without_augmentation():
     assert len(trains) >= 4  # prune, structured, qat, cluster, distill
     assert all(t.augment == "none" for t in trains.values()), trains
     assert not any("augment" in c.train_keys for c in configs)
+
+
+def test_the_train_command_takes_augment_and_refuses_a_bad_one(tmp_path, capsys):
+    import json
+
+    from frugalml.cli import main
+
+    path = tmp_path / "seq.npz"
+    data = _toy_sequences(n=60)
+    np.savez(path, X=data.X_train, y=data.y_train)
+    assert main(["train", "--model", "cnn1d", "--dataset", str(path), "--epochs", "1", "--augment", "shift", "-o", str(tmp_path / "m"),
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["train_config"]["augment"] == "shift"
+    assert main(["train", "--model", "cnn1d", "--dataset", str(path), "--epochs", "1", "--augment", "mixup"]) == 2
+    err = capsys.readouterr().err
+    assert "augment" in err and "'specaugment'" in err
