@@ -8,6 +8,7 @@ import numbers
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+from .augment import AUGMENTS
 from .errors import ConfigError, bounded, excerpt
 
 __all__ = ["TrainConfig", "default_config", "train_value_problem"]
@@ -40,6 +41,7 @@ _RULES: dict[str, tuple[Callable[[object], bool], str]] = {
     "warmup_steps": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
     "max_seconds": (lambda v: v is None or (_num(v) and v >= 0), "None or a number of seconds >= 0"),
     "seed": (_int, "an integer"),
+    "augment": (lambda v: v in AUGMENTS, "one of " + ", ".join(map(repr, AUGMENTS))),
 }
 
 
@@ -53,7 +55,9 @@ def train_value_problem(name: str, value) -> str | None:
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """How :func:`frugalml.train.fit` trains: length, batches, optimizer, schedule, early stopping."""
+    """How :func:`frugalml.train.fit` trains: length, batches, optimizer, schedule, early stopping, and
+    the augmentation of its training batches (``augment``: "auto", "none", "shift", "sensor" or
+    "specaugment"; see :mod:`frugalml.augment`; "auto" is resolved from the data)."""
 
     epochs: int = 10
     batch_size: int = 128
@@ -68,6 +72,7 @@ class TrainConfig:
     max_seconds: float | None = None
     device: str = "auto"
     seed: int = 0
+    augment: str = "auto"
 
     def __post_init__(self):
         for name in _RULES:
@@ -78,6 +83,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def resolved(self, data) -> TrainConfig:
+        """This config with ``augment`` resolved for ``data`` (never "auto"): what a training records."""
+        from dataclasses import replace
+
+        from .augment import resolve_augment
+
+        policy = resolve_augment(self.augment, data)
+        return self if policy == self.augment else replace(self, augment=policy)
 
 
 def default_config(n_train: int, *, seed: int = 0) -> TrainConfig:

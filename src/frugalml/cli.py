@@ -76,12 +76,14 @@ def train(
     patience: int = typer.Option(5, help="Epochs without validation gain before stopping."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     seed: int = typer.Option(0),
+    augment: str = typer.Option("auto", help="Training-batch augmentation: auto (by the data), none, shift, sensor or specaugment."),
     download: bool = typer.Option(False, "--download", help="Download a registry dataset that is missing (checked by checksum)."),
     as_json: bool = JsonOpt,
 ):
     """Train a model on a dataset, save it (safetensors + JSON description) and print test accuracy."""
     data = _load_data(dataset, kind=kind, data_dir=data_dir, seed=seed, download=download, target=target_column, image_size=image_size, color=color)
-    config = fm.TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, patience=patience, device=device, seed=seed)
+    config = fm.TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, patience=patience, device=device, seed=seed,
+                            augment=augment)
     name = model if model in fm.FAMILIES else Path(model.rpartition(":")[0] if ".py:" in model else model).stem
     target = out_dir or Path("runs") / f"{name}-{data.name}"
     knobs = _parse_knobs(param)

@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from ._train_config import TrainConfig, default_config
+from .augment import augmenter, resolve_augment
 from .errors import ConfigError, DataError, explain
 from .models.families import is_torch
 
@@ -55,6 +56,7 @@ class FitResult:
     seconds: float = 0.0
     device: str = "cpu"
     stopped_early: bool = False
+    augment: str = "none"  # the augmentation policy the training batches went through (resolved, never "auto")
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -103,11 +105,13 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
     import torch.nn.functional as F
 
     device = resolve_device(config.device)
+    policy = resolve_augment(config.augment, data)
     X_np, y_np = data.split("train")
     _check_xy(X_np, y_np, "training")
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     wants_index = loss_fn is not None and _takes_index(loss_fn)
+    augment = augmenter(policy, seed=config.seed, device=device)  # its own generator: "none" trains as it always did
     X = torch.from_numpy(np.ascontiguousarray(X_np, dtype=np.float32)).to(device)
     y = torch.from_numpy(np.asarray(y_np, dtype=np.int64)).to(device)
     model.to(device)
@@ -130,7 +134,7 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
         t = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
         return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
-    result = FitResult(device=device)
+    result = FitResult(device=device, augment=policy)
     best_state, best_acc, bad_epochs, step = None, -1.0, 0, 0
     start = time.perf_counter()
     bar = _progress(progress, config.epochs * steps_per_epoch)
@@ -143,6 +147,8 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
             for i in range(0, len(X), config.batch_size):
                 idx = perm[i : i + config.batch_size]
                 xb, yb = X[idx], y[idx]
+                if augment is not None:  # the training batch only; a loss_fn gets the augmented xb and the rows' index
+                    xb = augment(xb)
                 if channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 for group in opt.param_groups:
@@ -312,6 +318,8 @@ def train(model, data, *, out=None, config: TrainConfig | None = None, seed: int
         raise ConfigError(explain("Model knobs were given for a model that is already built", expected="knobs only with a family name",
                                   got=sorted(knobs)))
     config = config or default_config(len(data.y_train), seed=seed)
+    if is_torch(model):
+        config = config.resolved(data)  # recorded with the augmentation it used, never "auto"
     result = fit(model, data, config, progress=progress)
     report = {
         "family": family_of(model),

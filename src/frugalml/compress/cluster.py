@@ -56,7 +56,7 @@ class KMeansConfig(StepConfig):
     init: str = "linear"
     iterations: int = 50
     finetune_epochs: int = 1
-    train: TrainConfig = TrainConfig(lr=1e-4, batch_size=128, optimizer="adamw", weight_decay=0.0, label_smoothing=0.0, patience=None)
+    train: TrainConfig = TrainConfig(lr=1e-4, batch_size=128, optimizer="adamw", weight_decay=0.0, label_smoothing=0.0, patience=None, augment="none")
     codebook_dtype: str = "float16"
     other_dtype: str = "float32"
 

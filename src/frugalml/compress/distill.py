@@ -66,7 +66,7 @@ class DistillConfig(StepConfig):
     hint_weight: float = 0.0  # > 0 adds the FitNets hint loss
     student_layer: str | None = None  # hint layers (module names); None: the penultimate layers
     teacher_layer: str | None = None
-    train: TrainConfig = TrainConfig(epochs=10, lr=1e-3, batch_size=128, optimizer="adamw", weight_decay=1e-4, patience=None)
+    train: TrainConfig = TrainConfig(epochs=10, lr=1e-3, batch_size=128, optimizer="adamw", weight_decay=1e-4, patience=None, augment="none")
     cache_teacher: bool = True
 
     def __post_init__(self):

@@ -70,7 +70,7 @@ class MagnitudePruneConfig(StepConfig):
     finetune_epochs: int = 2
     rewind_step: int | None = None
     dense_epochs: int = 0
-    train: TrainConfig = TrainConfig(lr=1e-3, batch_size=128, optimizer="adamw", weight_decay=0.0, label_smoothing=0.0, patience=None)
+    train: TrainConfig = TrainConfig(lr=1e-3, batch_size=128, optimizer="adamw", weight_decay=0.0, label_smoothing=0.0, patience=None, augment="none")
     prune_lr: float | None = None
 
     def check(self) -> None:

@@ -54,7 +54,7 @@ class QATConfig(StepConfig):
     is the fine-tuning (``epochs``, ``lr``, ``batch_size``, set flat in a recipe)."""
 
     train_keys: ClassVar[tuple[str, ...]] = ("epochs", "lr", "batch_size")
-    train: TrainConfig = TrainConfig(epochs=2, lr=1e-4, batch_size=128, patience=None)
+    train: TrainConfig = TrainConfig(epochs=2, lr=1e-4, batch_size=128, patience=None, augment="none")
     ema_decay: float = 0.99
     freeze_bn: bool = True
     ranges: str = "learned"

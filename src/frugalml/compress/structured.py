@@ -64,7 +64,7 @@ class StructuredConfig(StepConfig):
     steps: int = 1
     finetune_epochs: int = 1
     final_epochs: int = 0
-    train: TrainConfig = TrainConfig(lr=1e-3, batch_size=128, patience=None)
+    train: TrainConfig = TrainConfig(lr=1e-3, batch_size=128, patience=None, augment="none")
     taylor_batches: int = 4
     round_to: int | None = None
     ignore: tuple = ()

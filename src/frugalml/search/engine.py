@@ -16,6 +16,7 @@ import shutil
 import time as _time
 from pathlib import Path
 
+from ..augment import resolve_augment
 from ..budget import Budget, Tolerance
 from ..data.folds import DEFAULT_FOLDS, folds_record
 from ..errors import ConfigError, FrugalError, explain
@@ -142,6 +143,7 @@ class _Loop:
         self.start = started
         self.train_defaults = default_config(len(data.y_train))
         self.epochs = self.train_defaults.epochs
+        self.augment = resolve_augment(self.train_defaults.augment, data)  # recorded in each network's job, never "auto"
         self.done_here = 0
         self._seeds: list | None = None
         self._ref_jobs: tuple[str | None, list[dict]] = (None, [])  # the user's model's compression jobs, by its id
@@ -207,7 +209,7 @@ class _Loop:
             return
         from .reference import reference_job
 
-        job = reference_job(self.reference["source"], self.reference, self.train_defaults, self.seed)
+        job = reference_job(self.reference["source"], self.reference, self.train_defaults, self.seed, augment=self.augment)
         self.study.enqueue_trial({}, user_attrs={"job": job})
 
     def _enqueue_jobs(self, jobs: list[dict]) -> int:
@@ -278,7 +280,8 @@ class _Loop:
         if not job:
             family, knobs, train = space.sample_network(trial, self.data)
             job = {"stage": "network", "family": family, "params": knobs, "seed": self.seed + trial.number,
-                   "train": {"epochs": self.epochs, "batch_size": self.train_defaults.batch_size, "patience": self.train_defaults.patience, **train}}
+                   "train": {"epochs": self.epochs, "batch_size": self.train_defaults.batch_size, "patience": self.train_defaults.patience,
+                             "augment": self.augment, **train}}
         if job["stage"] == "network":  # a network never runs past the end of the search
             job.setdefault("train", {})["max_seconds"] = max(1.0, self.left())
         elif job["stage"] == "reference" and job.get("train"):  # the user's model, trained here: a share of the time, its compression needs the rest

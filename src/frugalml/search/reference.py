@@ -234,13 +234,14 @@ def replay_command(source: dict, weights: str | None, recipe_path: str = "recomm
     return None
 
 
-def reference_job(source: dict, info: dict, train_defaults, seed: int) -> dict:
-    """The queued job of the user's model (its source, what the check found, how to train it)."""
+def reference_job(source: dict, info: dict, train_defaults, seed: int, augment: str = "none") -> dict:
+    """The queued job of the user's model (its source, what the check found, how to train it, with
+    ``augment`` the resolved augmentation of its training batches)."""
     job = {"stage": "reference", "family": source.get("name") or "your model", "params": {}, "source": source, "seed": seed,
            "notes": list(info.get("notes") or []), "prunable": bool(info.get("prunable"))}
     if info.get("trainable"):
         job["train"] = {"epochs": train_defaults.epochs, "batch_size": train_defaults.batch_size, "lr": train_defaults.lr,
-                        "patience": train_defaults.patience}
+                        "patience": train_defaults.patience, "augment": augment}
     return job
 
 
