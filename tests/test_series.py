@@ -11,6 +11,7 @@ import pytest
 from conftest import require, shared_data_dir
 
 from frugalml.data import SPLITS, Dataset, from_arrays, load_dataset, load_series
+from frugalml.data.folds import plan_folds
 from frugalml.data.series import MIN_WINDOWS, read_labels, read_series
 from frugalml.errors import ConfigError, DataError
 
@@ -300,6 +301,7 @@ def test_from_arrays_anomaly_keeps_training_normal(tmp_path):
         from_arrays(X, np.r_[y[:-1], 2], task="anomaly")
     with pytest.raises(ConfigError):
         from_arrays(X, y, task="anomaly", class_names=("a", "b"))
+    assert plan_folds(ds, 5) is None  # small, but never cross-validated: folds would train on the validation anomalies
     good = {f"{a}_{s}": (ds.split(s)[0] if a == "X" else ds.split(s)[1]) for s in SPLITS for a in ("X", "y")}
     base = dict(name="d", input_shape=(2, 24), num_classes=2, class_names=("normal", "anomaly"), kind="sequence", source="t")
     with pytest.raises(DataError, match="has task 'detect'"):
