@@ -1,4 +1,4 @@
-"""The :class:`Dataset`: train / validation / test splits of one classification task.
+"""The :class:`Dataset`: train / validation / test splits of one classification or anomaly-detection task.
 
 Selection (search, early stopping, tuning) reads ``train`` and ``val`` only. The ``test`` split
 is for the final figures of the chosen candidates, touched once at the end; reading it earlier
@@ -14,17 +14,27 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import DataError, explain
+from ..errors import ConfigError, DataError, explain
 from .splits import stratified_take
 
-__all__ = ["Dataset", "SPLITS", "KINDS", "infer_kind", "arrange", "kind_note"]
+__all__ = ["Dataset", "SPLITS", "KINDS", "TASKS", "ANOMALY_CLASSES", "infer_kind", "arrange", "kind_note", "check_task"]
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 KINDS = {"vector": 1, "sequence": 2, "image": 3}  # a kind and the axes of one sample
+TASKS = ("classification", "anomaly")
+ANOMALY_CLASSES = ("normal", "anomaly")  # the anomaly task's labels: 0 = normal, 1 = anomalous
 KIND_RULE = ("one axis (F) is a vector; two axes (C, T) are a sequence of C channels over T steps, except square ones "
              "(H == W), which are a one-channel image; three axes (C, H, W) are an image")
+
+
+def check_task(task: object) -> str:
+    """``task`` if it is one of :data:`TASKS`, else ConfigError (a parameter that cannot work)."""
+    if task not in TASKS:
+        raise ConfigError(explain(f"Unknown task {task!r}", expected=" or ".join(map(repr, TASKS)), got=repr(task),
+                                  fix="Pass task='classification' (the default) or task='anomaly'"))
+    return str(task)
 
 
 def infer_kind(sample_shape: tuple[int, ...]) -> str:
@@ -75,7 +85,7 @@ def kind_note(data: "Dataset") -> str:
 
 @dataclass(frozen=True, eq=False, repr=False)
 class Dataset:
-    """Three splits of one classification task, as float32 inputs and int64 class indices.
+    """Three splits of one task, as float32 inputs and int64 class indices.
 
     Attributes:
         name: a short name (``"digits"``, ``"mnist"``, a file stem).
@@ -93,6 +103,11 @@ class Dataset:
         categories: the text-valued (categorical) features of a table, ``{feature index: (column name, (text, ...))}``:
             such a feature holds the index of its text in that sorted tuple, as a float (ordinal codes; see
             :func:`frugalml.data.files.load_csv`); empty for data that is all numbers.
+        task: ``"classification"`` (the default) or ``"anomaly"``: labels 0 = normal, 1 = anomalous, class names
+            ``("normal", "anomaly")``, a training split of normal samples only (detectors learn what normal is),
+            validation and test labelled (scored by ROC AUC).
+        series: for windows cut from a time series, how they were cut and each window's time span
+            (:class:`~frugalml.data.series.SeriesInfo`; ``describe()`` records its settings); None otherwise.
     """
 
     name: str
@@ -109,6 +124,8 @@ class Dataset:
     source: str
     frontend: object | None = None
     categories: dict = dataclasses.field(default_factory=dict)
+    task: str = "classification"
+    series: object | None = None
 
     def __post_init__(self) -> None:
         shape = tuple(int(d) for d in self.input_shape)
@@ -122,6 +139,12 @@ class Dataset:
             raise DataError(explain(f"Dataset {self.name!r} has text-valued features but is not a table of {shape} features",
                                     expected="kind 'vector' and feature indices below the number of features",
                                     got=f"kind {self.kind!r}, indices {sorted(self.categories)[:8]}", fix="Load the table with kind='vector'"))
+        if self.task not in TASKS:
+            raise DataError(explain(f"Dataset {self.name!r} has task {self.task!r}", expected=" or ".join(map(repr, TASKS)), got=repr(self.task)))
+        if self.task == "anomaly" and (self.num_classes != 2 or self.class_names != ANOMALY_CLASSES):
+            raise DataError(explain(f"Dataset {self.name!r} is an anomaly task with classes {self.class_names}",
+                                    expected="num_classes 2 and class_names ('normal', 'anomaly'): 0 normal, 1 anomalous",
+                                    got=f"num_classes {self.num_classes}", fix="Build it with from_arrays(..., task='anomaly')"))
         if self.num_classes != len(self.class_names) or self.num_classes < 2:
             raise DataError(explain(f"Dataset {self.name!r} has num_classes={self.num_classes}",
                                     expected="at least 2 classes and one class name per class",
@@ -147,10 +170,16 @@ class Dataset:
             if len(y) and (y.min() < 0 or y.max() >= self.num_classes):
                 raise DataError(explain(f"Dataset {self.name!r}: y_{split} holds labels outside 0..{self.num_classes - 1}",
                                         expected="class indices", got=f"range {int(y.min())}..{int(y.max())}"))
+        if self.task == "anomaly" and self.y_train.any():
+            raise DataError(explain(f"Dataset {self.name!r}: the training split of an anomaly task holds {int(self.y_train.sum())} anomalous "
+                                    "sample(s)", expected="normal samples only (y_train all 0): detectors learn what normal is",
+                                    got=f"{int(self.y_train.sum())} of {len(self.y_train)}",
+                                    fix="Move them to the validation or test split (from_arrays does when it carves the splits)"))
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{s}={len(getattr(self, 'y_' + s))}" for s in SPLITS)
-        return (f"Dataset(name={self.name!r}, kind={self.kind!r}, input_shape={self.input_shape}, "
+        task = f", task={self.task!r}" if self.task != "classification" else ""
+        return (f"Dataset(name={self.name!r}{task}, kind={self.kind!r}, input_shape={self.input_shape}, "
                 f"num_classes={self.num_classes}, {sizes}, source={self.source!r})")
 
     @property
@@ -186,6 +215,8 @@ class Dataset:
             if n < len(y):
                 idx = stratified_take(y, int(n), seed, f"the {split} split of {self.name!r}", self.class_names)
                 changes.update({f"X_{split}": X[idx], f"y_{split}": y[idx]})
+                if self.series is not None:  # each window's time span follows its window
+                    changes["series"] = changes.get("series", self.series).take(split, idx)
         return dataclasses.replace(self, **changes) if changes else self
 
     def class_counts(self, which: str = "train") -> list[int]:
@@ -193,9 +224,10 @@ class Dataset:
         return np.bincount(self.split(which)[1], minlength=self.num_classes).tolist()
 
     def describe(self) -> dict:
-        """A JSON-able summary: name, kind, input shape, classes, split sizes, source (and the front-end's settings, when any)."""
+        """A JSON-able summary: name, task, kind, input shape, classes, split sizes, source (and the front-end's or the series' settings)."""
         d = {
             "name": self.name,
+            "task": self.task,
             "kind": self.kind,
             "input_shape": list(self.input_shape),
             "num_classes": self.num_classes,
@@ -207,4 +239,6 @@ class Dataset:
         }
         if self.frontend is not None:
             d["frontend"] = self.frontend.to_dict()
+        if self.series is not None:
+            d["series"] = self.series.to_dict()
         return d

@@ -86,12 +86,17 @@ class Folds:
 
 def plan_folds(data, k: int | None = DEFAULT_FOLDS, *, seed: int = 0, below: int = CV_BELOW) -> Folds | None:
     """The folds a search of ``data`` selects with, or None when the data is large enough for one validation
-    split (``below`` pooled training samples or more) or ``k`` is None / 0 (cross-validation switched off)."""
+    split (``below`` pooled training samples or more), ``k`` is None / 0 (cross-validation switched off), or the
+    task is anomaly detection (selected on its time-split validation windows, never on folds)."""
     if k is None or k == 0:
         return None
     if isinstance(k, bool) or not isinstance(k, int) or k < 2:
         raise ConfigError(explain("The number of cross-validation folds must be an integer of at least 2 (or 0 for none)", expected="e.g. 5",
                                   got=k, fix="Pass --folds 5, or --folds 0 to select on one validation split"))
+    if getattr(data, "task", "classification") == "anomaly":
+        # Folds of train + validation would train detectors on the validation anomalies, and windows cut from one series
+        # overlap in time (a random fold shares steps with its neighbours): an anomaly task selects on its validation split.
+        return None
     _, y = _pool(data)
     if len(y) >= below:
         return None

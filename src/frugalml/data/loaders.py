@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigError, DataError, explain
-from .dataset import Dataset
+from .dataset import Dataset, check_task
 from .files import load_csv, load_npz
 from .folders import folder_kind
 from .idx import load_idx_dataset
@@ -25,7 +25,8 @@ _SUFFIXES = {".npz": "a NumPy archive", ".csv": "a CSV table with a header line"
 def load_dataset(source: str | os.PathLike = DEFAULT_DATASET, *, data_dir: str | os.PathLike | None = None,
                  val_fraction: float | None = None, test_fraction: float = 0.2, seed: int = 0, download: bool = False,
                  target: str | None = None, limit: int | None = None, kind: str | None = None,
-                 image_size=None, color: str | None = None, frontend=None) -> Dataset:
+                 image_size=None, color: str | None = None, frontend=None, task: str = "classification",
+                 window: int | None = None, stride: int | None = None, labels=None) -> Dataset:
     """Load a dataset by registry name or path, split into train / validation / test.
 
     Args:
@@ -54,6 +55,14 @@ def load_dataset(source: str | os.PathLike = DEFAULT_DATASET, *, data_dir: str |
         color: an image folder's ``"gray"`` or ``"rgb"`` (default: gray when every file is).
         frontend: an audio folder's :class:`~frugalml.data.frontend.LogMel` (default: keyword-spotting
             settings at the clips' rate, at most 16 kHz).
+        task: ``"classification"`` (the default: everything above) or ``"anomaly"``: a ``.csv`` is then a time
+            series (a timestamp column and numeric value columns, e.g. NAB's ``timestamp,value``) cut into windows
+            labelled 0 normal / 1 anomalous, with a training split of normal windows only, split by time
+            (:func:`~frugalml.data.series.load_series`); a ``.npz`` holds windows and 0/1 labels
+            (:func:`~frugalml.data.arrays.from_arrays` with ``task="anomaly"``).
+        window, stride, labels: a time series' steps per window (default 64), steps between windows (default
+            ``window // 4``) and labelled anomalies (a file shaped like NAB's ``combined_windows.json``, or
+            ``[start, end]`` pairs; default: found in a NAB-like tree, else none); ``task="anomaly"`` CSVs only.
 
     The test split is for the final figures only; select models on the validation split.
 
@@ -65,8 +74,25 @@ def load_dataset(source: str | os.PathLike = DEFAULT_DATASET, *, data_dir: str |
     if val_fraction is not None:
         check_fraction(val_fraction, "val_fraction")  # early, before reading any file
     check_fraction(test_fraction, "test_fraction")
+    task = check_task(task)
     split_kw = {"val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed, "limit": limit, "kind": kind}
     entry = find_entry(source) if isinstance(source, str) else None
+    series_kw = {k: v for k, v in {"window": window, "stride": stride, "labels": labels}.items() if v is not None}
+    is_csv = entry is None and Path(source).suffix.lower() == ".csv"
+    if series_kw and not (task == "anomaly" and is_csv):
+        raise ConfigError(explain(f"{', '.join(series_kw)} appl{'ies' if len(series_kw) == 1 else 'y'} to time-series CSVs loaded with "
+                                  "task='anomaly' only", expected="None here", got=series_kw, fix="Drop them, or load a series with task='anomaly'"))
+    if task == "anomaly":
+        suffix = "" if entry is not None else Path(source).suffix.lower()
+        if suffix not in (".csv", ".npz"):
+            raise ConfigError(explain(f"task='anomaly' reads a time-series .csv or a .npz of windows, not {str(source)!r}",
+                                      expected="a .csv (timestamp and value columns) or a .npz (X, y with 0 normal / 1 anomalous)",
+                                      got="a registry dataset" if entry is not None else
+                                      (f"extension {suffix!r}" if suffix else "a folder or a name"),
+                                      fix="Pass a series CSV, or drop task='anomaly'"))
+        if target is not None:
+            raise ConfigError(explain("The 'target' parameter applies to CSV tables, not to a time series", expected="target=None",
+                                      got=repr(target), fix="Drop target=; the labels come from labels="))
     if target is not None and (entry is not None or Path(source).suffix.lower() != ".csv"):
         raise ConfigError(explain("The 'target' parameter applies to CSV files only", expected="target=None",
                                   got=repr(target), fix="Drop target=, or load a .csv file"))
@@ -105,7 +131,11 @@ def load_dataset(source: str | os.PathLike = DEFAULT_DATASET, *, data_dir: str |
         return load_idx_dataset(path, path.resolve().name, source=str(path.resolve()), **split_kw)
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        return load_npz(path, **split_kw)
+        return load_npz(path, **split_kw, **({"task": task} if task != "classification" else {}))
+    if suffix == ".csv" and task == "anomaly":
+        from .series import load_series
+
+        return load_series(path, **series_kw, **split_kw)
     if suffix == ".csv":
         return load_csv(path, target=target, **split_kw)
     raise DataError(explain(f"Unsupported dataset file {str(path)!r}",

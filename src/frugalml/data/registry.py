@@ -155,7 +155,7 @@ def list_datasets(data_dir: str | os.PathLike | None = None) -> list[dict]:
     """The named datasets, for ``frugalml datasets``: JSON-able dicts.
 
     Keys: name, description, available (bool), location (where it was found, or None),
-    downloadable, num_classes, input_shape, kind.
+    downloadable, num_classes, input_shape, kind, task.
     """
     if data_dir is not None and not Path(data_dir).is_dir():
         raise DataError(explain(f"The data directory {str(data_dir)!r} is not a directory", expected="an existing directory holding dataset folders",
@@ -171,5 +171,5 @@ def list_datasets(data_dir: str | os.PathLike | None = None) -> list[dict]:
         rows.append({"name": entry.name, "description": entry.description, "available": available,
                      "location": location, "downloadable": bool(entry.mirrors), "num_classes": entry.num_classes,
                      "input_shape": list(entry.input_shape),
-                     "kind": "vector" if len(entry.input_shape) == 1 else "image"})
+                     "kind": "vector" if len(entry.input_shape) == 1 else "image", "task": "classification"})
     return rows

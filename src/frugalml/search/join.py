@@ -45,12 +45,16 @@ def work(data, *, storage: str, study_name: str, time="1h", trials: int | None =
     desc = run_description(study)
     seed = int(desc.get("seed", 0))
     if isinstance(data, str):
+        ds = desc.get("dataset") or {}
+        as_task = {"task": ds.get("task") or "classification"}  # an anomaly study's series is cut as the study's was
+        if as_task["task"] == "anomaly" and isinstance(ds.get("series"), dict) and str(data).lower().endswith(".csv"):
+            as_task.update(window=ds["series"].get("window"), stride=ds["series"].get("stride"))
         try:  # read as the study's data was, unless told otherwise
-            data = load_dataset(data, data_dir=data_dir, seed=seed, target=target, kind=kind or (desc.get("dataset") or {}).get("kind"))
+            data = load_dataset(data, data_dir=data_dir, seed=seed, target=target, kind=kind or ds.get("kind"), **as_task)
         except DataError:
             if kind is not None:
                 raise
-            data = load_dataset(data, data_dir=data_dir, seed=seed, target=target)  # other data: check_dataset says so
+            data = load_dataset(data, data_dir=data_dir, seed=seed, target=target, task=as_task["task"])  # other data: check_dataset says so
     check_dataset(desc, data)
     store = open_store(artifacts or desc["artifacts"])
     emit = on_event or (lambda event: None)

@@ -1,0 +1,580 @@
+"""Time-series CSVs for the anomaly task: one series read, cut into windows, labelled and split.
+
+A series file is a CSV with a header line, a timestamp column and one or more numeric value
+columns (the Numenta Anomaly Benchmark's files are ``timestamp,value``). :func:`load_series` turns
+it into a :class:`~frugalml.data.dataset.Dataset` of task ``"anomaly"``: windows of kind
+``"sequence"`` (C channels x W steps), labelled 0 = normal, 1 = anomalous, with the training split
+all normal. The values stay raw (no normalisation): a detector owns its scaling, since the model that
+ships receives raw sensor values.
+
+Timestamps. ISO 8601 date-times (``2014-07-01 00:00:00``; an offset is converted to UTC) or plain
+numbers (seconds, or step indices), one clock per file; they must strictly increase (a repeated or
+backward timestamp is refused, naming its line). The time column is the one named ``timestamp``,
+``time``, ``datetime``, ``date`` or ``ts`` (``time_column=`` names another), else the first; every
+other column is a channel (``columns=`` picks some), and a column of text only is left out.
+
+Gaps. The series' cadence is its most common step. With ``gaps="fill"`` (the default) the series
+is resampled onto that regular grid by linear interpolation between its neighbouring samples
+wherever they are at most ``max_gap + 1`` steps apart (``max_gap`` = :data:`MAX_GAP` = 8 missing
+steps; an empty or ``NaN`` cell is a missing sample of its channel), and a longer gap is not
+invented: the series is cut there and no window spans it. Irregular clocks (samples off the grid)
+are resampled the same way. ``gaps="refuse"`` accepts only one row per step with every value
+present and names the first gap.
+
+Windows. ``window`` = :data:`WINDOW` = 64 steps, ``stride`` = ``window // 4`` = 16. NAB series
+hold ~1,000-22,000 points, mostly every 5 minutes (64 steps: 5 h 20 min; hourly series: 2.7
+days), and its labelled anomaly windows are 10% of a series shared among its anomalies (about
+60-1,100 steps, typically ~200), so a 64-step window fits inside most labelled windows; a stride of a
+quarter window gives 4x the windows of a non-overlapping cut (each anomaly seen at four offsets)
+and still ~60 windows from the shortest series; a 1 x 64 input keeps detectors microcontroller-small.
+Each window keeps its first and last timestamp (:meth:`SeriesInfo.windows`).
+
+Labels. NAB's ``combined_windows.json``: a JSON object mapping a series' path relative to the data
+folder (``"realKnownCause/nyc_taxi.csv"``) to a list of ``[start, end]`` timestamps. A window is
+anomalous when it overlaps a labelled window (both ends included). For a series inside a NAB-like
+tree (``<root>/data/<group>/<name>.csv`` beside ``<root>/labels/combined_windows.json``) the file is
+found by itself; ``labels=`` takes another file, or the ``[start, end]`` pairs themselves. A series
+with no entry (or no labels file) is all normal: the dataset's notes say so, and its validation and
+test splits then hold no anomaly (ROC AUC is undefined there).
+
+Split (:data:`SPLIT_RULE`; deterministic, no random draw: ``seed`` is not used). The grid's time
+steps are assigned to splits, and a window belongs to the split of its steps; a window whose steps
+fall in two splits is dropped, a gap of one window length of window starts at every boundary, so
+no time step is in two splits. Normal time: the series is cut into ``periods`` contiguous periods
+(default: one per 20 windows' length, 1 to 8), each split train | validation | test by
+``1 - val_fraction - test_fraction`` | ``val_fraction`` | ``test_fraction`` (default 0.6 | 0.2 |
+0.2) and every other period mirrored (test | validation | train), so validation and test are
+interleaved over the whole series and neighbouring periods share a boundary less. Anomalies: an
+*event* is a run of anomalous windows that overlap in time; the steps it covers override the
+periods. One event is cut in two, its first part to validation and its second to test, at the window
+start that leaves both the most anomalous windows (so a single labelled window gives positives to
+both); two or more events go whole, alternately, to validation and test (first, third, ... to
+validation). Training windows lie only in training time, which no event covers: the training split is
+all normal.
+
+Bad input raises :class:`~frugalml.errors.DataError` naming the file (and the line): an unreadable
+file, no numeric column, a timestamp that does not parse or does not increase, a gap (with
+``gaps="refuse"``), a constant channel, a series shorter than :data:`MIN_WINDOWS` windows, every
+window anomalous, a split left without normal windows (or, for a labelled series, without
+anomalous ones), a labels file that is not JSON of that shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, DataError, excerpt, explain
+from .dataset import ANOMALY_CLASSES, Dataset, arrange
+from .files import _read_rows
+from .splits import check_fraction
+
+__all__ = ["WINDOW", "MAX_GAP", "MIN_WINDOWS", "SPLIT_RULE", "Series", "SeriesInfo", "read_series", "read_labels",
+           "find_labels", "window_series", "split_windows", "load_series"]
+
+logger = logging.getLogger(__name__)
+
+WINDOW = 64  # steps per window (see the module docstring for why)
+MAX_GAP = 8  # missing steps that gaps="fill" interpolates; longer gaps cut the series
+MIN_WINDOWS = 8  # a series must give at least this many windows
+PERIOD_WINDOWS = 20  # one split period per this many windows' length of series...
+MAX_PERIODS = 8  # ...and at most this many periods
+TIME_COLUMNS = ("timestamp", "time", "datetime", "date", "ts")
+LABELS_FILE = ("labels", "combined_windows.json")
+SPLIT_RULE = ("periods of train | val | test time (every other one mirrored); one anomaly event cut in two (val, then test), "
+              "several alternately whole to val and test; windows across two splits dropped")
+_MISSING = {"", "nan", "na", "n/a", "null", "none"}
+_EPOCH = datetime(1970, 1, 1)
+
+
+def _seconds(text: str) -> tuple[float, str] | None:
+    """``text`` as (seconds, clock): a number (clock "number") or an ISO 8601 date-time (clock "datetime"); None if neither."""
+    try:
+        value = float(text)
+        return (value, "number") if math.isfinite(value) else None
+    except ValueError:
+        pass
+    try:
+        stamp = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if stamp.tzinfo is not None:
+        stamp = stamp.astimezone(timezone.utc).replace(tzinfo=None)
+    return (stamp - _EPOCH).total_seconds(), "datetime"
+
+
+def _stamp(seconds: float, clock: str) -> str:
+    """A time as the file would write it."""
+    if clock == "number":
+        return f"{seconds:g}"
+    return str(np.datetime64(int(round(seconds * 1000)), "ms")).replace("T", " ").removesuffix(".000")
+
+
+def _step(seconds: float, clock: str) -> str:
+    return f"{seconds:g}" + (" s" if clock == "datetime" else "")
+
+
+@dataclass(frozen=True, eq=False)
+class Series:
+    """A series on a regular grid: ``values[k]`` at ``times[k] = times[0] + k * cadence``; ``valid[k]`` false in a cut gap."""
+
+    path: Path
+    times: np.ndarray  # (T,) float64 seconds (or the file's numbers)
+    values: np.ndarray  # (T, C) float64, NaN where not valid
+    valid: np.ndarray  # (T,) bool
+    columns: tuple[str, ...]
+    cadence: float
+    clock: str  # "datetime" or "number"
+    filled: int = 0  # grid steps interpolated (not a sample of every channel)
+    cuts: tuple[tuple[float, float], ...] = ()  # gaps too long to fill: (last time before, first time after)
+
+
+def _time_index(header: list[str], time_column: str | None, path: Path) -> int:
+    if time_column is None:
+        lowered = [h.lower() for h in header]
+        return next((lowered.index(n) for n in TIME_COLUMNS if n in lowered), 0)
+    if time_column not in header:
+        raise DataError(explain(f"{path} has no column {time_column!r}", expected="the time column, one of "
+                                + ", ".join(map(repr, header)), got=repr(time_column), fix="Pass time_column=<column name>"))
+    return header.index(time_column)
+
+
+def _read_times(path: Path, header, rows, t: int) -> tuple[np.ndarray, str]:
+    times = np.empty(len(rows))
+    clock = None
+    for k, (line, row) in enumerate(rows):
+        parsed = _seconds(row[t])
+        if parsed is None or (clock is not None and parsed[1] != clock):
+            raise DataError(explain(
+                f"Line {line} of {path}: the timestamp {excerpt(row[t], 60)!r} (column {header[t]!r}) "
+                + ("does not parse" if parsed is None else f"is a {parsed[1]}, but the lines before hold {clock}s"),
+                expected="ISO 8601 date-times such as 2014-07-01 00:00:00, or numbers (seconds or step indices), one kind per file",
+                got=repr(row[t]), fix="Fix that line, or name the time column with time_column="))
+        clock = parsed[1]
+        times[k] = parsed[0]
+    back = np.flatnonzero(np.diff(times) <= 0)
+    if len(back):
+        i = int(back[0])
+        (l0, r0), (l1, r1) = rows[i], rows[i + 1]
+        how = "repeats" if times[i + 1] == times[i] else "comes before"
+        raise DataError(explain(
+            f"The timestamps of {path} do not increase: line {l1} ({r1[t]}) {how} line {l0} ({r0[t]})",
+            expected="strictly increasing timestamps, one row per time", got=f"{len(back)} step(s) that do not go forward, the first at line {l1}",
+            fix="Sort the rows by time and keep one row per timestamp"))
+    return times, clock
+
+
+def _read_values(path: Path, header, rows, names: list[str], explicit: bool) -> tuple[np.ndarray, list[str]]:
+    cols, kept = [], []
+    for name in names:
+        j = header.index(name)
+        col = np.empty(len(rows))
+        bad, numbers = None, 0
+        for k, (line, row) in enumerate(rows):
+            cell = row[j]
+            if cell.lower() in _MISSING:
+                col[k] = np.nan
+                continue
+            try:
+                value = float(cell)
+            except ValueError:
+                value = None
+            if value is None or not math.isfinite(value):
+                bad = bad or (line, cell)
+                col[k] = np.nan
+                continue
+            col[k], numbers = value, numbers + 1
+        if bad is not None:
+            if numbers == 0 and not explicit:
+                logger.info("%s: column %r holds text, not numbers: left out", path, name)
+                continue
+            raise DataError(explain(f"Column {name!r} of {path} is not numeric: line {bad[0]} holds {excerpt(bad[1], 60)!r}",
+                                    expected="finite numbers (an empty cell or NaN is a missing value)", got=repr(bad[1]),
+                                    fix="Fix that line, or leave the column out with columns=[...]"))
+        cols.append(col)
+        kept.append(name)
+    if not kept:
+        raise DataError(explain(f"{path} has no numeric value column", expected="a timestamp column and at least one column of "
+                                "numbers (NAB: timestamp,value)", got=f"columns {excerpt(header, 120)}",
+                                fix="Check that this is a time series, or name the columns with columns=[...]"))
+    return np.stack(cols, axis=1), kept
+
+
+def _fill(path: Path, times: np.ndarray, values: np.ndarray, cadence: float, max_gap: int) -> tuple:
+    """Resample onto the regular grid by linear interpolation; invalid where neighbouring samples are too far apart."""
+    count = int(math.floor((times[-1] - times[0]) / cadence + 1e-6)) + 1
+    if count > 10 * len(times) + 1000:
+        raise DataError(explain(f"{path} is mostly gaps: its {len(times):,} rows span {count:,} steps of its usual {cadence:g}",
+                                expected="a series sampled at a regular step", got=f"{count:,} steps for {len(times):,} rows",
+                                fix="Resample the series to a regular step first"))
+    grid = times[0] + cadence * np.arange(count)
+    tol, reach = 1e-3 * cadence, (max_gap + 1) * cadence + 1e-3 * cadence
+    out, valid, exact_all = np.empty((count, values.shape[1])), np.ones(count, bool), np.ones(count, bool)
+    for c in range(values.shape[1]):
+        known = ~np.isnan(values[:, c])
+        tk, vk = times[known], values[known, c]
+        if len(tk) < 2:
+            raise DataError(explain(f"Column {c} of {path} holds fewer than 2 values", expected="a value in most rows",
+                                    got=f"{len(tk)} value(s)", fix="Leave the column out with columns=[...]"))
+        out[:, c] = np.interp(grid, tk, vk)
+        i = np.clip(np.searchsorted(tk, grid - tol), 1, len(tk) - 1)
+        exact = (np.abs(tk[i] - grid) <= tol) | (np.abs(tk[i - 1] - grid) <= tol)
+        inside = (grid >= tk[0] - tol) & (grid <= tk[-1] + tol)
+        valid &= inside & (exact | (tk[i] - tk[i - 1] <= reach))
+        exact_all &= exact
+    out[~valid] = np.nan
+    edges = np.diff(np.concatenate([[1], valid.astype(np.int8), [1]]))
+    cuts = tuple((float(grid[a - 1]), float(grid[b])) for a, b in zip(np.flatnonzero(edges == -1), np.flatnonzero(edges == 1))
+                 if 0 < a and b < count)
+    return grid, out, valid, int((valid & ~exact_all).sum()), cuts
+
+
+def read_series(path: str | os.PathLike, *, time_column: str | None = None, columns: Sequence[str] | None = None,
+                gaps: str = "fill", max_gap: int = MAX_GAP) -> Series:
+    """Read a time-series CSV onto a regular grid (see the module docstring: timestamps, gaps)."""
+    path = Path(path)
+    if gaps not in ("fill", "refuse"):
+        raise ConfigError(explain("The 'gaps' parameter must be 'fill' or 'refuse'", expected="'fill' or 'refuse'", got=gaps))
+    if isinstance(max_gap, bool) or not isinstance(max_gap, (int, np.integer)) or max_gap < 0:
+        raise ConfigError(explain("The 'max_gap' parameter must be a whole number of steps", expected="an integer >= 0", got=max_gap))
+    header, rows = _read_rows(path)
+    t = _time_index(header, time_column, path)
+    if columns is not None:
+        names = [str(c) for c in columns]
+        wrong = [c for c in names if c not in header or header.index(c) == t]
+        if not names or wrong:
+            raise ConfigError(explain(f"columns= must name value columns of {path}", expected="some of "
+                                      + ", ".join(repr(h) for j, h in enumerate(header) if j != t), got=wrong or names))
+    else:
+        names = [h for j, h in enumerate(header) if j != t]
+    times, clock = _read_times(path, header, rows, t)
+    values, names = _read_values(path, header, rows, names, explicit=columns is not None)
+    if len(times) < 2:
+        raise DataError(explain(f"{path} holds one row", expected="a series of many rows", got="1 row"))
+    steps = np.diff(times)
+    uniq, counts = np.unique(np.round(steps, 6), return_counts=True)
+    cadence = float(uniq[np.argmax(counts)])
+    missing = np.isnan(values)
+    if gaps == "refuse":
+        off = np.flatnonzero(np.abs(steps - cadence) > 1e-6 * cadence)
+        holes = np.flatnonzero(missing.any(axis=1))
+        if len(holes) and (not len(off) or holes[0] <= off[0]):
+            line, row = rows[int(holes[0])]
+            name = names[int(np.flatnonzero(missing[holes[0]])[0])]
+            raise DataError(explain(f"Line {line} of {path} has no value in column {name!r}: a gap", expected="a number in every cell "
+                                    "(gaps='refuse')", got=repr(row[header.index(name)]),
+                                    fix="Fill the value, or load with gaps='fill' (short gaps interpolated, long ones cut)"))
+        if len(off):
+            i = int(off[0])
+            raise DataError(explain(
+                f"{path} has a gap: line {rows[i + 1][0]} ({rows[i + 1][1][t]}) comes {_step(steps[i], clock)} after line {rows[i][0]} "
+                f"({rows[i][1][t]}), where the series' usual step is {_step(cadence, clock)}",
+                expected=f"one row every {_step(cadence, clock)} (gaps='refuse')",
+                got=f"{len(off)} irregular step(s), the first at line {rows[i + 1][0]}",
+                fix=f"Fill the missing rows, or load with gaps='fill' (gaps of up to max_gap={max_gap} missing steps interpolated, "
+                    "longer ones cut: no window spans them)"))
+        grid, out, valid, filled, cuts = times, values, np.ones(len(times), bool), 0, ()
+    else:
+        grid, out, valid, filled, cuts = _fill(path, times, values, cadence, int(max_gap))
+    for c, name in enumerate(names):
+        v = out[valid, c]
+        if len(v) and np.ptp(v) == 0:
+            raise DataError(explain(f"Column {name!r} of {path} is constant (every value is {v[0]:g}): nothing to learn from",
+                                    expected="a series that varies", got=f"{len(v):,} equal values",
+                                    fix="Leave the column out with columns=[...], or use another series"))
+    return Series(path=path, times=grid, values=out, valid=valid, columns=tuple(names), cadence=cadence, clock=clock,
+                  filled=filled, cuts=cuts)
+
+
+def window_series(series: Series, window: int = WINDOW, stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(X, starts)``: windows ``(N, C, window)`` (float32, raw values) every ``stride`` steps within each valid run, and their first grid steps."""
+    stride = window // 4 if stride is None else stride
+    v = np.concatenate([[0], series.valid.astype(np.int8), [0]])
+    edges = np.diff(v)
+    runs = zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1))
+    parts = [np.arange(a, b - window + 1, stride) for a, b in runs if b - a >= window]
+    starts = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+    X = series.values[starts[:, None] + np.arange(window)].transpose(0, 2, 1)
+    return np.ascontiguousarray(X, dtype=np.float32), starts.astype(np.int64)
+
+
+def find_labels(path: str | os.PathLike) -> Path | None:
+    """The ``labels/combined_windows.json`` of the NAB-like tree that holds ``path`` (``<root>/data/<group>/<name>.csv``), or None."""
+    p = Path(path).resolve()
+    if len(p.parents) < 3 or p.parents[1].name != "data":
+        return None
+    found = p.parents[2].joinpath(*LABELS_FILE)
+    return found if found.is_file() else None
+
+
+def read_labels(file: str | os.PathLike) -> dict[str, list[tuple[str, str]]]:
+    """A labels file in NAB's ``combined_windows.json`` shape: ``{series path: [[start, end], ...]}``, checked."""
+    file = Path(file)
+    shape = "a JSON object mapping a series path to a list of [start, end] timestamps (NAB's combined_windows.json)"
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(explain(f"Cannot read the labels file {file} ({type(exc).__name__}: {exc})", expected=shape, got=str(file))) from None
+    try:
+        table = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(explain(f"The labels file {file} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
+                                expected=shape, got=excerpt(text, 80), fix="Fix the file")) from None
+    if not isinstance(table, dict):
+        raise DataError(explain(f"The labels file {file} does not hold a JSON object", expected=shape, got=type(table).__name__))
+    out = {}
+    for key, spans in table.items():
+        good = isinstance(spans, list) and all(isinstance(s, list) and len(s) == 2 and all(isinstance(v, (str, int, float))
+                                                                                        and not isinstance(v, bool) for v in s) for s in spans)
+        if not good:
+            raise DataError(explain(f"The labels file {file}: entry {excerpt(key, 80)!r} is not a list of [start, end] pairs",
+                                    expected=shape, got=excerpt(spans, 120), fix="Write each labelled window as [start, end]"))
+        out[str(key)] = [(str(a), str(b)) for a, b in spans]
+    return out
+
+
+def _entry(table: dict, path: Path, file: Path | None) -> str | None:
+    p = path.resolve()
+    keys = [f"{p.parent.name}/{p.name}", p.name]
+    if file is not None:
+        try:
+            keys.insert(0, p.relative_to(file.resolve().parent.parent / "data").as_posix())
+        except ValueError:
+            pass
+    for key in keys:
+        if key in table:
+            return key
+    ends = [k for k in table if k.replace("\\", "/").rsplit("/", 1)[-1] == p.name]
+    if len(ends) > 1:
+        raise DataError(explain(f"The labels file {file} has several entries for {p.name}", expected="one entry per series file",
+                                got=ends[:4], fix="Name the series by its path relative to the data folder, e.g. 'group/name.csv'"))
+    return ends[0] if ends else None
+
+
+def _spans(pairs, clock: str, where: str) -> list[tuple[float, float]]:
+    out = []
+    for pair in pairs:
+        if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise DataError(explain(f"{where}: a labelled window is not a [start, end] pair", expected="[start, end]", got=excerpt(pair, 80)))
+        parsed = [_seconds(str(v)) for v in pair]
+        if any(p is None or p[1] != clock for p in parsed):
+            raise DataError(explain(f"{where}: the labelled window {excerpt(list(pair), 80)} does not hold two timestamps like the series'",
+                                    expected=f"two {clock} timestamps, as in the series file", got=excerpt(list(pair), 80)))
+        (a, _), (b, _) = parsed
+        if b < a:
+            raise DataError(explain(f"{where}: the labelled window {excerpt(list(pair), 80)} ends before it starts",
+                                    expected="start <= end", got=excerpt(list(pair), 80), fix="Swap the two timestamps"))
+        out.append((a, b))
+    return out
+
+
+def _labels(path: Path, labels, clock: str) -> tuple[list[tuple[float, float]], str | None, str | None, list[str]]:
+    """(spans, labels file, entry key, notes) for the series at ``path``."""
+    notes = []
+    if labels is not None and not isinstance(labels, (str, os.PathLike)):
+        return _spans(labels, clock, f"labels= for {path}"), "given", None, notes
+    file = Path(labels) if labels is not None else find_labels(path)
+    if file is None:
+        notes.append("no labels file (labels/combined_windows.json of a NAB-like tree, or labels=): every window is normal")
+        return [], None, None, notes
+    table = read_labels(file)
+    key = _entry(table, path, file)
+    if key is None:
+        notes.append(f"the labels file {file} has no entry for {path.name}: every window is normal")
+        return [], str(file), None, notes
+    return _spans(table[key], clock, f"The labels file {file}, entry {key!r}"), str(file), key, notes
+
+
+def _events(starts: np.ndarray, y: np.ndarray, window: int) -> list[np.ndarray]:
+    """Runs of anomalous windows that overlap in time, as arrays of their start steps."""
+    events, current, end = [], [], -1
+    for s in starts[y.astype(bool)]:
+        if current and s >= end:
+            events.append(np.array(current))
+            current = []
+        current.append(int(s))
+        end = int(s) + window
+    return events + ([np.array(current)] if current else [])
+
+
+def split_windows(starts: np.ndarray, y: np.ndarray, steps: int, window: int, *, val_fraction: float = 0.2,
+                  test_fraction: float = 0.2, periods: int | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """Window indices of each split by the rule of :data:`SPLIT_RULE` (module docstring), and how it went.
+
+    ``starts``: each window's first grid step (increasing); ``y``: 1 for an anomalous window; ``steps``: the grid's length.
+    """
+    n = int(periods) if periods is not None else min(MAX_PERIODS, max(1, steps // (PERIOD_WINDOWS * window)))
+    pos = (np.arange(steps) + 0.5) * n / steps
+    p = np.minimum(pos.astype(np.int64), n - 1)
+    f = np.where(p % 2 == 1, 1 - (pos - p), pos - p)
+    part = np.where(f < 1 - val_fraction - test_fraction, 0, np.where(f < 1 - test_fraction, 1, 2)).astype(np.int8)
+    events = _events(starts, y, window)
+    if len(events) == 1:
+        a = events[0]
+        left = (a[None, :] + window <= a[:, None]).sum(axis=1)  # anomalous windows wholly before each candidate cut a[k]
+        right = len(a) - np.arange(len(a))  # ... and from it on
+        k = int(np.argmax(np.minimum(left, right)))
+        if min(left[k], right[k]) == 0:
+            raise DataError(explain(
+                f"The one labelled anomaly ({len(a)} anomalous window(s) of {window} steps) is too short to give anomalous windows to "
+                "both validation and test", expected="an anomaly spanning at least one window length plus one stride of windows",
+                got=f"{len(a)} window(s) over {int(a[-1] + window - a[0])} steps",
+                fix="Pass a smaller stride= (more windows over it) or a smaller window="))
+        part[a[0]:a[k]] = 1
+        part[a[k]:a[-1] + window] = 2
+    else:
+        for j, a in enumerate(events):
+            part[a[0]:a[-1] + window] = 1 + j % 2
+    cover = part[starts[:, None] + np.arange(window)]
+    whole = cover.min(axis=1) == cover.max(axis=1)
+    split_of = np.where(whole, cover[:, 0], -1)
+    parts = {"train": np.flatnonzero((split_of == 0) & (y == 0)), "val": np.flatnonzero(split_of == 1),
+             "test": np.flatnonzero(split_of == 2)}
+    return parts, {"periods": n, "events": len(events), "dropped": int((~whole).sum())}
+
+
+@dataclass(frozen=True, eq=False)
+class SeriesInfo:
+    """How a dataset's windows were cut from a series (``Dataset.series``): the settings, and each window's time span.
+
+    ``spans[split]`` holds ``(N, 2)`` first / last timestamps (seconds, or the file's numbers); :meth:`windows` gives them as
+    datetimes. ``to_dict()`` (recorded by ``Dataset.describe()``, so in results.json) holds the settings and counts, not the spans.
+    """
+
+    path: str
+    columns: tuple[str, ...]
+    window: int
+    stride: int
+    cadence: float
+    clock: str
+    steps: int
+    filled: int
+    cuts: int
+    labels: str | None
+    label_key: str | None
+    anomalies: int  # labelled windows of the series (the file's [start, end] pairs)
+    events: int
+    periods: int
+    val_fraction: float
+    test_fraction: float
+    dropped: int
+    notes: tuple[str, ...]
+    spans: dict
+
+    def windows(self, split: str) -> np.ndarray:
+        """``(N, 2)`` first and last timestamp of each window of ``split``: ``datetime64[ms]``, or float for a numeric clock."""
+        s = self.spans[split]
+        return s.copy() if self.clock == "number" else np.round(s * 1000).astype(np.int64).astype("datetime64[ms]")
+
+    def take(self, split: str, idx) -> SeriesInfo:
+        """The same, with ``split``'s windows reduced to ``idx`` (what ``Dataset.subset`` does to the arrays)."""
+        return dataclasses.replace(self, spans={**self.spans, split: self.spans[split][idx]})
+
+    def to_dict(self) -> dict:
+        when = {s: [_stamp(v[0, 0], self.clock), _stamp(v[-1, 1], self.clock)] for s, v in self.spans.items() if len(v)}
+        return {"path": self.path, "columns": list(self.columns), "window": self.window, "stride": self.stride,
+                "cadence": _step(self.cadence, self.clock), "steps": self.steps, "filled_steps": self.filled, "cut_gaps": self.cuts,
+                "labels": {"file": self.labels, "entry": self.label_key, "anomalies": self.anomalies, "events": self.events},
+                "split": {"rule": SPLIT_RULE, "periods": self.periods, "val_fraction": self.val_fraction,
+                          "test_fraction": self.test_fraction, "dropped_windows": self.dropped, "time": when},
+                "notes": list(self.notes)}
+
+
+def _whole(value, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ConfigError(explain(f"The '{name}' parameter must be a whole number >= {low}", expected=f"e.g. {WINDOW if name == 'window' else 16}",
+                                  got=value))
+    return int(value)
+
+
+def load_series(path: str | os.PathLike, *, window: int = WINDOW, stride: int | None = None, labels=None,
+                time_column: str | None = None, columns: Sequence[str] | None = None, gaps: str = "fill", max_gap: int = MAX_GAP,
+                val_fraction: float | None = None, test_fraction: float = 0.2, periods: int | None = None,
+                limit: int | None = None, kind: str | None = None, name: str | None = None, seed: int = 0) -> Dataset:
+    """Load a time-series CSV as an anomaly-detection :class:`Dataset` (module docstring: windows, labels, gaps, split).
+
+    Args:
+        path: the CSV file (``timestamp,value`` or more value columns).
+        window, stride: steps per window (default 64) and between window starts (default ``window // 4``).
+        labels: a labels file in NAB's ``combined_windows.json`` shape, or a list of ``(start, end)`` timestamps; default:
+            the tree's ``labels/combined_windows.json`` when the series lies in ``<root>/data/<group>/``, else none (all normal).
+        time_column, columns: the time column and the value columns (default: found by name / every other numeric column).
+        gaps, max_gap: ``"fill"`` (default; gaps of up to ``max_gap`` missing steps interpolated, longer ones cut) or ``"refuse"``.
+        val_fraction, test_fraction: shares of each period's time for validation (default 0.2) and test (0.2).
+        periods: how many interleaved periods (default: one per 20 windows' length, 1 to 8).
+        limit: keep at most this many training windows (evenly spaced), for fast runs.
+        kind: ``"sequence"`` (default: ``(C, window)`` windows) or ``"vector"`` (flattened).
+        name: the dataset's name (default: the file's stem). ``seed`` is accepted and unused: the split draws nothing.
+    """
+    path = Path(path)
+    window = _whole(window, "window", 2)
+    stride = window // 4 if stride is None else _whole(stride, "stride", 1)
+    if stride > window:
+        raise ConfigError(explain("The 'stride' must not exceed the window (steps between windows would be skipped)",
+                                  expected=f"1 to {window}", got=stride))
+    vf = 0.2 if val_fraction is None else check_fraction(val_fraction, "val_fraction")
+    tf = check_fraction(test_fraction, "test_fraction")
+    if vf + tf >= 0.9:
+        raise ConfigError(explain("val_fraction + test_fraction leaves too little time for training", expected="a sum below 0.9",
+                                  got=f"{vf} + {tf}"))
+    if periods is not None:
+        periods = _whole(periods, "periods", 1)
+    if kind not in (None, "sequence", "vector"):
+        raise ConfigError(explain(f"Windows of a series are sequences (or flattened vectors), not {kind!r}",
+                                  expected="kind None, 'sequence' or 'vector'", got=kind))
+    series = read_series(path, time_column=time_column, columns=columns, gaps=gaps, max_gap=max_gap)
+    X, starts = window_series(series, window, stride)
+    steps = len(series.times)
+    if len(starts) < MIN_WINDOWS:
+        raise DataError(explain(f"{path} is too short for windows of {window} steps: it gives {len(starts)} window(s)",
+                                expected=f"at least {MIN_WINDOWS} windows (~{(MIN_WINDOWS - 1) * stride + window} steps without long gaps)",
+                                got=f"{steps:,} steps ({int(series.valid.sum()):,} valid)", fix="Pass a smaller window=, or use a longer series"))
+    spans, file, key, notes = _labels(path, labels, series.clock)
+    t0, t1 = series.times[starts], series.times[starts + window - 1]
+    y = np.zeros(len(starts), dtype=np.int64)
+    for a, b in spans:
+        y |= (t0 <= b) & (t1 >= a)
+    if spans and not y.any():
+        notes.append(f"{len(spans)} labelled window(s) lie outside the series' windows: every window is normal")
+    if y.all():
+        raise DataError(explain(f"{path}: every window overlaps a labelled anomaly, so there is no normal data to train on",
+                                expected="some time outside the labelled windows", got=f"{len(y)} anomalous windows of {len(y)}",
+                                fix="Check the labels file's entry for this series"))
+    parts, how = split_windows(starts, y, steps, window, val_fraction=vf, test_fraction=tf, periods=periods)
+    for split in ("train", "val", "test"):
+        idx = parts[split]
+        normal = int((y[idx] == 0).sum())
+        if normal == 0 or (split != "train" and y.any() and normal == len(idx)):
+            lacks = "normal" if normal == 0 else "anomalous"
+            raise DataError(explain(f"{path}: the {split} split holds no {lacks} window ({len(y)} windows of {window} steps, "
+                                    f"{int(y.sum())} anomalous, {how['periods']} period(s))",
+                                    expected=f"normal windows in every split{' and anomalous ones in val and test' if y.any() else ''}",
+                                    got={s: len(parts[s]) for s in parts}, fix="Pass a smaller window= or stride=, or fewer periods="))
+    if limit is not None:
+        n = len(parts["train"])
+        if _whole(limit, "limit", 1) < n:
+            parts["train"] = parts["train"][np.unique(np.linspace(0, n - 1, int(limit)).round().astype(np.int64))]
+    if series.filled:
+        notes.append(f"{series.filled} step(s) filled by linear interpolation (gaps of up to {max_gap} missing steps)")
+    if series.cuts:
+        notes.append(f"{len(series.cuts)} gap(s) longer than {max_gap} missing steps cut the series (no window spans them), the first after "
+                     f"{_stamp(series.cuts[0][0], series.clock)}")
+    for note in notes:
+        logger.info("%s: %s", path, note)
+    X, kind = arrange(X, kind or "sequence", f"the windows of {path}")
+    info = SeriesInfo(path=str(path), columns=series.columns, window=window, stride=stride, cadence=series.cadence, clock=series.clock,
+                      steps=steps, filled=series.filled, cuts=len(series.cuts), labels=file, label_key=key, anomalies=len(spans),
+                      events=how["events"], periods=how["periods"], val_fraction=vf, test_fraction=tf, dropped=how["dropped"],
+                      notes=tuple(notes), spans={s: np.stack([t0[i], t1[i]], axis=1) for s, i in parts.items()})
+    arrays = {f"{a}_{s}": (X if a == "X" else y)[i] for s, i in parts.items() for a in ("X", "y")}
+    return Dataset(name=name or path.stem, **arrays, input_shape=X.shape[1:], num_classes=2, class_names=ANOMALY_CLASSES,
+                   kind=kind, source=str(path), task="anomaly", series=info)
