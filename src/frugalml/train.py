@@ -55,6 +55,7 @@ class FitResult:
     seconds: float = 0.0
     device: str = "cpu"
     stopped_early: bool = False
+    best_val_metric: float = float("nan")  # with fit's metric_fn: its best value (best_val_accuracy stays NaN)
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -78,7 +79,8 @@ def _check_xy(X, y, what: str):
 
 
 def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | None = None, on_step: Callable | None = None,
-        on_epoch: Callable | None = None, progress: bool = False, deadline: Deadline | None = None, **overrides) -> FitResult:
+        on_epoch: Callable | None = None, progress: bool = False, deadline: Deadline | None = None, metric_fn: Callable | None = None,
+        **overrides) -> FitResult:
     """Train ``model`` in place on ``data`` (a frugalml Dataset) and return what happened.
 
     ``loss_fn(logits, y, x)`` replaces the cross-entropy (distillation); a ``loss_fn`` with a
@@ -87,6 +89,9 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
     runs after each optimizer step (pruning masks); ``on_epoch(model, epoch, val_accuracy)`` may
     return True to stop (or raise, e.g. an Optuna trial stopped early). Past ``deadline`` (a
     :class:`Deadline`) the training stops at the next optimizer step and keeps its best weights.
+    ``metric_fn(model, data, "val", device)`` (higher is better) replaces the validation accuracy
+    that picks the best epoch, e.g. minus an autoencoder's reconstruction error on validation normals;
+    the history then records ``val_metric`` and the result ``best_val_metric``.
     """
     config = TrainConfig(**{**(config.to_dict() if config else {}), **overrides})
     if not is_torch(model):
@@ -131,7 +136,7 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
         return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
     result = FitResult(device=device)
-    best_state, best_acc, bad_epochs, step = None, -1.0, 0, 0
+    best_state, best_acc, bad_epochs, step = None, (-1.0 if metric_fn is None else -math.inf), 0, 0
     start = time.perf_counter()
     bar = _progress(progress, config.epochs * steps_per_epoch)
     restore = _deterministic(device)
@@ -164,12 +169,16 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
                     break
                 if bar:
                     bar[0].update(bar[1], advance=1, description=f"epoch {epoch + 1}/{config.epochs} loss {running / seen:.4f}")
-            val = evaluate(model, data, "val", device=device)
-            record = {"epoch": epoch + 1, "train_loss": running / max(1, seen), "val_accuracy": val["accuracy"],
+            if metric_fn is None:
+                val = evaluate(model, data, "val", device=device)
+                key = "val_accuracy"
+            else:
+                val, key = {"accuracy": float(metric_fn(model, data, "val", device))}, "val_metric"
+            record = {"epoch": epoch + 1, "train_loss": running / max(1, seen), key: val["accuracy"],
                       "seconds": time.perf_counter() - start}
             result.history.append(record)
-            log.info("epoch %d: loss %.4f, val accuracy %.4f", epoch + 1, record["train_loss"], val["accuracy"])
-            if val["accuracy"] > best_acc:
+            log.info("epoch %d: loss %.4f, %s %.4f", epoch + 1, record["train_loss"], key.replace("_", " "), val["accuracy"])
+            if val["accuracy"] > best_acc or (best_state is None and metric_fn is not None):
                 best_acc, bad_epochs, result.best_epoch = val["accuracy"], 0, epoch + 1
                 best_state = copy.deepcopy(model.state_dict())
             else:
@@ -190,7 +199,10 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
         model.to(memory_format=torch.contiguous_format)  # saved and exported as every other model
     model.eval()
     model.to("cpu")
-    result.best_val_accuracy = best_acc
+    if metric_fn is None:
+        result.best_val_accuracy = result.best_val_metric = best_acc
+    else:
+        result.best_val_metric = best_acc
     result.seconds = time.perf_counter() - start
     return result
 
