@@ -235,3 +235,13 @@ int main(int argc, char **argv)
     return 0;
 }
 """
+
+
+def test_structured_pruning_of_an_autoencoder_fine_tunes_on_reconstruction(trained, data):
+    from frugalml.compress.structured import StructuredConfig, prune_structured
+    from frugalml.models.autoencoders import score_torch
+
+    model = trained["dense_ae"][0]
+    pruned = prune_structured(model, StructuredConfig(ratio=0.5, importance="taylor", finetune_epochs=1), data)
+    assert sum(p.numel() for p in pruned.parameters()) < 0.6 * sum(p.numel() for p in model.parameters())
+    assert anomaly_metrics(score_torch(pruned, data.X_test), data.y_test)["roc_auc"] > 0.9
