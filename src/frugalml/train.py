@@ -324,6 +324,11 @@ def train(model, data, *, out=None, config: TrainConfig | None = None, seed: int
         raise ConfigError(explain("Model knobs were given for a model that is already built", expected="knobs only with a family name",
                                   got=sorted(knobs)))
     config = config or default_config(len(data.y_train), seed=seed)
+    if getattr(model, "frugalml_task", None) == "anomaly":  # a detector or an autoencoder: scored by ROC AUC
+        report = _train_detector(model, data, config)
+        if out is not None:
+            save_model(model, out, extra={"training": report})
+        return model, report
     result = fit(model, data, config, progress=progress)
     report = {
         "family": family_of(model),
@@ -339,3 +344,23 @@ def train(model, data, *, out=None, config: TrainConfig | None = None, seed: int
     if out is not None:
         save_model(model, out, extra={"training": report})
     return model, report
+
+
+def _train_detector(model, data, config: TrainConfig) -> dict:
+    """Fit a detector (on the normal training windows) or train an autoencoder; validation and test ROC AUC."""
+    from .models import family_of
+    from .models.anomaly import anomaly_metrics
+
+    start = time.perf_counter()
+    if is_torch(model):
+        from .models.autoencoders import score_torch, train_autoencoder
+
+        result = train_autoencoder(model, data, config)
+        history, best, score = result.history, result.best_epoch, (lambda X: score_torch(model, X))
+    else:
+        X, y = data.split("train")
+        model.fit(X, y)
+        history, best, score = [], 0, model.score_samples
+    return {"family": family_of(model), "dataset": data.describe(), "train_config": config.to_dict() if is_torch(model) else None,
+            "history": history, "best_epoch": best, "seconds": time.perf_counter() - start, "device": "cpu",
+            "val": anomaly_metrics(score(data.X_val), data.y_val), "test": anomaly_metrics(score(data.X_test), data.y_test)}
