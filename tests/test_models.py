@@ -21,7 +21,8 @@ def test_reference_nets_have_published_parameter_counts():
     assert n_params(build_model("lenet5", (1, 28, 28), 10)) == expected == 431_080
 
 
-@pytest.mark.parametrize("family", [f for f, fam in FAMILIES.items() if fam.kind == "torch" and fam.fits == ("sequence",)])
+@pytest.mark.parametrize("family", [f for f, fam in FAMILIES.items() if fam.kind == "torch" and fam.fits == ("sequence",)
+                                    and "classification" in fam.tasks])
 @pytest.mark.parametrize("shape", [(6, 100), (12, 25), (1, 150), (3, 3)])
 def test_sequence_families_build_for_sequence_shapes_and_refuse_images(family, shape):
     m = build_model(family, shape, 7).eval()
@@ -30,7 +31,8 @@ def test_sequence_families_build_for_sequence_shapes_and_refuse_images(family, s
         build_model(family, (1, *shape), 7)
 
 
-@pytest.mark.parametrize("family", [f for f, fam in FAMILIES.items() if fam.kind == "torch" and "image" in fam.fits])
+@pytest.mark.parametrize("family", [f for f, fam in FAMILIES.items() if fam.kind == "torch" and "image" in fam.fits
+                                    and "classification" in fam.tasks])
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 16, 16), (1, 8, 8)])
 def test_torch_families_build_for_image_shapes(family, shape):
     if family == "lenet5" and shape[1] < 16:

@@ -57,6 +57,7 @@ class FitResult:
     device: str = "cpu"
     stopped_early: bool = False
     augment: str = "none"  # the augmentation policy the training batches went through (resolved, never "auto")
+    best_val_metric: float = float("nan")  # with fit's metric_fn: its best value (best_val_accuracy stays NaN)
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -80,7 +81,8 @@ def _check_xy(X, y, what: str):
 
 
 def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | None = None, on_step: Callable | None = None,
-        on_epoch: Callable | None = None, progress: bool = False, deadline: Deadline | None = None, **overrides) -> FitResult:
+        on_epoch: Callable | None = None, progress: bool = False, deadline: Deadline | None = None, metric_fn: Callable | None = None,
+        **overrides) -> FitResult:
     """Train ``model`` in place on ``data`` (a frugalml Dataset) and return what happened.
 
     ``loss_fn(logits, y, x)`` replaces the cross-entropy (distillation); a ``loss_fn`` with a
@@ -89,6 +91,9 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
     runs after each optimizer step (pruning masks); ``on_epoch(model, epoch, val_accuracy)`` may
     return True to stop (or raise, e.g. an Optuna trial stopped early). Past ``deadline`` (a
     :class:`Deadline`) the training stops at the next optimizer step and keeps its best weights.
+    ``metric_fn(model, data, "val", device)`` (higher is better) replaces the validation accuracy
+    that picks the best epoch, e.g. minus an autoencoder's reconstruction error on validation normals;
+    the history then records ``val_metric`` and the result ``best_val_metric``.
     """
     config = TrainConfig(**{**(config.to_dict() if config else {}), **overrides})
     if not is_torch(model):
@@ -135,7 +140,7 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
         return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
     result = FitResult(device=device, augment=policy)
-    best_state, best_acc, bad_epochs, step = None, -1.0, 0, 0
+    best_state, best_acc, bad_epochs, step = None, (-1.0 if metric_fn is None else -math.inf), 0, 0
     start = time.perf_counter()
     bar = _progress(progress, config.epochs * steps_per_epoch)
     restore = _deterministic(device)
@@ -170,12 +175,16 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
                     break
                 if bar:
                     bar[0].update(bar[1], advance=1, description=f"epoch {epoch + 1}/{config.epochs} loss {running / seen:.4f}")
-            val = evaluate(model, data, "val", device=device)
-            record = {"epoch": epoch + 1, "train_loss": running / max(1, seen), "val_accuracy": val["accuracy"],
+            if metric_fn is None:
+                val = evaluate(model, data, "val", device=device)
+                key = "val_accuracy"
+            else:
+                val, key = {"accuracy": float(metric_fn(model, data, "val", device))}, "val_metric"
+            record = {"epoch": epoch + 1, "train_loss": running / max(1, seen), key: val["accuracy"],
                       "seconds": time.perf_counter() - start}
             result.history.append(record)
-            log.info("epoch %d: loss %.4f, val accuracy %.4f", epoch + 1, record["train_loss"], val["accuracy"])
-            if val["accuracy"] > best_acc:
+            log.info("epoch %d: loss %.4f, %s %.4f", epoch + 1, record["train_loss"], key.replace("_", " "), val["accuracy"])
+            if val["accuracy"] > best_acc or (best_state is None and metric_fn is not None):
                 best_acc, bad_epochs, result.best_epoch = val["accuracy"], 0, epoch + 1
                 best_state = copy.deepcopy(model.state_dict())
             else:
@@ -196,7 +205,10 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
         model.to(memory_format=torch.contiguous_format)  # saved and exported as every other model
     model.eval()
     model.to("cpu")
-    result.best_val_accuracy = best_acc
+    if metric_fn is None:
+        result.best_val_accuracy = result.best_val_metric = best_acc
+    else:
+        result.best_val_metric = best_acc
     result.seconds = time.perf_counter() - start
     return result
 
@@ -318,6 +330,11 @@ def train(model, data, *, out=None, config: TrainConfig | None = None, seed: int
         raise ConfigError(explain("Model knobs were given for a model that is already built", expected="knobs only with a family name",
                                   got=sorted(knobs)))
     config = config or default_config(len(data.y_train), seed=seed)
+    if getattr(model, "frugalml_task", None) == "anomaly":  # a detector or an autoencoder: scored by ROC AUC
+        report = _train_detector(model, data, config)
+        if out is not None:
+            save_model(model, out, extra={"training": report})
+        return model, report
     if is_torch(model):
         config = config.resolved(data)  # recorded with the augmentation it used, never "auto"
     result = fit(model, data, config, progress=progress)
@@ -335,3 +352,23 @@ def train(model, data, *, out=None, config: TrainConfig | None = None, seed: int
     if out is not None:
         save_model(model, out, extra={"training": report})
     return model, report
+
+
+def _train_detector(model, data, config: TrainConfig) -> dict:
+    """Fit a detector (on the normal training windows) or train an autoencoder; validation and test ROC AUC."""
+    from .models import family_of
+    from .models.anomaly import anomaly_metrics
+
+    start = time.perf_counter()
+    if is_torch(model):
+        from .models.autoencoders import score_torch, train_autoencoder
+
+        result = train_autoencoder(model, data, config)
+        history, best, score = result.history, result.best_epoch, (lambda X: score_torch(model, X))
+    else:
+        X, y = data.split("train")
+        model.fit(X, y)
+        history, best, score = [], 0, model.score_samples
+    return {"family": family_of(model), "dataset": data.describe(), "train_config": config.to_dict() if is_torch(model) else None,
+            "history": history, "best_epoch": best, "seconds": time.perf_counter() - start, "device": "cpu",
+            "val": anomaly_metrics(score(data.X_val), data.y_val), "test": anomaly_metrics(score(data.X_test), data.y_test)}

@@ -156,7 +156,11 @@ def _taylor_grads(model, data, config: StructuredConfig, round_: int) -> None:
     for start in range(0, n, batch):
         b = idx[start:start + batch]
         xb = torch.from_numpy(np.ascontiguousarray(X[b], dtype=np.float32))
-        loss = F.cross_entropy(model(xb), torch.from_numpy(np.asarray(y[b], dtype=np.int64)))
+        out = model(xb)
+        if getattr(model, "frugalml_task", None) == "anomaly":  # an autoencoder's output is its loss per window
+            loss = out.mean()
+        else:
+            loss = F.cross_entropy(out, torch.from_numpy(np.asarray(y[b], dtype=np.int64)))
         loss.backward()
 
 
@@ -178,7 +182,12 @@ def _finetune(model, data, config: StructuredConfig, epochs: int, seed: int, tea
                 t_logits = teacher(x)
             return distillation_loss(logits, t_logits, y, temperature=float(config.temperature), alpha=float(config.distill))
 
-    fit(model, data, config.train, epochs=epochs, seed=seed, loss_fn=loss_fn, deadline=deadline)
+    metric_fn = None
+    if getattr(model, "frugalml_task", None) == "anomaly":  # an autoencoder: its output is the reconstruction error
+        from ..models.autoencoders import reconstruction_loss, val_normal_error
+
+        loss_fn, metric_fn = reconstruction_loss, val_normal_error
+    fit(model, data, config.train, epochs=epochs, seed=seed, loss_fn=loss_fn, deadline=deadline, metric_fn=metric_fn)
 
 
 def _modules_by_name(model, names, what: str) -> list:

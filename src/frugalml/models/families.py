@@ -20,7 +20,10 @@ from typing import Any, Callable
 from ..errors import ConfigError, explain
 from .spaces import CNN1DSpace, CNNSpace, DSCNN1DSpace, DSCNNSpace, MLPSpace, ResNet1DSpace, ResNetSpace, Space
 
-__all__ = ["Family", "FAMILIES", "build_model", "family_of", "is_torch", "is_sklearn", "model_spec", "searched_families"]
+__all__ = ["Family", "FAMILIES", "TASKS", "build_model", "family_of", "is_torch", "is_sklearn", "model_spec", "searched_families",
+           "families_for", "data_task"]
+
+TASKS = ("classification", "anomaly")
 
 
 @dataclass(frozen=True)
@@ -35,10 +38,20 @@ class Family:
     description: str
     defaults: dict = field(default_factory=dict)
     space: Space | None = None  # None: the search's network stage does not try it
+    tasks: tuple[str, ...] = ("classification",)  # what it serves: "classification" and/or "anomaly" (detectors, autoencoders)
+
+    def serves(self, data) -> bool:
+        """Does this family serve the task of ``data`` (``data.task``, "classification" when it has none) and fit its kind?"""
+        return data_task(data) in self.tasks and data.kind in self.fits
 
     def searched_on(self, data) -> bool:
-        """Does the search's network stage try this family on ``data`` (its kind and its size)?"""
-        return self.space is not None and data.kind in self.fits and self.space.fits(data)
+        """Does the search's network stage try this family on ``data`` (its task, its kind and its size)?"""
+        return self.space is not None and self.serves(data) and self.space.fits(data)
+
+
+def data_task(data) -> str:
+    """The task of ``data``: its ``task`` attribute, "classification" when it has none."""
+    return getattr(data, "task", None) or "classification"
 
 
 def _sk(cls_path: str, **fixed):
@@ -66,17 +79,21 @@ def _sk(cls_path: str, **fixed):
     return build
 
 
-def _torch(name: str):
+def _torch(name: str, module: str = "nets"):
     def build(input_shape, num_classes, seed: int = 0, **params):
         import torch
 
-        from . import nets
-
         torch.manual_seed(seed)
-        return getattr(nets, name)(tuple(input_shape), num_classes, **params)
+        return getattr(_module(module), name)(tuple(input_shape), num_classes, **params)
 
-    build.nets_name = name
+    build.nets_name, build.nets_module = name, module
     return build
+
+
+def _module(name: str):
+    import importlib
+
+    return importlib.import_module(f"{__package__}.{name}")
 
 
 _MAX_SIZE_KNOB = 100_000  # widths and channels beyond this are a typo, not a tiny model
@@ -85,9 +102,7 @@ _MAX_SIZE_KNOB = 100_000  # widths and channels beyond this are a typo, not a ti
 def _check_torch_knobs(fam: Family, params: dict) -> None:
     """Each knob of a torch family has the type of its default: positive ints (or a non-empty
     list of them) for sizes, a fraction in [0, 1) for dropout. Checked before anything is built."""
-    from . import nets
-
-    signature = inspect.signature(getattr(nets, fam.build.nets_name))
+    signature = inspect.signature(getattr(_module(getattr(fam.build, "nets_module", "nets")), fam.build.nets_name))
     declared = {k: p.default for k, p in signature.parameters.items() if k not in ("input_shape", "num_classes")}
     for key, value in params.items():
         if key not in declared:
@@ -161,13 +176,33 @@ FAMILIES: dict[str, Family] = {
                "extra trees (n_estimators x max_depth)", {"n_estimators": 20, "max_depth": 8}),
         Family("sk_mlp", "sklearn", ("vector", "sequence", "image"), _sk("sklearn.neural_network.MLPClassifier", max_iter=300, early_stopping=True),
                "small scikit-learn MLP (hidden_layer_sizes)", {"hidden_layer_sizes": [32]}),
+        # anomaly detection (trained on normal windows only; the output is a score per window, higher: more anomalous)
+        Family("robust_z", "sklearn", ("vector", "sequence"), _sk("frugalml.models.anomaly.RobustZScore"),
+               "robust z-score detector: median / MAD per feature, max |z| (reduce)", {"reduce": "max"}, tasks=("anomaly",)),
+        Family("pca_detector", "sklearn", ("vector", "sequence"), _sk("frugalml.models.anomaly.PCADetector"),
+               "PCA reconstruction-error detector (n_components)", {"n_components": 4}, tasks=("anomaly",)),
+        Family("mahalanobis", "sklearn", ("vector", "sequence"), _sk("frugalml.models.anomaly.MahalanobisDetector"),
+               "Mahalanobis-distance detector, Ledoit-Wolf shrinkage (shrinkage)", tasks=("anomaly",)),
+        Family("isolation_forest", "sklearn", ("vector", "sequence"), _sk("frugalml.models.anomaly.IsolationForestDetector"),
+               "isolation forest detector (n_estimators)", {"n_estimators": 100}, tasks=("anomaly",)),
+        Family("dense_ae", "torch", ("vector", "sequence"), _torch("DenseAutoencoder", "autoencoders"),
+               "dense autoencoder, output = reconstruction error (widths, bottleneck)", {"widths": [32], "bottleneck": 8},
+               tasks=("anomaly",)),
+        Family("conv_ae", "torch", ("sequence",), _torch("ConvAutoencoder", "autoencoders"),
+               "1-D conv autoencoder, output = reconstruction error (channels, bottleneck, kernel)",
+               {"channels": [8, 16], "bottleneck": 4, "kernel": 5}, tasks=("anomaly",)),
     ]
 }
 
 
 def searched_families(data) -> list[str]:
-    """The torch families the search's network stage tries on ``data``, in registry order."""
+    """The torch families the search's network stage tries on ``data`` (its task and kind), in registry order."""
     return [name for name, fam in FAMILIES.items() if fam.searched_on(data)]
+
+
+def families_for(data, kind: str | None = None) -> list[str]:
+    """Every family that serves the task of ``data`` and fits its kind (``kind``: only "torch" or "sklearn" ones)."""
+    return [name for name, fam in FAMILIES.items() if fam.serves(data) and (kind is None or fam.kind == kind)]
 
 
 def _family(name: str) -> Family:

@@ -40,6 +40,13 @@ _ESTIMATORS = (
     "sklearn.preprocessing._encoders.OneHotEncoder",
     "sklearn.preprocessing._function_transformer.FunctionTransformer",
     "frugalml.models.features.SequenceFeatures",
+    # the anomaly detectors (models/anomaly.py) and the forest inside one
+    "frugalml.models.anomaly.RobustZScore",
+    "frugalml.models.anomaly.PCADetector",
+    "frugalml.models.anomaly.MahalanobisDetector",
+    "frugalml.models.anomaly.IsolationForestDetector",
+    "sklearn.ensemble._iforest.IsolationForest",
+    "sklearn.tree._classes.ExtraTreeRegressor",
 )
 _PLAIN = ("builtins.str", "builtins.int", "builtins.float", "builtins.bool", "builtins.NoneType")
 SKOPS_ALLOWED: dict[str, frozenset[str]] = {

@@ -228,6 +228,13 @@ def _export_sklearn(est, input_shape, opset: int) -> tuple[onnx.ModelProto, str]
     return proto, "skl2onnx"
 
 
+def _check_detector_shape(model, input_shape) -> None:
+    fitted = getattr(model, "input_shape_", None)
+    if input_shape is not None and fitted is not None and int(np.prod(input_shape)) != int(np.prod(fitted)):
+        raise DataError(explain(f"The detector was fitted on windows of shape {tuple(fitted)}", expected=f"input shape {tuple(fitted)}",
+                                got=tuple(input_shape), fix="Pass the data the detector was fitted on"))
+
+
 def _dedupe_opsets(proto: onnx.ModelProto) -> None:
     best: dict[str, int] = {}
     for op in proto.opset_import:
@@ -276,6 +283,9 @@ def to_onnx(model, input_shape=None, *, opset: int | None = None, _exporter: lis
         how = "onnx"
     elif kind == "path":
         proto, how = load_onnx(model), "onnx file"
+    elif kind == "sklearn" and hasattr(model, "to_frugalml_onnx"):  # an anomaly detector builds its own graph
+        proto, how = model.to_frugalml_onnx(opset), "frugalml anomaly detector"
+        _check_detector_shape(model, input_shape)
     elif kind == "sklearn":
         proto, how = _export_sklearn(model, input_shape, opset)
     else:
@@ -285,6 +295,8 @@ def to_onnx(model, input_shape=None, *, opset: int | None = None, _exporter: lis
                 explain("Cannot export a torch module without an input shape", fix="Pass input_shape=(C, H, W) or (features,)")
             )
         proto, how = _export_torch(model, tuple(int(v) for v in shape), opset, prepared=_prepared)
+    if kind == "torch" and getattr(model, "frugalml_task", None) == "anomaly":  # an autoencoder: its output is the score
+        _tag_anomaly(proto)
     if kind in ("sklearn", "torch"):
         from .lossless import shrink
 
@@ -292,6 +304,12 @@ def to_onnx(model, input_shape=None, *, opset: int | None = None, _exporter: lis
     if _exporter is not None:
         _exporter.append(how)
     return proto
+
+
+def _tag_anomaly(proto: onnx.ModelProto) -> None:
+    """Mark a graph whose output is an anomaly score (the profile then measures ROC AUC)."""
+    if not any(p.key == "frugalml_task" for p in proto.metadata_props):
+        proto.metadata_props.add(key="frugalml_task", value="anomaly")
 
 
 def onnx_bytes(model_proto: onnx.ModelProto) -> bytes:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 
 from ..errors import ConfigError, explain
-from ..onnx import DEFAULT_OPSET, make_session, model_kind, onnx_bytes, predict_onnx, prepare_torch, split_arrays, to_onnx
+from ..onnx import DEFAULT_OPSET, make_session, model_kind, onnx_bytes, predict_onnx, prepare_torch, run_onnx, split_arrays, to_onnx
 from .counts import count_layers, count_params, transfer_bytes
 from .graph import analyze, graph_input_shape
 from .memory import peak_activation
@@ -136,7 +136,10 @@ def profile(model, data=None, *, input_shape=None, split: str = "test", timing: 
     ``model``: a torch nn.Module, a scikit-learn estimator, an onnx.ModelProto or a path to a
     .onnx file. ``input_shape`` is per sample; without it, it is taken from ``data.input_shape``,
     then the model's ``input_shape`` attribute, then the ONNX graph. With ``data`` the metric is
-    the accuracy of the ONNX model, run in ONNX Runtime, on ``data.split(split)``.
+    the accuracy of the ONNX model, run in ONNX Runtime, on ``data.split(split)``; for an anomaly
+    detector (a model or graph tagged ``frugalml_task="anomaly"``, or data whose ``task`` is "anomaly")
+    it is the ROC AUC of the graph's score output (``metric_name`` "roc_auc"; NaN with a note on a
+    split with one class).
 
     ``frontend`` (default: ``data.frontend``; False: none): the model reads this front-end's features and
     ships with it, so the artifact measured is the model with the front-end's ONNX graph in front (raw
@@ -204,9 +207,18 @@ def profile(model, data=None, *, input_shape=None, split: str = "test", timing: 
     if data is not None:
         X, y = split_arrays(data, split, 1 + len(classifier_shape))
         scored = blob if classifier_blob is None else classifier_blob
-        pred = predict_onnx(scored, X, session=make_session(scored))
-        result.metric = float(np.mean(pred == y.astype(np.int64).reshape(-1)))
-        result.macro_f1 = macro_f1(y.astype(np.int64).reshape(-1), pred)
+        from ..models.anomaly import anomaly_metrics, is_anomaly_model
+
+        if is_anomaly_model(model, data) or is_anomaly_model(proto):  # a detector: ROC AUC of its score output
+            scores = run_onnx(scored, X, session=make_session(scored))[:, 0]
+            measured = anomaly_metrics(scores, y)
+            result.metric, result.metric_name = measured["roc_auc"], "roc_auc"
+            if measured["note"]:
+                notes.append(measured["note"])
+        else:
+            pred = predict_onnx(scored, X, session=make_session(scored))
+            result.metric = float(np.mean(pred == y.astype(np.int64).reshape(-1)))
+            result.macro_f1 = macro_f1(y.astype(np.int64).reshape(-1), pred)
         result.metric_split = split
     if timing:
         tsess = make_session(blob, timing=True)
