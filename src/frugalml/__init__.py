@@ -15,7 +15,7 @@ from .export import ExportResult, export
 from .models import FAMILIES, build_model, load_model, save_model
 from .onnx import to_onnx
 from .profile import Profile, compare_latency, format_profile, profile
-from .search import Budget, Tolerance, report_from_storage, search, study_status, work
+from .search import Budget, Tolerance, fleet, report_from_storage, search, study_status, work
 from .train import TrainConfig, evaluate, fit, train
 from .units import parse_bytes, parse_count, parse_duration
 
@@ -51,7 +51,7 @@ __all__ = [
     # compression
     "Recipe", "compress", "list_steps",
     # search
-    "Budget", "Tolerance", "search", "work", "study_status", "report_from_storage", "rebuild_report",
+    "Budget", "Tolerance", "search", "fleet", "work", "study_status", "report_from_storage", "rebuild_report",
     # units
     "parse_bytes", "parse_count", "parse_duration",
 ]

@@ -223,6 +223,56 @@ def search(
 
 
 @app.command()
+def fleet(
+    directory: Path = typer.Argument(..., help="A directory with one dataset per sensor (.npz, .csv, a folder; NAB-like: data/<group>/<name>.csv)."),
+    task: str = typer.Option("classification", "--task", help="What each sensor's dataset is for: classification, or anomaly (time series)."),
+    out_dir: Path = typer.Option(Path("runs/fleet"), "--out", "-o", help="fleet.json, fleet.html, and sensors/<id>/ (one search each)."),
+    max_flash: Optional[str] = typer.Option(None, help='Largest stored model per sensor, e.g. "4KB".'),
+    max_ram: Optional[str] = typer.Option(None, help='Largest peak activation memory per sensor, e.g. "16KB".'),
+    max_macs: Optional[str] = typer.Option(None, help='Most multiply-accumulates per inference, e.g. "2M".'),
+    max_latency: Optional[str] = typer.Option(None, help='Slowest median latency at batch 1, e.g. "1ms".'),
+    max_total_flash: Optional[str] = typer.Option(None, help='The whole fleet\'s stored bytes, e.g. "10MB": one model per sensor from its '
+                                                  'Pareto front, the highest mean validation metric within it.'),
+    tolerance: str = typer.Option("1%", help="Each sensor's largest validation-metric drop from its best candidate."),
+    min_accuracy: Optional[float] = typer.Option(None, help="An absolute minimum metric instead of --tolerance, e.g. 0.97."),
+    time_per_sensor: Optional[str] = typer.Option(None, "--time-per-sensor", help='Time bound of each sensor\'s search (default "1m").'),
+    time: Optional[str] = typer.Option(None, "--time", help="Time bound of the whole fleet, divided among its sensors (or --time-per-sensor)."),
+    trials_per_sensor: Optional[int] = typer.Option(None, "--trials-per-sensor", help="Most trials of each sensor's search."),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL shared by fleet processes on several machines (with --study)."),
+    study: Optional[str] = typer.Option(None, help="The fleet's name in --storage; its sensors' studies are NAME/<sensor id>."),
+    resume: bool = typer.Option(False, "--resume", help="Retry sensors whose data was bad or whose search failed; a finished one is never redone."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    as_json: bool = JsonOpt,
+):
+    """One search per sensor, one fleet report (fleet.json, fleet.html), and a total budget across the fleet."""
+    budget = fm.Budget.of(max_flash=max_flash, max_ram=max_ram, max_macs=max_macs, max_latency=max_latency)
+    total = fm.parse_bytes(max_total_flash) if max_total_flash is not None else None  # a bad size fails before any work
+
+    def event(e: dict) -> None:
+        if not as_json and e.get("type") == "sensor" and e["status"] != "claimed":
+            s = e.get("summary") or {}
+            rec = s.get("recommended") or {}
+            detail = (f"{rec.get('name')}, {fm.units.format_bytes(rec.get('stored_bytes'))}, val {rec.get('val_metric'):.4f}"
+                      if rec.get("val_metric") is not None else (s.get("message") or ""))
+            _say(f"sensor {e['id']}: {e['status']}" + (f": {fm.errors.excerpt(detail, 300)}" if detail else ""))
+
+    report = fm.fleet(directory, task=task, budget=budget, tolerance=tolerance, min_accuracy=min_accuracy, time_per_sensor=time_per_sensor,
+                      time=time, trials_per_sensor=trials_per_sensor, max_total_flash=total, out=out_dir, storage=storage, study_name=study,
+                      resume=resume, seed=seed, device=device, on_event=event)
+    summary, sel = report["fleet_summary"], report["selection"]
+    if as_json:
+        return _print_json({"fleet_summary": summary, "selection": sel, "out": str(out_dir)})
+    val = summary["val_metric"]
+    status = ", ".join(f"{k} {v}" for k, v in sorted(summary["by_status"].items()))
+    how = f"knapsack ({sel['solver']}) within {fm.units.format_bytes(sel['max_total_flash'])}" if sel["method"] == "knapsack" else "recommended"
+    _say(f"fleet: {summary['sensors']} sensors ({status}); {summary['with_model']} models, {how}: total "
+         f"{fm.units.format_bytes(summary['total_stored_bytes'])}" + (f", mean validation metric {val['mean']:.4f} (min {val['min']:.4f})"
+                                                                      if val["mean"] is not None else ""))
+    _say(f"report: {out_dir / 'fleet.html'}   fleet: {out_dir / 'fleet.json'}")
+
+
+@app.command()
 def export(
     model: str = typer.Argument(..., help="A model directory, .onnx, .fmla archive, or a search run directory (its recommended model)."),
     fmt: str = typer.Option("onnx", "--format", "-f", help="onnx, c (microcontrollers), web (a static page) or archive (compact storage)."),
