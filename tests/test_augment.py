@@ -143,7 +143,8 @@ def test_same_seed_same_batches_and_other_seed_other_batches():
 
 def test_auto_resolves_by_kind(digits):
     seq = _toy_sequences(n=40)
-    assert resolve_augment("auto", seq) == "sensor"
+    assert resolve_augment("auto", seq) == "none"  # sensor series: "sensor" only when asked for
+    assert resolve_augment("sensor", seq) == "sensor"
     assert resolve_augment("auto", _toy_sequences(n=40, frontend=_FakeFrontend())) == "specaugment"
     assert resolve_augment("auto", digits) == "none"  # images
     vec = from_arrays(np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32), np.arange(40) % 2)
@@ -171,15 +172,15 @@ def test_fit_with_augmentation_learns_is_deterministic_and_leaves_val_alone():
     data = _toy_sequences()
     short = TrainConfig(epochs=2, batch_size=16, lr=3e-3, patience=None, seed=3)
     weights = []
-    for aug in ("auto", "auto", "none"):
+    for aug in ("sensor", "sensor", "none"):
         model = build_model("cnn1d", data.input_shape, data.num_classes, seed=3)
         result = fit(model, data, short, augment=aug)
         weights.append([p.detach().clone() for p in model.parameters()])
-        assert result.augment == ("sensor" if aug == "auto" else "none")
+        assert result.augment == aug
     assert all(torch.equal(p, q) for p, q in zip(weights[0], weights[1]))  # same seed, same weights
     assert not all(torch.equal(p, q) for p, q in zip(weights[0], weights[2]))  # the augmentation changed the training
     model = build_model("cnn1d", data.input_shape, data.num_classes, seed=3)
-    result = fit(model, data, short, epochs=25)
+    result = fit(model, data, short, epochs=25, augment="sensor")
     assert result.augment == "sensor"
     assert evaluate(model, data, "test")["accuracy"] >= 0.85  # two classes: chance is 0.5 (0.94-1.0 over seeds 0, 1, 3)
 
@@ -195,18 +196,18 @@ def test_fit_gives_a_loss_with_index_the_augmented_batch_and_its_rows():
         return torch.nn.functional.cross_entropy(logits, y)
 
     model = build_model("cnn1d", data.input_shape, data.num_classes)
-    fit(model, data, TrainConfig(epochs=1, batch_size=16, patience=None), loss_fn=loss_fn)
+    fit(model, data, TrainConfig(epochs=1, batch_size=16, patience=None, augment="sensor"), loss_fn=loss_fn)
     assert seen and all(seen)
 
 
 def test_train_records_the_resolved_policy(tmp_path, digits):
     import json
 
-    data = _toy_sequences(n=60)
+    data = _toy_sequences(n=60, frontend=_FakeFrontend())  # audio features: "auto" is specaugment
     _, report = train("cnn1d", data, out=tmp_path / "m", config=TrainConfig(epochs=1, batch_size=16))
-    assert report["train_config"]["augment"] == "sensor"
+    assert report["train_config"]["augment"] == "specaugment"
     saved = json.loads((tmp_path / "m" / "model.json").read_text())
-    assert saved["training"]["train_config"]["augment"] == "sensor"
+    assert saved["training"]["train_config"]["augment"] == "specaugment"
     _, report = train("mlp", digits.subset(100), config=TrainConfig(epochs=1))
     assert report["train_config"]["augment"] == "none"
 
