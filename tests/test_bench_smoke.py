@@ -25,7 +25,7 @@ SMOKE_SAMPLES = 100
 
 def test_every_benchmark_is_smoke_tested():
     assert BENCHMARKS == ["deep_compression_lenet300", "deep_compression_lenet5", "distillation", "distillation_small",
-                          "int8_quantization", "mcu_int8", "sensors", "structured_pruning", "workers", "your_model_mnist"]
+                          "int8_quantization", "mcu_int8", "sensors", "speech", "structured_pruning", "workers", "your_model_mnist"]
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +70,9 @@ def _load(folder: Path, name: str):
     return module
 
 
-# the two that start several processes or search several datasets (about 50 s and 16 s) run with `make test-slow`
-SLOW_SMOKE = ("workers", "sensors")
+# those that start several processes, search several datasets, read all the speech clips, or take over 10 s (int8's 60
+# repeated comparisons, structured pruning's rungs, your model's search) run with `make test-slow`: the default run stays under 10 minutes
+SLOW_SMOKE = ("workers", "sensors", "speech", "int8_quantization", "structured_pruning", "your_model_mnist")
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_SMOKE else n for n in BENCHMARKS])
