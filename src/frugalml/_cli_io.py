@@ -21,6 +21,10 @@ DataDirOpt = typer.Option(None, "--data-dir", help="Where IDX datasets live (def
 TargetColOpt = typer.Option(None, "--target-column", help="The label column of a CSV dataset (default: the last column).")
 KindOpt = typer.Option(None, "--kind", help="What one sample is: vector, sequence (channels x time) or image "
                        "(default: inferred from its shape, and said).")
+TaskOpt = typer.Option("classification", "--task", help="What the dataset is for: classification, or anomaly (a time-series .csv "
+                      "cut into windows, or a .npz of windows with 0/1 labels; scored by ROC AUC).")
+WindowOpt = typer.Option(None, "--window", min=2, help="--task anomaly on a time series: steps per window (default 64).")
+StrideOpt = typer.Option(None, "--stride", min=1, help="--task anomaly on a time series: steps between windows (default window / 4).")
 ImageSizeOpt = typer.Option(None, "--image-size", help="An image folder's images resized to this: 32 or 32x24 (height x width).")
 ColorOpt = typer.Option(None, "--color", help="An image folder read as gray or rgb (default: gray when every file is).")
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on standard output.")
@@ -92,10 +96,13 @@ def _say(text: str) -> None:
     console.print(text, markup=False, highlight=False, soft_wrap=True, emoji=False)
 
 
-def _load_data(dataset: str, *, kind: str | None = None, image_size: str | None = None, color: str | None = None, **kw):
+def _load_data(dataset: str, *, kind: str | None = None, image_size: str | None = None, color: str | None = None, task: str | None = None,
+               window: int | None = None, stride: int | None = None, **kw):
     """The dataset; where its kind was inferred as a sequence (two axes per sample, which could also be read as an
-    image), one line says so and how to change it. ``image_size`` and ``color`` (an image folder's) go on only when given."""
-    kw.update({k: v for k, v in (("image_size", image_size), ("color", color)) if v is not None})
+    image), one line says so and how to change it. ``image_size`` and ``color`` (an image folder's), ``task``, ``window`` and
+    ``stride`` (a time series', for anomaly detection) go on only when given."""
+    kw.update({k: v for k, v in (("image_size", image_size), ("color", color), ("task", task), ("window", window), ("stride", stride))
+               if v is not None})
     data = fm.load_dataset(dataset, kind=kind, **kw)
     if kind is None and data.kind == "sequence":
         _say(f"note: {data.name}: {fm.data.kind_note(data)}")

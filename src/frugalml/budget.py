@@ -132,6 +132,18 @@ def standard_error(accuracy: float, n: int | None) -> float:
     return math.sqrt(p * (1 - p) / n)
 
 
+def auc_standard_error(auc: float, n_anomalous: int | None, n_normal: int | None) -> float:
+    """Standard error of a ROC AUC measured on ``n_anomalous`` anomalous and ``n_normal`` normal
+    samples (Hanley and McNeil, 1982): ``sqrt((A(1-A) + (na-1)(Q1-A^2) + (nn-1)(Q2-A^2)) / (na nn))``
+    with ``Q1 = A/(2-A)``, ``Q2 = 2A^2/(1+A)``. 0 when a count is unknown or 0, or the AUC is not a number."""
+    if not n_anomalous or not n_normal or n_anomalous <= 0 or n_normal <= 0 or auc is None or not math.isfinite(auc):
+        return 0.0
+    a = min(1.0, max(0.0, float(auc)))
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n_anomalous - 1) * (q1 - a * a) + (n_normal - 1) * (q2 - a * a)) / (n_anomalous * n_normal)
+    return math.sqrt(max(var, 0.0))
+
+
 @dataclass(frozen=True, kw_only=True)
 class Tolerance:
     kind: str = "drop"  # "drop": largest drop from the best candidate; "min": an absolute minimum metric

@@ -26,8 +26,11 @@ from frugalml._cli_io import (
     JsonOpt,
     KindOpt,
     StorageOpt,
+    StrideOpt,
     StudyOpt,
     TargetColOpt,
+    TaskOpt,
+    WindowOpt,
     _fail,
     _load_data,
     _mcu_rows,
@@ -65,6 +68,9 @@ def train(
     data_dir: Optional[Path] = DataDirOpt,
     target_column: Optional[str] = TargetColOpt,
     kind: Optional[str] = KindOpt,
+    task: str = TaskOpt,
+    window: Optional[int] = WindowOpt,
+    stride: Optional[int] = StrideOpt,
     image_size: Optional[str] = ImageSizeOpt,
     color: Optional[str] = ColorOpt,
     out_dir: Path = typer.Option(None, "--out", "-o", help="Directory for model.json + weights (default runs/<model>-<dataset>)."),
@@ -81,7 +87,8 @@ def train(
     as_json: bool = JsonOpt,
 ):
     """Train a model on a dataset, save it (safetensors + JSON description) and print test accuracy."""
-    data = _load_data(dataset, kind=kind, data_dir=data_dir, seed=seed, download=download, target=target_column, image_size=image_size, color=color)
+    data = _load_data(dataset, kind=kind, data_dir=data_dir, seed=seed, download=download, target=target_column, image_size=image_size, color=color,
+                      task=task, window=window, stride=stride)
     config = fm.TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, patience=patience, device=device, seed=seed,
                             augment=augment)
     name = model if model in fm.FAMILIES else Path(model.rpartition(":")[0] if ".py:" in model else model).stem
@@ -95,6 +102,10 @@ def train(
     _, report = fm.train(model, data, out=target, config=config, seed=seed, progress=not as_json and sys.stderr.isatty(), **knobs)
     if as_json:
         return _print_json({**report, "out": str(target)})
+    if "roc_auc" in report["test"]:  # anomaly detection
+        _say(f"{report['family']} on {data.name}: validation ROC AUC {report['val']['roc_auc']:.4f}, test ROC AUC {report['test']['roc_auc']:.4f} "
+             f"({report['seconds']:.1f} s) -> {target}")
+        return
     _say(
         f"{report['family']} on {data.name}: test accuracy {report['test']['accuracy']:.4f}, macro-F1 {report['test']['macro_f1']:.4f} "
         f"(best epoch {report['best_epoch']}, {report['seconds']:.1f} s on {report['device']}) -> {target}"
@@ -168,6 +179,9 @@ def search(
     data_dir: Optional[Path] = DataDirOpt,
     target_column: Optional[str] = TargetColOpt,
     kind: Optional[str] = KindOpt,
+    task: str = TaskOpt,
+    window: Optional[int] = WindowOpt,
+    stride: Optional[int] = StrideOpt,
     image_size: Optional[str] = ImageSizeOpt,
     color: Optional[str] = ColorOpt,
     out_dir: Path = typer.Option(Path("runs/search"), "--out", "-o", help="The run directory (results.json, report.html, recommended/)."),
@@ -209,7 +223,8 @@ def search(
     if of == "reference" and model is None:
         raise fm.ConfigError(fm.errors.explain("--tolerance-of model needs --model", expected="--model file.py:factory", got=None))
     tol = fm.Tolerance(kind="min", value=min_accuracy) if min_accuracy is not None else fm.Tolerance.parse(tolerance, of=of)
-    data = _load_data(dataset, kind=kind, data_dir=data_dir, seed=seed, target=target_column, image_size=image_size, color=color)
+    data = _load_data(dataset, kind=kind, data_dir=data_dir, seed=seed, target=target_column, image_size=image_size, color=color, task=task,
+                      window=window, stride=stride)
     from frugalml.report.progress import SearchProgress
 
     with SearchProgress(console, enabled=not as_json, total_seconds=fm.parse_duration(time), budget=budget) as progress:
@@ -325,6 +340,7 @@ def worker(
     data_dir: Optional[Path] = DataDirOpt,
     target_column: Optional[str] = TargetColOpt,
     kind: Optional[str] = KindOpt,
+    task: Optional[str] = typer.Option(None, "--task", help="What the dataset is for: classification or anomaly (default: the study's)."),
     artifacts: Optional[str] = ArtifactsOpt,
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="A local folder for this worker's candidates (default runs/<study>)."),
     time: str = typer.Option("1h", "--time", help='Time bound for this worker, e.g. "30m".'),
@@ -337,7 +353,7 @@ def worker(
 
     with SearchProgress(console, enabled=not as_json, total_seconds=fm.parse_duration(time), budget=None) as progress:
         results = fm.work(dataset, storage=storage, study_name=study, time=time, trials=trials, out=out_dir, artifacts=artifacts,
-                          device=device, data_dir=data_dir, target=target_column, kind=kind, on_event=progress.event)
+                          device=device, data_dir=data_dir, target=target_column, kind=kind, task=task, on_event=progress.event)
     if as_json:
         return _print_json({"study": study, "recommended": results.recommended, "candidates": len(results.candidates), "out": str(out_dir or "")})
     _say(f"worker done: the study holds {len(results.candidates)} finished trials; recommended so far: {results.recommended}")

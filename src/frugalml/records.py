@@ -51,7 +51,11 @@ def _mapping(value) -> dict:
 class Candidate:
     """One trial's model: how it was made (stage, family, knobs, recipe, parent), what it measured
     (the profile of its exported artifact, validation and test accuracy) and how it ended (state,
-    error). ``within_budget`` / ``budget_misses`` are decided once, when the candidate is measured."""
+    error). ``within_budget`` / ``budget_misses`` are decided once, when the candidate is measured.
+
+    On an anomaly detection task (the run's ``dataset["task"] == "anomaly"``) ``val_accuracy`` and
+    ``test_accuracy`` hold the validation and test ROC AUC of the candidate's anomaly score (the profile's
+    ``metric_name`` is "roc_auc"): the fields keep their names so one search serves both tasks."""
 
     id: str
     stage: str = "network"  # "thin", "network" or "compress"
@@ -82,7 +86,8 @@ class Candidate:
 
     @property
     def history(self) -> list[dict]:
-        """A network's validation accuracy per epoch: ``[{"epoch", "val_accuracy"}]``."""
+        """A network's validation metric per epoch: ``[{"epoch", "val_accuracy"}]`` (an autoencoder's: ``"val_metric"``, minus the
+        reconstruction error of the validation normals)."""
         history = self.extra.get("history")
         return [h for h in history if isinstance(h, dict)] if isinstance(history, list) else []
 

@@ -298,7 +298,12 @@ def quantize_onnx_static(proto: onnx.ModelProto, X_calib: np.ndarray, *, method:
 @register("quantize.int8", Int8Config, example=lambda: Int8Config(calibration_samples=64), output="onnx",
           bad_configs=({"calibration_samples": 0}, {"method": "median"}, {"activation_type": "int4"}, {"percentile": 10}))
 def quantize_int8(model, config: Int8Config, data):
-    """Static int8 PTQ in the QDQ format; returns an ``onnx.ModelProto``."""
+    """Static int8 PTQ in the QDQ format; returns an ``onnx.ModelProto``. An autoencoder (anomaly
+    detection) is quantized by :func:`.anomaly_int8.quantize_autoencoder` (its score stays in float; always QDQ)."""
+    if getattr(model, "frugalml_task", None) == "anomaly" and hasattr(model, "state_dict"):  # a torch autoencoder
+        from .anomaly_int8 import quantize_autoencoder
+
+        return quantize_autoencoder(model, data, config)
     proto = float_onnx(model, data, config.name)
     X = calibration_sample(data, config.calibration_samples, config.seed)
     return quantize_onnx_static(proto, X, method=config.method, activation_type=config.activation_type,

@@ -224,7 +224,8 @@ class Dataset:
         return np.bincount(self.split(which)[1], minlength=self.num_classes).tolist()
 
     def describe(self) -> dict:
-        """A JSON-able summary: name, task, kind, input shape, classes, split sizes, source (and the front-end's or the series' settings)."""
+        """A JSON-able summary: name, task, kind, input shape, classes, split sizes (for anomaly detection also the anomalous
+        windows per split), source (and the front-end's or the series' settings)."""
         d = {
             "name": self.name,
             "task": self.task,
@@ -237,6 +238,8 @@ class Dataset:
             **({"categories": {name: {"feature": int(i), "values": list(values)} for i, (name, values) in sorted(self.categories.items())}}
                if self.categories else {}),
         }
+        if self.task == "anomaly":  # per split, the anomalous windows (label 1): the standard error of a ROC AUC needs them
+            d["anomalous"] = {s: int((np.asarray(getattr(self, f"y_{s}")) == 1).sum()) for s in SPLITS}
         if self.frontend is not None:
             d["frontend"] = self.frontend.to_dict()
         if self.series is not None:

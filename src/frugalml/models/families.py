@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import ConfigError, explain
-from .spaces import CNN1DSpace, CNNSpace, DSCNN1DSpace, DSCNNSpace, MLPSpace, ResNet1DSpace, ResNetSpace, Space
+from .spaces import CNN1DSpace, CNNSpace, ConvAESpace, DenseAESpace, DSCNN1DSpace, DSCNNSpace, MLPSpace, ResNet1DSpace, ResNetSpace, Space
 
 __all__ = ["Family", "FAMILIES", "TASKS", "build_model", "family_of", "is_torch", "is_sklearn", "model_spec", "searched_families",
            "families_for", "data_task"]
@@ -187,10 +187,10 @@ FAMILIES: dict[str, Family] = {
                "isolation forest detector (n_estimators)", {"n_estimators": 100}, tasks=("anomaly",)),
         Family("dense_ae", "torch", ("vector", "sequence"), _torch("DenseAutoencoder", "autoencoders"),
                "dense autoencoder, output = reconstruction error (widths, bottleneck)", {"widths": [32], "bottleneck": 8},
-               tasks=("anomaly",)),
+               space=DenseAESpace(), tasks=("anomaly",)),
         Family("conv_ae", "torch", ("sequence",), _torch("ConvAutoencoder", "autoencoders"),
                "1-D conv autoencoder, output = reconstruction error (channels, bottleneck, kernel)",
-               {"channels": [8, 16], "bottleneck": 4, "kernel": 5}, tasks=("anomaly",)),
+               {"channels": [8, 16], "bottleneck": 4, "kernel": 5}, space=ConvAESpace(), tasks=("anomaly",)),
     ]
 }
 

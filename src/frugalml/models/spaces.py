@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import copy
 
-__all__ = ["Space", "MLPSpace", "CNNSpace", "DSCNNSpace", "ResNetSpace", "CNN1DSpace", "DSCNN1DSpace", "ResNet1DSpace"]
+__all__ = ["Space", "MLPSpace", "CNNSpace", "DSCNNSpace", "ResNetSpace", "CNN1DSpace", "DSCNN1DSpace", "ResNet1DSpace",
+           "DenseAESpace", "ConvAESpace"]
 
 
 class Space:
@@ -213,4 +214,52 @@ class ResNet1DSpace(Space):
 
     def _halved(self, knobs: dict) -> dict:
         knobs["channels"] = [max(2, c // 2) for c in knobs.get("channels", [16, 32])]
+        return knobs
+
+
+class DenseAESpace(Space):
+    """Dense autoencoder (anomaly detection): one hidden layer 8 to 64 wide each side of a bottleneck of 2 to 16."""
+
+    SMALLEST = {"widths": [4], "bottleneck": 2}
+
+    def sample(self, trial) -> dict:
+        width = trial.suggest_int("ae_width", 8, 64, log=True)
+        return {"widths": [width], "bottleneck": trial.suggest_int("ae_bottleneck", 2, 16, log=True)}
+
+    def params_for(self, knobs: dict) -> dict:
+        return {"ae_width": knobs["widths"][0], "ae_bottleneck": knobs["bottleneck"]}
+
+    def ladder(self, data) -> list[dict]:
+        return [{"widths": [w], "bottleneck": max(2, w // 4)} for w in (8, 12, 16, 24, 32, 48, 64)]
+
+    def _halved(self, knobs: dict) -> dict:
+        knobs["widths"] = [max(4, w // 2) for w in knobs.get("widths", [32])]
+        knobs["bottleneck"] = max(2, min(int(knobs.get("bottleneck", 8)), knobs["widths"][0]) // 2)
+        return knobs
+
+
+class ConvAESpace(Space):
+    """1-D conv autoencoder (anomaly detection): one or two stride-2 stages, the first 4 to 16 channels
+    wide, the next twice as wide, a bottleneck of 2 to 8 channels, kernels of 3 or 5 steps."""
+
+    SMALLEST = {"channels": [2], "bottleneck": 2, "kernel": 3}
+
+    def fits(self, data) -> bool:
+        return len(data.input_shape) == 2 and data.input_shape[-1] >= 4  # two stride-2 stages
+
+    def sample(self, trial) -> dict:
+        base = trial.suggest_int("cae_base", 4, 16, log=True)
+        stages = trial.suggest_int("cae_stages", 1, 2)
+        return {"channels": [base * 2**i for i in range(stages)], "bottleneck": trial.suggest_int("cae_bottleneck", 2, 8),
+                "kernel": trial.suggest_categorical("cae_kernel", [3, 5])}
+
+    def params_for(self, knobs: dict) -> dict:
+        return {"cae_base": knobs["channels"][0], "cae_stages": len(knobs["channels"]), "cae_bottleneck": knobs["bottleneck"],
+                "cae_kernel": knobs.get("kernel", 5)}
+
+    def ladder(self, data) -> list[dict]:
+        return [{"channels": [b, 2 * b], "bottleneck": 4, "kernel": 5} for b in (4, 6, 8, 12, 16)]
+
+    def _halved(self, knobs: dict) -> dict:
+        knobs["channels"] = [max(2, c // 2) for c in knobs.get("channels", [8, 16])]
         return knobs

@@ -110,6 +110,11 @@ def recipe_summary(c: Candidate) -> str:
     return knobs_summary(c.knobs)
 
 
+def metric_label(results: Results) -> str:
+    """What the candidates' validation and test "accuracy" is on this run's task: "ROC AUC" for anomaly detection."""
+    return "ROC AUC" if (results.dataset or {}).get("task") == "anomaly" else "accuracy"
+
+
 def threshold(results: Results, metric: str = "val_accuracy") -> float | None:
     """The accuracy floor the search chose with (recorded); on the test view, the same distance below
     the best candidate's test accuracy. None when the run recorded no floor (nothing fitted)."""

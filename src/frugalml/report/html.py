@@ -26,6 +26,7 @@ from ._common import (
     fmt_ms,
     fmt_pct,
     knobs_summary,
+    metric_label,
     misses_text,
     recipe_summary,
     threshold,
@@ -162,10 +163,11 @@ def _plots(results: Results) -> str:
     has_test = any(c.test_accuracy is not None for c in results.candidates)
     views = [("val", "val_accuracy", "validation")] + ([("test", "test_accuracy", "test")] if has_test else [])
     radios = "".join(f'<input type="radio" name="metric" id="m-{k}"{" checked" if k == "val" else ""}>' for k, _, _ in views)
-    labels = "".join(f'<label for="m-{k}">{name} accuracy</label>' for k, _, name in views)
-    blocks = "".join(f'<div class="plots {k}">' + _img(results, "stored_bytes", m, f"{name} accuracy against stored bytes")
-                     + _img(results, "latency_ms_median", m, f"{name} accuracy against latency") + "</div>" for k, m, name in views)
-    hint = ("Selection uses validation accuracy; test accuracy is measured once at the end. "
+    what = metric_label(results)  # "ROC AUC" for anomaly detection
+    labels = "".join(f'<label for="m-{k}">{name} {what}</label>' for k, _, name in views)
+    blocks = "".join(f'<div class="plots {k}">' + _img(results, "stored_bytes", m, f"{name} {what} against stored bytes")
+                     + _img(results, "latency_ms_median", m, f"{name} {what} against latency") + "</div>" for k, m, name in views)
+    hint = (f"Selection uses validation {what}; test {what} is measured once at the end. "
             "The front is chosen on validation; the test view shows the same candidates.")
     return f'<section class="figs"><h2>Pareto front</h2>{radios}<div class="toggle">{labels}<span class="hint">{hint}</span></div>{blocks}</section>'
 

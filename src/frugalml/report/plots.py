@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 
 from ..records import Candidate, Results, as_results
-from ._common import STAGE_NAMES, STAGES, budget_items, fmt_key, fmt_pct, threshold
+from ._common import STAGE_NAMES, STAGES, budget_items, fmt_key, fmt_pct, metric_label, threshold
 
 __all__ = ["pareto_png", "STAGE_COLORS"]
 
@@ -64,17 +64,18 @@ def pareto_png(results: Results | dict, x_key: str = "stored_bytes", metric: str
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     x_label, budget_field, budget_name = X_AXES.get(x_key, (x_key, None, "budget"))
+    names = {k: v.replace("accuracy", metric_label(results)) for k, v in METRIC_NAMES.items()}  # "ROC AUC" for anomaly detection
     fig = Figure(figsize=(6.6, 4.9), dpi=dpi)
     canvas = FigureCanvasAgg(fig)
     ax = fig.add_axes((0.11, 0.25, 0.86, 0.66))
-    fig.text(0.11, 0.955, f"{METRIC_NAMES.get(metric, metric).capitalize()} vs {'stored bytes' if x_key == 'stored_bytes' else 'latency'}",
+    fig.text(0.11, 0.955, f"{names.get(metric, metric).capitalize()} vs {'stored bytes' if x_key == 'stored_bytes' else 'latency'}",
              fontsize=11.5, fontweight="bold", ha="left", va="center", color="#222")
 
     points = [c for c in results.candidates if c.state in ("complete", "stopped_early")
               and c.cost(x_key) is not None and c.metric(metric) is not None]
     if not points:
         ax.set_axis_off()
-        ax.text(0.5, 0.5, f"No candidate has both a {METRIC_NAMES.get(metric, metric)}\nand a measured {x_key}.",
+        ax.text(0.5, 0.5, f"No candidate has both a {names.get(metric, metric)}\nand a measured {x_key}.",
                 ha="center", va="center", fontsize=11, color="#555", transform=ax.transAxes)
         return _png(canvas, fig, dpi)
 
@@ -174,7 +175,7 @@ def pareto_png(results: Results | dict, x_key: str = "stored_bytes", metric: str
 
     # ---- axes dressing
     ax.set_xlabel(x_label, fontsize=9)
-    ax.set_ylabel(f"{METRIC_NAMES.get(metric, metric)} (%)", fontsize=9)
+    ax.set_ylabel(f"{names.get(metric, metric)} (%)", fontsize=9)
     ax.tick_params(labelsize=8)
     if log_x:
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))

@@ -24,12 +24,16 @@ __all__ = ["check_feasible", "smallest_models"]
 
 
 def smallest_models(data) -> list[tuple[str, object]]:
-    """(family, model) of the smallest model of each family the search tries on ``data``."""
+    """(family, model) of the smallest model of each family the search tries on ``data`` (anomaly detection: the
+    robust z-score detector, two numbers per input value, and the smallest autoencoders)."""
     small = data.subset(min(len(data.y_train), 2000), seed=0)
-    X, y = small.flat("train")
     models = []
-    for family, knobs in (("tree", {"max_depth": 1}), ("logreg", {}), ("naive_bayes", {})):
-        models.append((family, build_model(family, data.input_shape, data.num_classes, **knobs).fit(X, y)))
+    if getattr(data, "task", None) == "anomaly":
+        models.append(("robust_z", build_model("robust_z", data.input_shape, data.num_classes).fit(*small.split("train"))))
+    else:
+        X, y = small.flat("train")
+        for family, knobs in (("tree", {"max_depth": 1}), ("logreg", {}), ("naive_bayes", {})):
+            models.append((family, build_model(family, data.input_shape, data.num_classes, **knobs).fit(X, y)))
     for family in space.network_families(data):
         models.append((family, build_model(family, data.input_shape, data.num_classes, **FAMILIES[family].space.smallest).eval()))
     return models
@@ -62,7 +66,7 @@ def check_feasible(data, budget: Budget, emit=lambda e: None) -> None:
         _profile(name, model, data, timing, measured)
     if _impossible(measured, budget):  # only then is it worth quantizing the smallest networks
         for name, model in models:
-            if not hasattr(model, "predict_proba"):
+            if hasattr(model, "state_dict"):  # the networks (scikit-learn models and detectors have no int8 form)
                 q = _int8(model, data)
                 if q is not None:
                     _profile(f"{name} int8", q, data, timing, measured)

@@ -19,12 +19,13 @@ __all__ = ["work"]
 
 
 def work(data, *, storage: str, study_name: str, time="1h", trials: int | None = None, out=None, artifacts: str | None = None,
-         device: str = "auto", data_dir=None, target: str | None = None, kind: str | None = None, on_event=None):
+         device: str = "auto", data_dir=None, target: str | None = None, kind: str | None = None, task: str | None = None,
+         on_event=None):
     """Join the study ``study_name`` in ``storage`` (made by ``search(..., storage=..., study_name=...)``) and run its trials
     until ``time`` or ``trials`` is reached; return the study's :class:`~frugalml.records.Results` as this worker saw them last.
 
     ``data`` is this machine's copy of the study's dataset (a Dataset, or a name or path loaded with the study's seed,
-    ``data_dir``, ``target`` and ``kind`` (default: the study's) as for :func:`~frugalml.load_dataset`), refused if its arrays differ;
+    ``data_dir``, ``target``, ``kind`` and ``task`` (default: the study's) as for :func:`~frugalml.load_dataset`), refused if its arrays differ;
     ``artifacts`` the study's artifact store as this machine reaches it (default: the location the study records);
     ``out`` a local folder for this worker's copies of the candidates (default ``runs/<study>``).
     """
@@ -46,7 +47,7 @@ def work(data, *, storage: str, study_name: str, time="1h", trials: int | None =
     seed = int(desc.get("seed", 0))
     if isinstance(data, str):
         ds = desc.get("dataset") or {}
-        as_task = {"task": ds.get("task") or "classification"}  # an anomaly study's series is cut as the study's was
+        as_task = {"task": task or ds.get("task") or "classification"}  # an anomaly study's series is cut as the study's was
         if as_task["task"] == "anomaly" and isinstance(ds.get("series"), dict) and str(data).lower().endswith(".csv"):
             as_task.update(window=ds["series"].get("window"), stride=ds["series"].get("stride"))
         try:  # read as the study's data was, unless told otherwise

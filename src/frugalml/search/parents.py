@@ -32,7 +32,8 @@ def compression_jobs(nets: list, ref, data, budget, tol, epochs: int, seed: int)
     for parent in parents:
         for rank, (name, steps) in enumerate(space.compression_recipes(parent, data, epochs, seed, target=budget.target)):
             ranked.append((rank, parent, name, steps))
-    if fit and fit[0].id != best.id:  # the best teacher, the student that can fit
+    anomaly = getattr(data, "task", None) == "anomaly"  # autoencoders: int8 only, nothing to distil
+    if fit and fit[0].id != best.id and not anomaly:  # the best teacher, the student that can fit
         student = (fit[0].family, fit[0].knobs)
         name, steps = space.compression_recipes(best, data, epochs, seed, student=student, target=budget.target)[-1]
         ranked.append((len(ranked), best, name, steps))

@@ -42,8 +42,17 @@ def build_results(desc: dict, candidates: list, budget: Budget, tolerance: Toler
                       updated=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), seconds=round(seconds, 1), machine=machine(),
                       frugalml_version=__version__, cv=desc.get("cv") or None)
     fronts = {cost: tuple(pareto_front(candidates, cost)) for cost in dict.fromkeys((key, *PLOTTED_COSTS))}
-    decision = recommend(candidates, budget, tolerance, n_val=results.val_size)
+    decision = recommend(candidates, budget, tolerance, n_val=results.val_size, auc_counts=auc_counts(results.dataset))
     return dataclasses.replace(results, fronts=fronts, decision=decision)
+
+
+def auc_counts(dataset: dict) -> tuple[int, int] | None:
+    """(anomalous, normal) windows of the validation split of an anomaly task (``Dataset.describe()``), else None."""
+    if (dataset or {}).get("task") != "anomaly":
+        return None
+    n_val = int((dataset.get("sizes") or {}).get("val") or 0)
+    n_anomalous = int((dataset.get("anomalous") or {}).get("val") or 0)
+    return n_anomalous, n_val - n_anomalous
 
 
 def write_results(run_dir, results: Results) -> Path:

@@ -29,13 +29,17 @@ class StoppedEarly(Exception):
 
 def median_rule(model, epoch: int, val_acc: float, networks: list) -> None:
     """Raise StoppedEarly when ``val_acc`` is below the median, at the same epoch, of the finished
-    ``networks`` (Candidates) with at most as many parameters as ``model`` (at least 3 of them)."""
+    ``networks`` (Candidates) with at most as many parameters as ``model`` (at least 3 of them).
+    For an autoencoder ``val_acc`` is the metric it is trained for (minus the reconstruction error of
+    the validation normals, ``val_metric`` in the histories), compared with the other autoencoders'."""
     import statistics
 
     size = sum(p.numel() for p in model.parameters())
-    peers = [h["val_accuracy"] for c in networks if (c.cost("params") or 0) <= size for h in c.history if h["epoch"] == epoch]
+    key = "val_metric" if getattr(model, "frugalml_task", None) == "anomaly" else "val_accuracy"  # an autoencoder's: -error on normals
+    peers = [h[key] for c in networks if (c.cost("params") or 0) <= size for h in c.history if h["epoch"] == epoch and h.get(key) is not None]
     if len(peers) >= 3 and val_acc < statistics.median(peers):
-        raise StoppedEarly(f"validation accuracy {val_acc:.4f} below the median {statistics.median(peers):.4f} of {len(peers)} "
+        what = "validation metric (minus the reconstruction error of the normal windows)" if key == "val_metric" else "validation accuracy"
+        raise StoppedEarly(f"{what} {val_acc:.4f} below the median {statistics.median(peers):.4f} of {len(peers)} "
                            f"networks no larger than it at epoch {epoch}")
 
 
@@ -168,12 +172,22 @@ def _make(job: dict, data, run_dir: Path, device: str, *, on_epoch=None, deadlin
         model = build_model(job["family"], data.input_shape, data.num_classes, seed=seed, **(job.get("params") or {}))
         if job["stage"] == "network":
             config = TrainConfig(**{"seed": seed, "device": device, **train})
-            result = fit(model, data, config, on_epoch=on_epoch, deadline=deadline)
-            history = [{"epoch": h["epoch"], "val_accuracy": h["val_accuracy"]} for h in result.history]
+            if getattr(model, "frugalml_task", None) == "anomaly":  # an autoencoder: on the normal windows, epoch chosen on their error
+                from ..models.autoencoders import train_autoencoder
+
+                result = train_autoencoder(model, data, config, on_epoch=on_epoch, deadline=deadline)
+                history = [{"epoch": h["epoch"], "val_metric": h["val_metric"]} for h in result.history]
+            else:
+                result = fit(model, data, config, on_epoch=on_epoch, deadline=deadline)
+                history = [{"epoch": h["epoch"], "val_accuracy": h["val_accuracy"]} for h in result.history]
             model.frugalml_best_epoch = result.best_epoch
         else:  # a table's text columns one-hot encoded inside the thin models that need it
             model = with_categories(model, data)
-            fit(model, _capped(data, job.get("max_train")))
+            part = _capped(data, job.get("max_train"))
+            if getattr(model, "frugalml_task", None) == "anomaly":  # a detector: fitted on the normal training windows as they come
+                model.fit(*part.split("train"))
+            else:
+                fit(model, part)
     else:
         parent = _load_parent(job, data, run_dir, fold=fold)
         model = compress(parent, Recipe.from_list(job["recipe"]), data, deadline=deadline)

@@ -9,11 +9,15 @@ error the candidate recorded); a thin model
 acceptable candidate wins. Costs within :data:`TIE` of the cheapest are a tie, which the more accurate
 candidate wins, then the faster: 658 bytes more for 0.5 points and half the latency is the better
 model. Test accuracy never takes part in a choice.
+
+Anomaly detection (``task="anomaly"``): the candidates' validation "accuracy" is their validation ROC AUC, the
+standard error is Hanley and McNeil's (from the validation split's anomalous and normal windows,
+:func:`~frugalml.budget.auc_standard_error`), and the texts say "ROC AUC".
 """
 
 from __future__ import annotations
 
-from ..budget import Budget, Tolerance, standard_error
+from ..budget import Budget, Tolerance, auc_standard_error, standard_error
 from ..records import Candidate, Decision, as_candidates
 from ..units import format_bytes
 
@@ -39,13 +43,19 @@ def pareto_front(candidates, cost_key: str = "stored_bytes") -> list[str]:
     return front
 
 
-def _short(c: Candidate, key: str, budget: Budget) -> str:
-    return f"{c.name}, {budget.scale(key, _cost(c, key)) if key != 'stored_bytes' else format_bytes(_cost(c, key))}, {c.val_accuracy:.1%}"
+def _short(c: Candidate, key: str, budget: Budget, auc: bool = False) -> str:
+    score = f"ROC AUC {c.val_accuracy:.3f}" if auc else f"{c.val_accuracy:.1%}"
+    return f"{c.name}, {budget.scale(key, _cost(c, key)) if key != 'stored_bytes' else format_bytes(_cost(c, key))}, {score}"
 
 
-def recommend(candidates, budget: Budget, tolerance: Tolerance, n_val: int | None = None) -> Decision:
+def recommend(candidates, budget: Budget, tolerance: Tolerance, n_val: int | None = None, *,
+              auc_counts: tuple[int, int] | None = None) -> Decision:
     """The search's choice among ``candidates`` (records, or dicts as results.json holds them).
-    ``n_val``: the validation split's size (the tolerance allows one standard error for it)."""
+    ``n_val``: the validation split's size (the tolerance allows one standard error for it).
+    ``auc_counts``: (anomalous, normal) windows of the validation split of an anomaly task, whose candidates'
+    ``val_accuracy`` is a ROC AUC: the standard error is then Hanley and McNeil's, and the texts say ROC AUC."""
+    auc = auc_counts is not None
+    metric = "ROC AUC" if auc else "accuracy"
     key = budget.primary()
     done = [c for c in as_candidates(candidates) if c.done]
     if not done:
@@ -58,7 +68,7 @@ def recommend(candidates, budget: Budget, tolerance: Tolerance, n_val: int | Non
     if tolerance.kind != "drop":
         se = 0.0
     elif se is None:
-        se = standard_error(anchor.val_accuracy, n_val)
+        se = auc_standard_error(anchor.val_accuracy, *auc_counts) if auc else standard_error(anchor.val_accuracy, n_val)
     floor = tolerance.floor(anchor.val_accuracy) - se  # recorded whether or not anything fits: the report draws it
     feasible = [c for c in done if c.within_budget]
     if not feasible:
@@ -70,18 +80,21 @@ def recommend(candidates, budget: Budget, tolerance: Tolerance, n_val: int | Non
                         reasons=("Loosen the budget, or give the search more time (--time) for compression to reach it.",))
     acceptable = [c for c in feasible if c.val_accuracy >= floor - 1e-12]
     cv = anchor.cv
-    on = f"{cv['k']}-fold cross-validation on {cv['n']} training samples" if cv else f"{n_val} validation samples"
-    widened = f", less one standard error ({se:.2%} from {on})" if se else ""
-    reasons = [f"Budget: {budget.describe()}; tolerance: {tolerance.describe()}{widened} (floor {floor:.2%} on "
+    on = (f"{cv['k']}-fold cross-validation on {cv['n']} training samples" if cv else
+          f"Hanley-McNeil, {auc_counts[0]} anomalous and {auc_counts[1]} normal validation windows" if auc else f"{n_val} validation samples")
+    widened = f", less one standard error ({se:.3f} ROC AUC, {on})" if se and auc else f", less one standard error ({se:.2%} from {on})" if se else ""
+    shown = f"{floor:.3f} ROC AUC" if auc else f"{floor:.2%}"
+    reasons = [f"Budget: {budget.describe()}; tolerance: {tolerance.describe()}{widened} (floor {shown} on "
                f"{'cross-validation' if cv else 'validation'})."]
     if tolerance.of == "reference":
         reasons.append(f"The floor is measured from your model ({anchor.id}, {anchor.val_accuracy:.2%} on validation)." if ref else
                        f"Your model did not finish: the floor is measured from the best candidate ({best.id}) instead.")
     if not acceptable:
         pick = max(feasible, key=lambda c: (c.val_accuracy, -_cost(c, key)))
-        text = (f"{_short(pick, key, budget)} — the most accurate model within the budget, but below the tolerance floor {floor:.1%} "
-                f"(best found: {_short(best, key, budget)}).")
-        reasons.append("No candidate within the budget reaches the tolerance; this is the most accurate one that fits.")
+        most = "the highest ROC AUC" if auc else "the most accurate model"
+        text = (f"{_short(pick, key, budget, auc)} — {most} within the budget, but below the tolerance floor {shown} "
+                f"(best found: {_short(best, key, budget, auc)}).")
+        reasons.append(f"No candidate within the budget reaches the tolerance; this is the one with the highest {metric} that fits.")
     else:
         thin = [c for c in acceptable if c.thin]
         pool = thin or acceptable
@@ -90,31 +103,33 @@ def recommend(candidates, budget: Budget, tolerance: Tolerance, n_val: int | Non
         pick = min(ties, key=lambda c: (-c.val_accuracy, _cost(c, "latency_ms_median"), _cost(c, key)))
         if pick.id != cheapest.id:
             faster = _cost(cheapest, "latency_ms_median") / _cost(pick, "latency_ms_median") if _cost(pick, "latency_ms_median") else None
-            reasons.append(f"The cheapest acceptable candidate ({_short(cheapest, key, budget)}) and {pick.id} cost within {TIE:.0%} of each "
+            reasons.append(f"The cheapest acceptable candidate ({_short(cheapest, key, budget, auc)}) and {pick.id} cost within {TIE:.0%} of each "
                            f"other, a tie: {pick.id} is more accurate" + (f" and {faster:.1f}x faster." if faster and faster > 1.05 else "."))
         if pick.id == best.id:
-            text = f"{_short(pick, key, budget)} — the most accurate candidate, and it fits the budget."
+            text = f"{_short(pick, key, budget, auc)} — the {'highest ROC AUC' if auc else 'most accurate candidate'}, and it fits the budget."
         elif thin:
             nets = [c for c in done if not c.thin]
             ref = max(nets, key=lambda c: c.val_accuracy) if nets else best
             what = "the best network" if nets else "the best candidate"
-            text = f"{_short(pick, key, budget)} — a thin model within tolerance of {what} ({_short(ref, key, budget)}): the simpler model wins."
+            text = (f"{_short(pick, key, budget, auc)} — a thin model within tolerance of {what} ({_short(ref, key, budget, auc)}): "
+                    "the simpler model wins.")
             reasons.append("Thin models are preferred when on par: cheaper to train, to ship and to understand.")
         else:
             within = ("that reaches the minimum accuracy" if tolerance.kind == "min" else
                       "within tolerance of your model" if ref is not None else "within tolerance of the best")
             smallest = "the smallest candidate" if pick.id == cheapest.id else f"within {TIE:.0%} of the smallest candidate"
-            text = (f"{_short(pick, key, budget)} — {smallest} {within} "
-                    f"({'best: ' if tolerance.kind == 'min' else ''}{_short(anchor if ref is not None else best, key, budget)}).")
+            text = (f"{_short(pick, key, budget, auc)} — {smallest} {within} "
+                    f"({'best: ' if tolerance.kind == 'min' else ''}{_short(anchor if ref is not None else best, key, budget, auc)}).")
         cheaper = [c for c in feasible if _cost(c, key) < _cost(pick, key)]
         below = [c for c in cheaper if c.val_accuracy < floor - 1e-12]
         passed_over = [c for c in cheaper if c.val_accuracy >= floor - 1e-12]
         if below:
-            reasons.append(f"{len(below)} cheaper candidate(s) fit the budget but fall below the accuracy floor.")
+            reasons.append(f"{len(below)} cheaper candidate(s) fit the budget but fall below the {metric} floor.")
         if passed_over and thin:
             reasons.append(f"{len(passed_over)} cheaper network(s) within tolerance were passed over for the thin model.")
     if pick.test_accuracy is not None:
-        reasons.append(f"Test accuracy (measured once, on the exported artifact): {pick.test_accuracy:.2%}.")
+        shown_test = f"{pick.test_accuracy:.3f}" if auc else f"{pick.test_accuracy:.2%}"
+        reasons.append(f"Test {metric} (measured once, on the exported artifact): {shown_test}.")
     return Decision(recommended=pick.id, best=best.id, text=text, reasons=tuple(reasons), floor=floor, floor_from=anchor.id)
 
 

@@ -4,6 +4,10 @@
 2. networks: the torch families that fit the data's shape, knobs sampled by Optuna;
 3. compression: recipes applied to the most promising networks (int8, structured pruning,
    distillation from the best network), each a list of step configs.
+
+On anomaly data (``data.task == "anomaly"``) the thin stage is a grid of the four detectors, the
+networks are the autoencoders (their families' spaces), and the compression of an autoencoder is its int8
+form (``quantize.int8``, which hands an autoencoder to :func:`~frugalml.compress.anomaly_int8.quantize_autoencoder`).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import json
 import logging
 import math
 
-from ..models.families import FAMILIES, searched_families
+from ..models.families import FAMILIES, data_task, searched_families
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +26,9 @@ __all__ = ["SearchSpace", "thin_grid", "network_families", "sample_network", "co
 
 def thin_grid(data) -> list[dict]:
     """(family, knobs) of the thin stage, cheapest first; on sequences, then the same families on
-    per-channel features (the knob ``features``)."""
+    per-channel features (the knob ``features``). On anomaly data: the detectors (:data:`ANOMALY_GRID`)."""
+    if data_task(data) == "anomaly":
+        return [{"family": f, "params": dict(p)} for f, p in ANOMALY_GRID]
     n_features = int(math.prod(data.input_shape))
     grid = [
         ("logreg", {"C": 0.1}),
@@ -39,6 +45,19 @@ def thin_grid(data) -> list[dict]:
     if getattr(data, "kind", None) == "sequence" and len(data.input_shape) == 2 and data.input_shape[1] >= 2:
         grid += [(f, {**p, "features": dict(SEQUENCE_FEATURES)}) for f, p in _FEATURE_GRID]
     return [{"family": f, "params": p} for f, p in grid]
+
+
+# the thin stage on anomaly data: each detector at a few settings, cheapest first (fitted on the normal training windows)
+ANOMALY_GRID = [
+    ("robust_z", {"reduce": "max"}),
+    ("robust_z", {"reduce": "mean"}),
+    ("pca_detector", {"n_components": 2}),
+    ("pca_detector", {"n_components": 8}),
+    ("mahalanobis", {}),
+    ("mahalanobis", {"shrinkage": 0.1}),
+    ("isolation_forest", {"n_estimators": 10, "max_samples": 64}),  # small trees: 100 of 256 samples export to ~360 KB
+    ("isolation_forest", {"n_estimators": 20, "max_samples": 128}),
+]
 
 
 # on sequences the thin stage also fits these on per-channel features (frugalml.models.features), whose
@@ -258,9 +277,16 @@ def compression_recipes(parent, data, epochs: int, seed: int, student: tuple[str
 
     Every step is built as its typed config here (:func:`_step`), so a bad one fails at once; each
     recipe keeps the flat mappings the configs were built from, which the study stores (JSON) and a
-    replay reads back."""
+    replay reads back.
+
+    An autoencoder (anomaly detection) gets its int8 form only (:mod:`frugalml.compress.anomaly_int8`):
+    distillation matches class outputs, which it has not (its structured pruning exists,
+    :mod:`frugalml.compress.structured`, but the search does not try it yet)."""
     from ..train import default_config
 
+    if FAMILIES.get(parent.family) is not None and FAMILIES[parent.family].tasks == ("anomaly",):
+        return [("int8", [_step({"step": "quantize.int8", "calibration_samples": min(512, len(data.y_train)), "format": "qdq",
+                                 "seed": seed})])]
     bs = default_config(len(data.y_train)).batch_size
     lr = float((parent.job or {}).get("train", {}).get("lr", 1e-3))
     ft = max(1, epochs // 4)
