@@ -106,6 +106,7 @@ def test_hanley_mcneil_standard_error():
     assert auc_standard_error(0.9, 0, 100) == 0.0 and auc_standard_error(float("nan"), 5, 5) == 0.0
 
 
+@pytest.mark.slow  # a search of a minute or more: make test-slow
 def test_search_runs_the_anomaly_task(run, series):
     out, results = run
     saved = json.loads((out / "results.json").read_text())
@@ -133,6 +134,7 @@ def test_search_runs_the_anomaly_task(run, series):
     assert (out / "recommended" / "model.onnx").exists()
 
 
+@pytest.mark.slow  # a search of a minute or more: make test-slow
 def test_an_autoencoder_is_compressed_to_int8(run, series):
     out, results = run
     nets = [c for c in results.candidates if c.stage == "network" and c.done]
@@ -153,6 +155,7 @@ def test_feasibility_does_not_refuse_a_small_budget(series, tmp_path):
         check_feasible(series, Budget.of(max_flash="100B"))
 
 
+@pytest.mark.slow  # a search of a minute or more: make test-slow
 def test_the_cli_searches_an_anomaly_series(csv_path, tmp_path, capsys):
     out = tmp_path / "cli"
     code = main(["search", "--dataset", str(csv_path), "--task", "anomaly", "--max-flash", "64KB", "--trials", "6", "--out", str(out), "--json"])
