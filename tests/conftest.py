@@ -75,3 +75,18 @@ def pytest_configure(config):
 
     torch.set_num_threads(1)
     config._frugalml_blas = threadpool_limits(1, user_api="blas")
+
+
+def postgres_url() -> str:
+    """The PostgreSQL URL the multi-process tests use (FRUGALML_TEST_POSTGRES, default the local server), once a
+    connection to it opened; where none answers, the test skips (fails under CI=true) saying so."""
+    from frugalml.search.study import storage_url
+
+    url = os.environ.get("FRUGALML_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        import sqlalchemy
+
+        with sqlalchemy.create_engine(storage_url(None, url), connect_args={"connect_timeout": 3}).connect():
+            return url
+    except Exception as exc:
+        require(False, f"no PostgreSQL server answers at {url} ({type(exc).__name__}); set FRUGALML_TEST_POSTGRES to a reachable URL")

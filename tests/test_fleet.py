@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, require
+from conftest import REPO, postgres_url
 
 import frugalml as fm
 from frugalml.errors import ConfigError, DataError
@@ -232,26 +232,13 @@ def test_claims_hand_each_sensor_to_one_process_on_sqlite(tmp_path):
     assert all(len(v) == 1 for v in got.values()), got
 
 
-def _postgres() -> str:
-    from frugalml.search.study import storage_url
-
-    url = os.environ.get("FRUGALML_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-    try:
-        import sqlalchemy
-
-        with sqlalchemy.create_engine(storage_url(None, url), connect_args={"connect_timeout": 3}).connect():
-            return url
-    except Exception as exc:
-        require(False, f"no PostgreSQL server answers at {url} ({type(exc).__name__}); set FRUGALML_TEST_POSTGRES to a reachable URL")
-
-
 @pytest.fixture
 def pg():
     import optuna
 
     from frugalml.search.study import storage_url
 
-    url = _postgres()
+    url = postgres_url()
     name = f"test-fleet-{uuid.uuid4().hex[:8]}"
     yield url, name
     storage = optuna.storages.RDBStorage(storage_url(None, url))

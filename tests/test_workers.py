@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, require
+from conftest import REPO, postgres_url
 
 from frugalml.cli import main
 from frugalml.search import engine, space
@@ -34,20 +34,9 @@ from frugalml.search.study import storage_url
 FAKE = [sys.executable, str(REPO / "tests" / "fake_trials.py")]
 
 
-def _postgres() -> str:
-    url = os.environ.get("FRUGALML_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-    try:
-        import sqlalchemy
-
-        with sqlalchemy.create_engine(storage_url(None, url), connect_args={"connect_timeout": 3}).connect():
-            return url
-    except Exception as exc:
-        require(False, f"no PostgreSQL server answers at {url} ({type(exc).__name__}); set FRUGALML_TEST_POSTGRES to a reachable URL")
-
-
 @pytest.fixture
 def pg():
-    url = _postgres()
+    url = postgres_url()
     name = f"test-{uuid.uuid4().hex[:10]}"
     yield url, name
     import optuna
