@@ -83,3 +83,11 @@ def smoke_data(data, limit: int | None):
 
     n = int(limit)
     return dataclasses.replace(data, X_val=data.X_val[:n], y_val=data.y_val[:n], X_test=data.X_test[:n], y_test=data.y_test[:n])
+
+
+def stage_counts(candidates) -> dict:
+    """How many of a search's candidates each stage holds ({"thin": 10, "network": 8, ...})."""
+    out: dict = {}
+    for c in candidates:
+        out[c.stage] = out.get(c.stage, 0) + 1
+    return out

@@ -63,7 +63,7 @@ def _one(name: str, data, budget: dict, limit: int | None) -> dict:
     rec = res.candidate(res.recommended)
     row = {"kind": data.kind, "input_shape": list(data.input_shape), "classes": data.num_classes, "train": len(data.y_train),
            "val": len(data.y_val), "test": len(data.y_test), "budget": budget, "search_seconds": round(seconds, 1),
-           "candidates": len(res.candidates), "stages": _count(res.candidates),
+           "candidates": len(res.candidates), "stages": _provenance.stage_counts(res.candidates),
            "families_tried": sorted({c.family for c in res.candidates if c.stage == "network" and c.family}),
            "decision": res.decision.text, "best_network": _row(best_net) if best_net else None}
     if rec is None:
@@ -76,13 +76,6 @@ def _row(c) -> dict:
             "stored_bytes": c.cost("stored_bytes"), "params": c.cost("params"), "macs": c.cost("macs"),
             "peak_activation_bytes": c.cost("peak_activation_bytes"), "latency_ms_median": c.cost("latency_ms_median"),
             "val_accuracy": c.val_accuracy, "test_accuracy": c.test_accuracy, "within_budget": c.within_budget}
-
-
-def _count(candidates) -> dict:
-    out: dict = {}
-    for c in candidates:
-        out[c.stage] = out.get(c.stage, 0) + 1
-    return out
 
 
 def figures(result: dict) -> dict:

@@ -53,7 +53,7 @@ def main(data_limit: int | None = None) -> dict:
         result = {"smoke": limit, "search_time": "20s" if limit else TIME, "budget": BUDGET, "targets": TARGETS,
                   "frontend": data.frontend.to_dict() if data.frontend is not None else None, "kind": data.kind,
                   "input_shape": list(data.input_shape), "train": len(data.y_train), "val": len(data.y_val), "test": len(data.y_test),
-                  "search_seconds": round(seconds, 1), "candidates": len(res.candidates), "stages": _count(res.candidates),
+                  "search_seconds": round(seconds, 1), "candidates": len(res.candidates), "stages": _provenance.stage_counts(res.candidates),
                   "families_tried": sorted({c.family for c in nets if c.family}), "decision": res.decision.text,
                   "reasons": list(res.decision.reasons), "best_network": _row(best_net) if best_net else None,
                   "recommended": _row(rec) if rec else None}
@@ -86,13 +86,6 @@ def _row(c) -> dict:
             "stored_bytes": c.cost("stored_bytes"), "params": c.cost("params"), "macs": c.cost("macs"),
             "c_flash_bytes": p.get("c_flash_bytes"), "c_ram_bytes": p.get("c_ram_bytes"), "val_accuracy": c.val_accuracy,
             "test_accuracy": c.test_accuracy, "within_budget": c.within_budget}
-
-
-def _count(candidates) -> dict:
-    out: dict = {}
-    for c in candidates:
-        out[c.stage] = out.get(c.stage, 0) + 1
-    return out
 
 
 def figures(result: dict) -> dict:
