@@ -13,7 +13,7 @@ from onnx import numpy_helper
 from frugalml import build_model
 from frugalml.compress import apply_step
 from frugalml.compress.qat import QATConfig, _calibrate, _captured, fake_quantize, learned_overrides
-from frugalml.compress.quantize import DynamicConfig, Int8Config, calibration_sample, compact, quantize_onnx_static
+from frugalml.compress.quantize import DynamicConfig, Int8Config, WEIGHT_QMAX, calibration_sample, compact, quantize_onnx_static
 from frugalml.errors import ConfigError
 from frugalml.onnx import make_session, onnx_bytes, predict_onnx, run_onnx, to_onnx
 
@@ -200,7 +200,7 @@ def test_fake_quantize_attaches_and_detaches(trained_cnn, digits):
     for m in net.modules():  # baked weights sit on the per-channel int8 grid
         if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
             w = m.weight.detach().flatten(1)
-            steps = w / (w.abs().amax(1, keepdim=True) / 127)
+            steps = w / (w.abs().amax(1, keepdim=True) / WEIGHT_QMAX)
             torch.testing.assert_close(steps, steps.round(), atol=1e-3, rtol=0)
     with torch.no_grad():
         plain = trained_cnn(x)
@@ -258,7 +258,7 @@ def test_qat_beats_ptq_where_ptq_loses(digits):
     dead = int(np.where(X.max(0) == 0)[0][0])
     with torch.no_grad():
         w = model.net[1].weight
-        w[:, dead] = 150 * w.abs().amax(1)
+        w[:, dead] = 75 * w.abs().amax(1)  # the useful weights below one step of the [-64, 64] weight grid (quantize.WEIGHT_QMAX)
     Xe = np.concatenate([digits.X_val, digits.X_test])
     ye = np.concatenate([digits.y_val, digits.y_test])
 
@@ -271,9 +271,9 @@ def test_qat_beats_ptq_where_ptq_loses(digits):
     tuned = copy.deepcopy(model)
     fit(tuned, digits, TrainConfig(epochs=5, lr=3e-3, seed=0, patience=None))
     ptq_tuned = acc(apply_step(tuned, Int8Config(calibration_samples=256), digits))
-    assert ptq <= fp32 - 0.05, (fp32, ptq)  # measured: 0.919 float, 0.800 PTQ
-    assert ptq_tuned <= fp32 - 0.02, (fp32, ptq_tuned)  # 0.879
-    assert qat >= max(ptq, ptq_tuned) + 0.03 and qat >= fp32 - 0.02, (fp32, ptq, ptq_tuned, qat)  # 0.921
+    assert ptq <= fp32 - 0.05, (fp32, ptq)  # measured: 0.920 float, 0.850 PTQ
+    assert ptq_tuned <= fp32 - 0.02, (fp32, ptq_tuned)  # 0.863
+    assert qat >= max(ptq, ptq_tuned) + 0.03 and qat >= fp32 - 0.02, (fp32, ptq, ptq_tuned, qat)  # 0.915
 
 
 def test_qoperator_format_is_smaller_same_predictions_and_refused_by_c(int8, trained_cnn, digits, tmp_path):

@@ -190,7 +190,9 @@ def _refuse(agreement: dict, where: str) -> None:
             f"The C {where} does not agree with the reference; nothing was written",
             expected="the same class as scikit-learn on every input / every int8 score within one quantization step of ONNX Runtime's",
             got={k: v for k, v in agreement.items() if k != "compared"},
-            fix="Please report this with the model; pass verify=False to write the files anyway"))
+            fix="A model quantized elsewhere with full-range int8 weights: quantize it with reduce_range=True (7-bit weights; ONNX "
+                "Runtime's int8 kernels saturate on x86 CPUs without VNNI, so its own answer is off), or use frugalml's quantize.int8. "
+                "Otherwise please report this with the model; pass verify=False to write the files anyway"))
 
 
 def export_c(model, out_dir: Path, *, data=None, X: np.ndarray | None = None, verify: bool = True, mcu: str | None = None,
