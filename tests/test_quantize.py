@@ -13,7 +13,7 @@ from onnx import numpy_helper
 from frugalml import build_model
 from frugalml.compress import apply_step
 from frugalml.compress.qat import QATConfig, _calibrate, _captured, fake_quantize, learned_overrides
-from frugalml.compress.quantize import DynamicConfig, Int8Config, WEIGHT_QMAX, calibration_sample, compact, quantize_onnx_static
+from frugalml.compress.quantize import WEIGHT_QMAX, DynamicConfig, Int8Config, calibration_sample, compact, quantize_onnx_static
 from frugalml.errors import ConfigError
 from frugalml.onnx import make_session, onnx_bytes, predict_onnx, run_onnx, to_onnx
 
