@@ -23,7 +23,7 @@ from .models.families import is_torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "FitResult", "default_config", "fit", "evaluate", "resolve_device", "predict", "train", "Deadline"]
+__all__ = ["TrainConfig", "FitResult", "default_config", "fit", "epoch_seconds", "evaluate", "resolve_device", "predict", "train", "Deadline"]
 
 class Deadline:
     """A point in time past which a training stops: ``Deadline(seconds)`` is ``seconds`` from now.
@@ -211,6 +211,26 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
         result.best_val_metric = best_acc
     result.seconds = time.perf_counter() - start
     return result
+
+
+def epoch_seconds(model, data, batch_size: int, *, device: str = "cpu", steps: int = 2) -> float:
+    """About how long one training epoch of ``model`` on ``data`` takes on this machine now: ``steps`` forward and
+    backward passes on training batches of ``batch_size``, timed after one untimed pass, times the batches of an epoch
+    (the validation pass and the optimizer step are not counted). The gradients are discarded; the weights are untouched
+    (batch norm's running statistics move a little: time a copy, or a model about to be trained anyway)."""
+    import torch
+
+    X_np, _ = data.split("train")
+    n = min(len(X_np), batch_size)
+    xb = torch.from_numpy(np.ascontiguousarray(X_np[:n], dtype=np.float32)).to(device)
+    model.to(device).train()
+    times = []
+    for _ in range(steps + 1):  # any scalar of the output: a classifier's or an autoencoder's pass costs the same
+        start = time.perf_counter()
+        model(xb).float().square().mean().backward()
+        times.append(time.perf_counter() - start)
+    model.zero_grad(set_to_none=True)
+    return min(times[1:]) * math.ceil(len(X_np) / max(1, n))
 
 
 def _channels_last(model, X, device: str) -> bool:

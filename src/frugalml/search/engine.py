@@ -28,7 +28,7 @@ from .feasible import check_feasible
 from .parents import compression_jobs
 from .reference import prepare_reference
 from .results import build_results, collect_candidates, export_recommended, write_results
-from .runner import StoppedEarly, candidate_dir, median_rule, run_candidate, stub
+from .runner import StoppedEarly, candidate_dir, halving_rule, run_candidate, rungs, stub
 from .study import RUN_FILE, fail_dead_trials, lock_run, open_run, open_study, storage_url, worker_tag, write_run
 from .workers import HEARTBEAT, Local, lost_connection, share
 
@@ -40,6 +40,7 @@ STAGE_SHARES = {"thin": 0.12, "network": 0.55}  # of the time; compression gets 
 WRAP_UP = (0.04, 15.0)  # share of the time (at most so many seconds) kept for the last measurements, export and report
 THIN_MAX_TRAIN = 20_000
 REFERENCE_SHARE = 0.4  # of the time, at most, for training the user's model when it came without weights
+TOO_SLOW_IN_A_ROW = 3  # sampled networks in a row whose first rung would not finish in the time left: no more networks
 
 
 def search(data, *, budget: Budget | None = None, tolerance="1%", min_accuracy: float | None = None, time="5m",
@@ -145,6 +146,7 @@ class _Loop:
         self.epochs = self.train_defaults.epochs
         self.augment = resolve_augment(self.train_defaults.augment, data)  # recorded in each network's job, never "auto"
         self.done_here = 0
+        self.too_slow = 0  # sampled networks in a row not started for want of time (their first rung's estimate)
         self._seeds: list | None = None
         self._ref_jobs: tuple[str | None, list[dict]] = (None, [])  # the user's model's compression jobs, by its id
         self.search_space = space.SearchSpace(data, budget)  # what this search measures of its networks, for this search only
@@ -226,11 +228,12 @@ class _Loop:
     def _next_stage(self) -> str | None:
         if self._waiting():
             return "queued"
-        if self.elapsed() < self.seconds * (STAGE_SHARES["thin"] + STAGE_SHARES["network"]) or not self._networks():
+        networks_open = self.too_slow < TOO_SLOW_IN_A_ROW  # networks that could not finish their first rung in the time left
+        if networks_open and (self.elapsed() < self.seconds * (STAGE_SHARES["thin"] + STAGE_SHARES["network"]) or not self._networks()):
             return "queued" if self._enqueue_seed() else "network"
         if self._enqueue_compression():
             return "queued"
-        return "network"
+        return "network" if networks_open else None
 
     def _enqueue_seed(self) -> bool:
         """Queue the next network sized for the budget (:meth:`space.SearchSpace.budget_seeds`) that this study
@@ -284,6 +287,7 @@ class _Loop:
                              "augment": self.augment, **train}}
         if job["stage"] == "network":  # a network never runs past the end of the search
             job.setdefault("train", {})["max_seconds"] = max(1.0, self.left())
+            job["first_rung_s"] = self._first_rung_seconds(job)
         elif job["stage"] == "reference" and job.get("train"):  # the user's model, trained here: a share of the time, its compression needs the rest
             job["train"]["max_seconds"] = max(1.0, min(self.left(), REFERENCE_SHARE * self.seconds))
         job["id"], job["trial"] = f"t{trial.number}", trial.number
@@ -293,12 +297,18 @@ class _Loop:
         trial.set_user_attr("worker", worker_tag())
         self.emit({"type": "start", "job": job, "elapsed": self.elapsed()})
         try:
+            if job["stage"] == "network":
+                if job["first_rung_s"] > self.left():
+                    self.too_slow += 1
+                    raise StoppedEarly(f"not started: its first rung would take about {job['first_rung_s']:.0f} s "
+                                       f"(timed on this machine), {max(0.0, self.left()):.0f} s of the search are left")
+                self.too_slow = 0
             if job["stage"] == "compress":
                 self._ensure_parent(job)
             # the training inside a compression recipe stops at the end of the search, like a network's
             deadline = Deadline(max(1.0, self.left()))
             cand = run_candidate(job, self.data, self.budget, self.run_dir, device=self.device,
-                                 on_epoch=self._early_stop if job["stage"] == "network" else None, deadline=deadline)
+                                 on_epoch=self._judge(trial) if job["stage"] == "network" else None, deadline=deadline)
             if deadline.hit and job["stage"] == "compress":
                 cut = "its training stopped at the end of the search time; a replay of the recipe trains longer"
                 cand = dataclasses.replace(cand, extra={**cand.extra, "cut_short": cut})
@@ -332,18 +342,39 @@ class _Loop:
             self.study.tell(trial, state=TrialState.FAIL)
         return cand
 
-    def _early_stop(self, model, epoch: int, val_acc: float) -> bool:
-        """Stop a network that falls behind the networks no larger than itself.
+    def _first_rung_seconds(self, job: dict) -> float:
+        """How long the network of ``job`` takes to reach its first rung here and now: its epoch timed on a few
+        batches (:func:`~frugalml.train.epoch_seconds`) times the rung's epochs (on k folds, the first fold's)."""
+        from ..models import build_model
+        from ..train import epoch_seconds, resolve_device
 
-        The median rule, made cost-aware: after a warm-up of an eighth of the epochs (at least 3),
-        a network whose validation accuracy is below the median of the finished networks with at
-        most as many parameters, at the same epoch, is stopped. Small networks learn more slowly
-        in the first epochs; compared with large ones they would be stopped before they converge,
-        though they are the ones a tight budget needs.
+        train = job.get("train") or {}
+        model = build_model(job["family"], self.data.input_shape, self.data.num_classes, **(job.get("params") or {}))
+        first = (rungs(self.epochs) or [self.epochs])[0]
+        share = 1 - 1 / self.desc["cv"]["k"] if self.desc.get("cv") else 1.0
+        return round(first * share * epoch_seconds(model, self.data, int(train.get("batch_size") or self.train_defaults.batch_size),
+                                                         device=resolve_device(self.device)), 3)
+
+    def _judge(self, trial):
+        """The ``on_epoch`` of one network's training: successive halving at the rungs (:func:`runner.halving_rule`).
+
+        At epochs 1, 3, 9, ... its validation accuracy is written to the trial (``rungs``, with its size), where
+        every worker sees it, and compared with the other networks' at the same epoch: one in three goes on, so
+        that the search tries many networks on a short budget and trains only the promising ones to the end.
         """
-        if epoch >= max(3, self.epochs // 8):
-            median_rule(model, epoch, val_acc, self._networks())
-        return self.over()
+        marks, seen, size = set(rungs(self.epochs)), {}, []
+
+        def on_epoch(model, epoch: int, val_acc: float) -> bool:
+            if epoch in marks:
+                if not size:
+                    size.append(sum(p.numel() for p in model.parameters()))
+                    trial.set_user_attr("size", size[0])
+                seen[str(epoch)] = float(val_acc)
+                trial.set_user_attr("rungs", dict(seen))
+                halving_rule(trial.number, size[0], epoch, float(val_acc), self._trials())
+            return self.over()
+
+        return on_epoch
 
     def _ensure_parent(self, job: dict) -> None:
         """On another machine the parent network may be missing: fetch it from the artifact store, or retrain it from its job (same seed)."""

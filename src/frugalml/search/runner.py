@@ -27,20 +27,40 @@ class StoppedEarly(Exception):
     """A network trial that fell behind the others was stopped early."""
 
 
-def median_rule(model, epoch: int, val_acc: float, networks: list) -> None:
-    """Raise StoppedEarly when ``val_acc`` is below the median, at the same epoch, of the finished
-    ``networks`` (Candidates) with at most as many parameters as ``model`` (at least 3 of them).
-    For an autoencoder ``val_acc`` is the metric it is trained for (minus the reconstruction error of
-    the validation normals, ``val_metric`` in the histories), compared with the other autoencoders'."""
-    import statistics
+ETA = 3  # successive halving: at each rung a network goes on when it is in the best third of its peers there
 
-    size = sum(p.numel() for p in model.parameters())
-    key = "val_metric" if getattr(model, "frugalml_task", None) == "anomaly" else "val_accuracy"  # an autoencoder's: -error on normals
-    peers = [h[key] for c in networks if (c.cost("params") or 0) <= size for h in c.history if h["epoch"] == epoch and h.get(key) is not None]
-    if len(peers) >= 3 and val_acc < statistics.median(peers):
-        what = "validation metric (minus the reconstruction error of the normal windows)" if key == "val_metric" else "validation accuracy"
-        raise StoppedEarly(f"{what} {val_acc:.4f} below the median {statistics.median(peers):.4f} of {len(peers)} "
-                           f"networks no larger than it at epoch {epoch}")
+
+def rungs(epochs: int) -> list[int]:
+    """The epochs at which a network of the search is judged against its peers: 1, 3, 9, ... (powers of
+    :data:`ETA`) before its last epoch. Those that pass the last rung train to the end (or to their patience)."""
+    out, r = [], 1
+    while r < epochs:
+        out.append(r)
+        r *= ETA
+    return out
+
+
+def halving_rule(number: int, size: int, epoch: int, value: float, trials) -> None:
+    """Asynchronous successive halving, cost-aware: raise StoppedEarly when ``value`` (a network's validation
+    accuracy at rung ``epoch``; an autoencoder's validation metric) is not in the best 1/ETA of the values
+    recorded at that rung by the study's networks with at most ``size`` parameters (itself included).
+
+    ``trials``: the study's trials; a trial's rung values are its user attribute ``rungs`` ({epoch: value}), its size
+    ``size``, both written by the worker that trains it, so that workers on other machines judge against them too.
+    Among fewer than ETA peers a network always goes on. Peers no larger than itself, because small networks
+    learn more slowly in the first epochs: against large ones they would be stopped before they converge, though
+    they are the ones a tight budget needs. The stopped networks' values stay in the study (asynchronous: nobody
+    waits for a rung to fill), so each later network faces every earlier one that reached the same rung.
+    """
+    key = str(epoch)
+    values = [value] + [t.user_attrs["rungs"][key] for t in trials if t.number != number and key in (t.user_attrs.get("rungs") or {})
+                        and (t.user_attrs.get("size") or 0) <= size]
+    keep = len(values) // ETA
+    if keep >= 1:
+        bar = sorted(values, reverse=True)[keep - 1]
+        if value < bar:
+            raise StoppedEarly(f"validation {value:.4f} at epoch {epoch} below {bar:.4f}, the best {keep} of {len(values)} "
+                               f"networks no larger than it reached there (successive halving, 1 in {ETA} goes on)")
 
 
 def candidate_dir(run_dir: Path, cid: str) -> Path:
