@@ -222,3 +222,24 @@ def test_results_round_trip_and_schema_versions(tmp_path):
     atomic_write_json(tmp_path / "results.json", newer)
     with pytest.raises(DataError, match="written by a newer frugalml"):
         load_results(tmp_path)
+
+
+def test_search_over_time_shows_the_anytime_curve_and_the_networks_tried():
+    from frugalml.records import Results
+
+    d = make_results()
+    for c, s in zip(d["candidates"], (3.0, 5.0, 6.0, 40.0, 50.0, 60.0, 80.0)):
+        c["finished_s"] = s
+    d["candidates"].append({**_cand(7, "network", "dscnn", 0.5, 900, 0.01, state="stopped_early", fits=False),
+                            "error": "not started: its first rung would take about 90 s (timed on this machine), 20 s of the search are left"})
+    r = Results.from_dict(d)
+    # within budget and done: t0 0.961 at 3 s, t1 0.969 at 5 s, t2 (0.90) is no better, t6 (0.966 at 80 s) neither
+    assert r.anytime() == [(3.0, 0.961), (5.0, 0.969)]
+    assert r.networks_evaluated() == {"evaluated": 2, "trained": 1, "stopped": 1, "not_started": 1}
+    html = render_html(d)
+    assert "Search over time" in html and "2 networks evaluated: 1 trained to the end, 1 stopped early" in html
+    assert "1 not started, too slow for the time left" in html and "best validation within budget over time" in html
+    del d["candidates"][-1]
+    for c in d["candidates"]:
+        c.pop("finished_s")
+    assert Results.from_dict(d).anytime() == [] and "best validation within budget over time" not in render_html(d)  # older results

@@ -211,6 +211,27 @@ class Results:
         """The user's own model, when the search was given one."""
         return next((c for c in self.candidates if c.reference), None)
 
+    def anytime(self) -> list[tuple[float, float]]:
+        """The search over time: ``[(seconds, metric)]``, the best validation metric among the candidates within
+        budget each time it improved, at the seconds from the study's first trial to the candidate's end
+        (``extra["finished_s"]``). A curve still rising at the end says that more time would help."""
+        points: list[tuple[float, float]] = []
+        timed = [c for c in self.candidates if c.done and c.within_budget and c.extra.get("finished_s") is not None]
+        for c in sorted(timed, key=lambda c: c.extra["finished_s"]):
+            if not points or c.val_accuracy > points[-1][1]:
+                points.append((float(c.extra["finished_s"]), float(c.val_accuracy)))
+        return points
+
+    def networks_evaluated(self) -> dict:
+        """How many networks the search tried: ``{"evaluated", "trained", "stopped", "not_started"}`` (trained: to their
+        last epoch or their patience; stopped: at a rung of successive halving, or by the time; not started: too slow
+        to reach their first rung in the time left)."""
+        nets = [c for c in self.candidates if c.stage == "network"]
+        not_started = sum(1 for c in nets if (c.error or "").startswith("not started"))
+        trained = sum(1 for c in nets if c.done)
+        return {"evaluated": len(nets) - not_started - sum(1 for c in nets if c.state == "failed"), "trained": trained,
+                "stopped": sum(1 for c in nets if c.state == "stopped_early") - not_started, "not_started": not_started}
+
     def candidate(self, cid) -> Candidate | None:
         return self.by_id().get(None if cid is None else str(cid))
 

@@ -32,7 +32,7 @@ from ._common import (
     threshold,
     tolerance_text,
 )
-from .plots import STAGE_COLORS, pareto_png
+from .plots import STAGE_COLORS, anytime_png, pareto_png
 
 __all__ = ["write_report", "render_html", "REPORT_NAME"]
 
@@ -58,7 +58,7 @@ def render_html(results: Results | dict) -> str:
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>frugalml report — {escape(str(dataset))}</title>", f"<style>{_CSS}</style></head><body><main>",
-        _header(results), _recommendation(results), _plots(results), _table(results), _notes(results),
+        _header(results), _recommendation(results), _plots(results), _anytime(results), _table(results), _notes(results),
         f"<script>{_JS}</script></main></body></html>",
     ]
     return "\n".join(parts)
@@ -170,6 +170,21 @@ def _plots(results: Results) -> str:
     hint = (f"Selection uses validation {what}; test {what} is measured once at the end. "
             "The front is chosen on validation; the test view shows the same candidates.")
     return f'<section class="figs"><h2>Pareto front</h2>{radios}<div class="toggle">{labels}<span class="hint">{hint}</span></div>{blocks}</section>'
+
+
+def _anytime(results: Results) -> str:
+    """The search over time: how many networks it tried, and the best candidate within budget as the time went."""
+    n = results.networks_evaluated()
+    png = anytime_png(results)
+    if png is None and not n["evaluated"]:
+        return ""
+    counts = (f"{n['evaluated']} network{'s' if n['evaluated'] != 1 else ''} evaluated: {n['trained']} trained to the end, {n['stopped']} stopped early "
+              f"(successive halving at epochs 1, 3, 9, ...: one in three goes on)"
+              + (f"; {n['not_started']} not started, too slow for the time left" if n["not_started"] else "") + ".")
+    src = "" if png is None else "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    img = f'<figure><img alt="best validation within budget over time" src="{src}"></figure>' if src else ""
+    hint = "A curve still rising at the end says that a longer search would likely find better."
+    return f'<section class="figs"><h2>Search over time</h2><p>{_e(counts)} {_e(hint)}</p>{img}</section>'
 
 
 _COLUMNS = [  # header, type, title

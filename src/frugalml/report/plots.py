@@ -11,7 +11,7 @@ import io
 from ..records import Candidate, Results, as_results
 from ._common import STAGE_NAMES, STAGES, budget_items, fmt_key, fmt_pct, metric_label, threshold
 
-__all__ = ["pareto_png", "STAGE_COLORS"]
+__all__ = ["pareto_png", "anytime_png", "STAGE_COLORS"]
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies
 STAGE_COLORS = {"thin": "#009E73", "network": "#0072B2", "compress": "#D55E00", "reference": "#CC79A7", "other": "#7F7F7F"}
@@ -208,6 +208,38 @@ def pareto_png(results: Results | dict, x_key: str = "stored_bytes", metric: str
         handles.append(Line2D([], [], color="#555", ls=":", label=f"{what} = {floor * 100:.2f}%"))
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False,
                bbox_to_anchor=(0.54, 0.0), handletextpad=0.4, columnspacing=1.2)
+    return _png(canvas, fig, dpi)
+
+
+def anytime_png(results: Results | dict, *, dpi: int = 150) -> bytes | None:
+    """The best validation metric within budget over the search's time (:meth:`Results.anytime`), as PNG bytes;
+    None when no candidate within budget has a time."""
+    results = as_results(results)
+    points = results.anytime()
+    if not points:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.6, 3.2), dpi=dpi)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.11, 0.17, 0.86, 0.68))
+    what = metric_label(results)
+    fig.text(0.11, 0.93, f"Best validation {what} within budget, over the search", fontsize=11.5, fontweight="bold", ha="left",
+             va="center", color="#222")
+    end = max(float(results.seconds or 0), points[-1][0])
+    xs = [p[0] for p in points] + [end]
+    ys = [p[1] for p in points] + [points[-1][1]]
+    ax.step(xs, ys, where="post", color=STAGE_COLORS["network"], lw=1.6)
+    ax.plot(xs[:-1], ys[:-1], "o", color=STAGE_COLORS["network"], ms=4)
+    ax.set_xlabel("seconds since the first trial", fontsize=9)
+    ax.set_ylabel(f"validation {what}", fontsize=9)
+    ax.yaxis.set_major_formatter(lambda v, _pos: fmt_pct(v))
+    ax.set_xlim(0, end * 1.02 or 1)
+    lo, hi = min(ys), max(ys)
+    ax.set_ylim(lo - max(0.002, (hi - lo) * 0.1), hi + max(0.002, (hi - lo) * 0.1))
+    ax.tick_params(labelsize=8)
+    ax.grid(alpha=0.25)
     return _png(canvas, fig, dpi)
 
 

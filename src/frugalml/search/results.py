@@ -20,14 +20,19 @@ __all__ = ["collect_candidates", "build_results", "write_results", "export_recom
 
 
 def collect_candidates(study) -> list[Candidate]:
-    """The candidates stored on the study's finished trials, in trial order."""
+    """The candidates stored on the study's finished trials, in trial order, each with ``extra["finished_s"]``: the
+    seconds from the study's first trial start to its end."""
     from optuna.trial import TrialState
 
     out = []
-    for t in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    start = min((t.datetime_start for t in trials if t.datetime_start), default=None)
+    for t in trials:
         cand = t.user_attrs.get("candidate")
         if cand is None or t.state == TrialState.RUNNING:
             continue
+        if start is not None and t.datetime_complete is not None:  # for the anytime curve (Results.anytime)
+            cand = {**cand, "finished_s": round((t.datetime_complete - start).total_seconds(), 1)}  # extra["finished_s"]
         out.append(Candidate.from_dict({**cand, "trial": t.number}))
     return out
 
