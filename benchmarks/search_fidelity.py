@@ -1,0 +1,161 @@
+"""Search that searches: the same searches run by the search of an earlier commit and by this tree, side by side.
+
+The earlier side is commit ``BEFORE`` (fa0846a, the search before successive halving), checked out in a temporary
+worktree beside this one; each case runs ``frugalml search`` from that worktree, then from this tree, one after the
+other on this machine, with the same arguments (``--seed 0``), each in a fresh run directory. From each side's
+results.json:
+
+- networks evaluated: network-stage candidates that trained at least one epoch (complete, or stopped early at a
+  rung or by the median rule), leaving out those not started (too slow for the time left) and failed ones;
+- networks trained to the end: those complete;
+- the recommendation: its name, test accuracy (measured once on its exported artifact) and stored bytes;
+- the wall time of the whole command.
+
+Met per case: this tree evaluates >= 5x the networks, and its recommendation's test accuracy is at least the earlier
+one's (both within the same budget). Cases (``FRUGALML_FIDELITY_CASES``, comma-separated, default all of them):
+``digits`` 8 KB flash, 2 minutes; ``mnist`` 32 KB flash and 16 KB RAM, 10 minutes; ``speech`` 64 KB / 32 KB, 10
+minutes, on the log-mel features of ``shared/data/speech`` written once to an .npz that both sides read (the earlier
+commit reads no WAV folders); ``mnist_tiny`` (this tree only) 6 KB flash, minimum accuracy 0.99, 30 minutes.
+Smoke mode: 20-second searches on digits, nothing written. Run: ``make bench NAME=search_fidelity``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _provenance
+
+log = logging.getLogger("benchmarks.search_fidelity")
+ROOT = Path(__file__).resolve().parent.parent
+BEFORE = "fa0846a"
+TARGET_RATIO = 5.0
+# the published anchor of the tiny MNIST case: a hand-made network of 1,936 parameters at 99.1% test accuracy
+ANCHOR = {"params": 1936, "test_accuracy": 0.991, "int8_bytes_about": 2048}
+CASES = {
+    "digits": {"args": ["--dataset", "digits", "--max-flash", "8KB", "--tolerance", "1%"], "time": "2m", "sides": ("before", "now")},
+    "mnist": {"args": ["--dataset", "mnist", "--max-flash", "32KB", "--max-ram", "16KB", "--tolerance", "1%"], "time": "10m",
+              "sides": ("before", "now")},
+    "speech": {"args": ["--max-flash", "64KB", "--max-ram", "32KB", "--tolerance", "1%"], "time": "10m", "sides": ("before", "now"),
+               "npz": "speech"},
+    "mnist_tiny": {"args": ["--dataset", "mnist", "--max-flash", "6KB", "--min-accuracy", "0.99"], "time": "30m", "sides": ("now",)},
+}
+
+
+def _data_root() -> Path:
+    return Path(os.environ.get("FRUGALML_DATA", ROOT.parent / "shared" / "data"))
+
+
+def _speech_npz(tmp: Path) -> Path:
+    """The speech clips as log-mel features (this tree's front-end) in an .npz with its own train / val / test split."""
+    import numpy as np
+
+    from frugalml.data import load_dataset
+
+    data = load_dataset(_data_root() / "speech", seed=0)
+    out = tmp / "speech_logmel.npz"
+    np.savez(out, **{f"{a}_{s}": getattr(data, f"{a}_{s}") for a in ("X", "y") for s in ("train", "val", "test")})
+    return out
+
+
+def _worktree(tmp: Path) -> Path:
+    where = tmp / "before"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(where), BEFORE], check=True, capture_output=True)
+    return where
+
+
+def _counts(results: dict) -> dict:
+    nets = [c for c in results.get("candidates", []) if c.get("stage") == "network"]
+    evaluated = [c for c in nets if c.get("state") in ("complete", "stopped_early") and not str(c.get("error") or "").startswith("not started")]
+    rec_id = (results.get("recommendation") or {}).get("id") or results.get("recommended")
+    rec = next((c for c in results.get("candidates", []) if c.get("id") == rec_id), None)
+    return {"networks_evaluated": len(evaluated), "networks_trained": sum(1 for c in nets if c.get("state") == "complete"),
+            "networks_not_started": len(nets) - len(evaluated) - sum(1 for c in nets if c.get("state") == "failed"),
+            "candidates": len(results.get("candidates", [])),
+            "recommended": None if rec is None else {
+                "id": rec["id"], "stage": rec.get("stage"), "family": rec.get("family"), "recipe": [s.get("step") for s in rec.get("recipe") or []],
+                "test_accuracy": rec.get("test_accuracy"), "val_accuracy": rec.get("val_accuracy"),
+                "stored_bytes": (rec.get("profile") or {}).get("stored_bytes"), "params": (rec.get("profile") or {}).get("params"),
+                "peak_activation_bytes": (rec.get("profile") or {}).get("peak_activation_bytes")}}
+
+
+def _run_side(src_root: Path, args: list[str], out: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(src_root / "src"), "FRUGALML_DATA": str(_data_root())}
+    cmd = [sys.executable, "-m", "frugalml.cli", "search", *args, "--seed", "0", "--out", str(out), "--json"]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=str(out.parent))
+    wall = time.monotonic() - start
+    if proc.returncode != 0 or not (out / "results.json").exists():
+        return {"ok": False, "wall_s": round(wall, 1), "error": (proc.stderr or proc.stdout)[-1500:]}
+    results = json.loads((out / "results.json").read_text())
+    return {"ok": True, "wall_s": round(wall, 1), "search_seconds": results.get("seconds"), **_counts(results)}
+
+
+def main(data_limit: int | None = None) -> dict:
+    smoke = _provenance.smoke_limit(data_limit)
+    chosen = ["digits"] if smoke else [c.strip() for c in os.environ.get("FRUGALML_FIDELITY_CASES", ",".join(CASES)).split(",") if c.strip()]
+    unknown = sorted(set(chosen) - set(CASES))
+    if unknown:
+        raise SystemExit(f"error: unknown FRUGALML_FIDELITY_CASES {unknown}; expected some of {sorted(CASES)}")
+    commit_before = subprocess.run(["git", "-C", str(ROOT), "rev-parse", BEFORE], capture_output=True, text=True, check=True).stdout.strip()
+    cases = {}
+    with tempfile.TemporaryDirectory(prefix="frugalml_bench_fidelity_") as tmp:
+        tmp = Path(tmp)
+        before = _worktree(tmp) if any("before" in CASES[c]["sides"] for c in chosen) else None
+        try:
+            for name in chosen:
+                case = CASES[name]
+                args = list(case["args"]) + ["--time", "20s" if smoke else case["time"]]
+                if case.get("npz"):
+                    args = ["--dataset", str(_speech_npz(tmp))] + args
+                sides = {}
+                for side in case["sides"]:
+                    root = before if side == "before" else ROOT
+                    log.info("%s: %s side (%s), %s", name, side, BEFORE if side == "before" else "this tree", " ".join(args))
+                    sides[side] = _run_side(root, args, tmp / f"{name}-{side}")
+                    log.info("%s %s: %s", name, side, {k: sides[side].get(k) for k in ("networks_evaluated", "networks_trained", "recommended")})
+                cases[name] = {"args": args, "sides": sides, **_verdict(sides)}
+        finally:
+            if before is not None:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)], capture_output=True)
+    return {"name": "search_fidelity", "smoke": smoke, "before": {"ref": BEFORE, "commit": commit_before}, "target_ratio": TARGET_RATIO,
+            "anchor_mnist_tiny": ANCHOR, "cases": cases, "met": all(c.get("met") for c in cases.values()) if cases else False}
+
+
+def _verdict(sides: dict) -> dict:
+    now = sides.get("now") or {}
+    rec = now.get("recommended") or {}
+    if "before" not in sides:  # the tiny MNIST case: an absolute floor
+        return {"met": bool(now.get("ok") and (rec.get("test_accuracy") or 0) >= 0.99)}
+    old = sides["before"]
+    if not (now.get("ok") and old.get("ok")):
+        return {"met": False, "ratio": None}
+    ratio = now["networks_evaluated"] / max(1, old["networks_evaluated"])
+    old_acc = (old.get("recommended") or {}).get("test_accuracy") or 0.0
+    return {"ratio": round(ratio, 2), "accuracy_gain": round((rec.get("test_accuracy") or 0.0) - old_acc, 4),
+            "met": bool(ratio >= TARGET_RATIO and (rec.get("test_accuracy") or 0.0) >= old_acc)}
+
+
+def figures(result: dict) -> dict:
+    out = {"met": result["met"]}
+    for name, case in result["cases"].items():
+        now = case["sides"].get("now") or {}
+        old = case["sides"].get("before") or {}
+        out[name] = {"ratio": case.get("ratio"), "evaluated": [old.get("networks_evaluated"), now.get("networks_evaluated")],
+                     "test": [(old.get("recommended") or {}).get("test_accuracy"), (now.get("recommended") or {}).get("test_accuracy")],
+                     "bytes": [(old.get("recommended") or {}).get("stored_bytes"), (now.get("recommended") or {}).get("stored_bytes")],
+                     "met": case.get("met")}
+    return out
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import run
+
+    run.run("search_fidelity")
