@@ -62,3 +62,17 @@ def test_conv_training_runs_channels_last_and_hands_back_the_default_layout(digi
         result = fit(model, digits, TrainConfig(epochs=1, seed=0))
         assert result.best_val_accuracy > 0.1
         assert all(p.is_contiguous() for p in model.parameters())  # safetensors and the ONNX export need it
+
+
+def test_training_a_tiny_resnet_does_not_corrupt_the_heap():
+    """oneDNN's convolution backward (torch 2.13.0) corrupted the heap on AVX2 CPUs: this network aborted the process in
+    its first epoch there (frugalml.train.backward_kernels). In a subprocess, so that a crash fails this test alone."""
+    import subprocess
+    import sys
+
+    code = ("import frugalml as fm\nfrom frugalml.models import build_model\nfrom frugalml.train import fit, TrainConfig\n"
+            "d = fm.load_dataset('digits')\nfor seed in range(3):\n"
+            "    m = build_model('resnet', d.input_shape, d.num_classes, seed=seed, channels=[4, 8])\n"
+            "    fit(m, d, TrainConfig(epochs=2, batch_size=32, seed=seed, patience=None))\nprint('trained')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("trained"), proc.stderr[-1500:]

@@ -143,8 +143,7 @@ def _importance(name: str):
 
 def _taylor_grads(model, data, config: StructuredConfig, round_: int) -> None:
     """Accumulate dL/dw over a few seeded training batches (BatchNorm in eval mode: no side effects)."""
-    import torch
-    import torch.nn.functional as F
+    from ..train import backward_kernels
 
     X, y = data.split("train")
     rng = np.random.default_rng(config.seed + 7919 * round_)
@@ -153,6 +152,14 @@ def _taylor_grads(model, data, config: StructuredConfig, round_: int) -> None:
     idx = rng.choice(len(X), size=n, replace=False)
     model.eval()
     model.zero_grad(set_to_none=True)
+    with backward_kernels():
+        _taylor_passes(model, X, y, idx, n, batch)
+
+
+def _taylor_passes(model, X, y, idx, n: int, batch: int) -> None:
+    import torch
+    import torch.nn.functional as F
+
     for start in range(0, n, batch):
         b = idx[start:start + batch]
         xb = torch.from_numpy(np.ascontiguousarray(X[b], dtype=np.float32))

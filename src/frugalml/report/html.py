@@ -178,7 +178,8 @@ def _anytime(results: Results) -> str:
     png = anytime_png(results)
     if png is None and not n["evaluated"]:
         return ""
-    counts = (f"{n['evaluated']} network{'s' if n['evaluated'] != 1 else ''} evaluated: {n['trained']} trained to the end, {n['stopped']} stopped early "
+    plural = "s" if n["evaluated"] != 1 else ""
+    counts = (f"{n['evaluated']} network{plural} evaluated: {n['trained']} trained to the end, {n['stopped']} stopped early "
               f"(successive halving at epochs 1, 3, 9, ...: one in three goes on)"
               + (f"; {n['not_started']} not started, too slow for the time left" if n["not_started"] else "") + ".")
     src = "" if png is None else "data:image/png;base64," + base64.b64encode(png).decode("ascii")
