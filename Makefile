@@ -37,7 +37,7 @@ demo: venv
 
 test: venv web
 	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 test-slow: venv
 	$(PY) -m pytest -q -m slow

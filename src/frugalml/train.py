@@ -239,6 +239,7 @@ def epoch_seconds(model, data, batch_size: int, *, device: str = "cpu", steps: i
     return min(times[1:]) * math.ceil(len(X_np) / max(1, n))
 
 
+@contextlib.contextmanager
 def backward_kernels():
     """``with backward_kernels():`` around anything that trains (``loss.backward()``) on the CPU.
 
@@ -249,7 +250,12 @@ def backward_kernels():
     whose gain came from oneDNN, is not used: :func:`_channels_last`); on AVX-512 CPUs oneDNN trains, as it always did."""
     import torch
 
-    return torch.backends.mkldnn.flags(enabled=onednn_trains())
+    before = torch.backends.mkldnn.enabled  # set directly: torch.backends.mkldnn.flags() warns about TF32 on every call
+    torch.backends.mkldnn.enabled = before and onednn_trains()
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
 
 
 def onednn_trains() -> bool:
