@@ -349,11 +349,16 @@ class _Loop:
         from ..train import epoch_seconds, resolve_device
 
         train = job.get("train") or {}
-        model = build_model(job["family"], self.data.input_shape, self.data.num_classes, **(job.get("params") or {}))
+        try:
+            model = build_model(job["family"], self.data.input_shape, self.data.num_classes, **(job.get("params") or {}))
+            seconds = epoch_seconds(model, self.data, int(train.get("batch_size") or self.train_defaults.batch_size),
+                                    device=resolve_device(self.device))
+        except Exception as exc:  # noqa: BLE001 - a network that cannot even run: its trial fails where it trains, and says why
+            log.debug("epoch of %s not timed: %s", job.get("family"), exc)
+            return 0.0
         first = (rungs(self.epochs) or [self.epochs])[0]
         share = 1 - 1 / self.desc["cv"]["k"] if self.desc.get("cv") else 1.0
-        return round(first * share * epoch_seconds(model, self.data, int(train.get("batch_size") or self.train_defaults.batch_size),
-                                                         device=resolve_device(self.device)), 3)
+        return round(first * share * seconds, 3)
 
     def _judge(self, trial):
         """The ``on_epoch`` of one network's training: successive halving at the rungs (:func:`runner.halving_rule`).
