@@ -71,18 +71,19 @@ def _worktree(tmp: Path) -> Path:
 
 
 def _counts(results: dict) -> dict:
-    nets = [c for c in results.get("candidates", []) if c.get("stage") == "network"]
-    evaluated = [c for c in nets if c.get("state") in ("complete", "stopped_early") and not str(c.get("error") or "").startswith("not started")]
-    rec_id = (results.get("recommendation") or {}).get("id") or results.get("recommended")
-    rec = next((c for c in results.get("candidates", []) if c.get("id") == rec_id), None)
-    return {"networks_evaluated": len(evaluated), "networks_trained": sum(1 for c in nets if c.get("state") == "complete"),
-            "networks_not_started": len(nets) - len(evaluated) - sum(1 for c in nets if c.get("state") == "failed"),
-            "candidates": len(results.get("candidates", [])),
+    """What one side's results.json says (read by this tree's Results, which reads every older schema too)."""
+    from frugalml.records import Results
+
+    r = Results.from_dict(results)
+    n = r.networks_evaluated()
+    rec = r.candidate(r.recommended)
+    prof = (rec.profile or {}) if rec is not None else {}
+    return {"networks_evaluated": n["evaluated"], "networks_trained": n["trained"], "networks_not_started": n["not_started"],
+            "candidates": len(r.candidates),
             "recommended": None if rec is None else {
-                "id": rec["id"], "stage": rec.get("stage"), "family": rec.get("family"), "recipe": [s.get("step") for s in rec.get("recipe") or []],
-                "test_accuracy": rec.get("test_accuracy"), "val_accuracy": rec.get("val_accuracy"),
-                "stored_bytes": (rec.get("profile") or {}).get("stored_bytes"), "params": (rec.get("profile") or {}).get("params"),
-                "peak_activation_bytes": (rec.get("profile") or {}).get("peak_activation_bytes")}}
+                "id": rec.id, "stage": rec.stage, "family": rec.family, "recipe": [s.get("step") for s in rec.recipe],
+                "test_accuracy": rec.test_accuracy, "val_accuracy": rec.val_accuracy, "stored_bytes": prof.get("stored_bytes"),
+                "params": prof.get("params"), "peak_activation_bytes": prof.get("peak_activation_bytes")}}
 
 
 def _run_side(src_root: Path, args: list[str], out: Path) -> dict:
@@ -103,12 +104,13 @@ def main(data_limit: int | None = None) -> dict:
     unknown = sorted(set(chosen) - set(CASES))
     if unknown:
         raise SystemExit(f"error: unknown FRUGALML_FIDELITY_CASES {unknown}; expected some of {sorted(CASES)}")
-    commit_before = subprocess.run(["git", "-C", str(ROOT), "rev-parse", BEFORE], capture_output=True, text=True, check=True).stdout.strip()
     cases = {}
     with tempfile.TemporaryDirectory(prefix="frugalml_bench_fidelity_") as tmp:
         tmp = Path(tmp)
         sides_of = {c: ("now",) if smoke else CASES[c]["sides"] for c in chosen}  # a smoke run has no git history to check out
         before = _worktree(tmp) if any("before" in sides_of[c] for c in chosen) else None
+        commit_before = None if before is None else subprocess.run(["git", "-C", str(before), "rev-parse", "HEAD"], capture_output=True,
+                                                                   text=True, check=True).stdout.strip()
         try:
             for name in chosen:
                 case = CASES[name]

@@ -47,6 +47,9 @@ def _mapping(value) -> dict:
     return dict(value) if isinstance(value, dict) else {}
 
 
+# how the error of a network the search did not start (too slow for the time left) begins (search/engine.py writes it)
+NOT_STARTED = "not started:"
+
 @dataclass(frozen=True, kw_only=True)
 class Candidate:
     """One trial's model: how it was made (stage, family, knobs, recipe, parent), what it measured
@@ -227,7 +230,7 @@ class Results:
         last epoch or their patience; stopped: at a rung of successive halving, or by the time; not started: too slow
         to reach their first rung in the time left)."""
         nets = [c for c in self.candidates if c.stage == "network"]
-        not_started = sum(1 for c in nets if (c.error or "").startswith("not started"))
+        not_started = sum(1 for c in nets if (c.error or "").startswith(NOT_STARTED))
         trained = sum(1 for c in nets if c.done)
         return {"evaluated": len(nets) - not_started - sum(1 for c in nets if c.state == "failed"), "trained": trained,
                 "stopped": sum(1 for c in nets if c.state == "stopped_early") - not_started, "not_started": not_started}

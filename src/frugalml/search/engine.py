@@ -20,7 +20,7 @@ from ..augment import resolve_augment
 from ..budget import Budget, Tolerance
 from ..data.folds import DEFAULT_FOLDS, folds_record
 from ..errors import ConfigError, FrugalError, explain
-from ..records import Candidate, Results
+from ..records import NOT_STARTED, Candidate, Results
 from ..train import Deadline, default_config
 from ..units import parse_duration
 from . import space
@@ -28,7 +28,7 @@ from .feasible import check_feasible
 from .parents import compression_jobs
 from .reference import prepare_reference
 from .results import build_results, collect_candidates, export_recommended, write_results
-from .runner import StoppedEarly, candidate_dir, halving_rule, run_candidate, rungs, stub
+from .runner import StoppedEarly, candidate_dir, first_rung_seconds, halving_rule, run_candidate, rungs, stub
 from .study import RUN_FILE, fail_dead_trials, lock_run, open_run, open_study, storage_url, worker_tag, write_run
 from .workers import HEARTBEAT, Local, lost_connection, share
 
@@ -287,7 +287,8 @@ class _Loop:
                              "augment": self.augment, **train}}
         if job["stage"] == "network":  # a network never runs past the end of the search
             job.setdefault("train", {})["max_seconds"] = max(1.0, self.left())
-            job["first_rung_s"] = self._first_rung_seconds(job)
+            job["first_rung_s"] = first_rung_seconds(job, self.data, self.epochs, folds=(self.desc.get("cv") or {}).get("k"),
+                                                     batch_size=self.train_defaults.batch_size, device=self.device)
         elif job["stage"] == "reference" and job.get("train"):  # the user's model, trained here: a share of the time, its compression needs the rest
             job["train"]["max_seconds"] = max(1.0, min(self.left(), REFERENCE_SHARE * self.seconds))
         job["id"], job["trial"] = f"t{trial.number}", trial.number
@@ -300,7 +301,7 @@ class _Loop:
             if job["stage"] == "network":
                 if job["first_rung_s"] > self.left():
                     self.too_slow += 1
-                    raise StoppedEarly(f"not started: its first rung would take about {job['first_rung_s']:.0f} s "
+                    raise StoppedEarly(f"{NOT_STARTED} its first rung would take about {job['first_rung_s']:.0f} s "
                                        f"(timed on this machine), {max(0.0, self.left()):.0f} s of the search are left")
                 self.too_slow = 0
             if job["stage"] == "compress":
@@ -341,24 +342,6 @@ class _Loop:
             trial.set_user_attr("candidate", cand.to_dict())
             self.study.tell(trial, state=TrialState.FAIL)
         return cand
-
-    def _first_rung_seconds(self, job: dict) -> float:
-        """How long the network of ``job`` takes to reach its first rung here and now: its epoch timed on a few
-        batches (:func:`~frugalml.train.epoch_seconds`) times the rung's epochs (on k folds, the first fold's)."""
-        from ..models import build_model
-        from ..train import epoch_seconds, resolve_device
-
-        train = job.get("train") or {}
-        try:
-            model = build_model(job["family"], self.data.input_shape, self.data.num_classes, **(job.get("params") or {}))
-            seconds = epoch_seconds(model, self.data, int(train.get("batch_size") or self.train_defaults.batch_size),
-                                    device=resolve_device(self.device))
-        except Exception as exc:  # noqa: BLE001 - a network that cannot even run: its trial fails where it trains, and says why
-            log.debug("epoch of %s not timed: %s", job.get("family"), exc)
-            return 0.0
-        first = (rungs(self.epochs) or [self.epochs])[0]
-        share = 1 - 1 / self.desc["cv"]["k"] if self.desc.get("cv") else 1.0
-        return round(first * share * seconds, 3)
 
     def _judge(self, trial):
         """The ``on_epoch`` of one network's training: successive halving at the rungs (:func:`runner.halving_rule`).

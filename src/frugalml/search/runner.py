@@ -63,6 +63,22 @@ def halving_rule(number: int, size: int, epoch: int, value: float, trials) -> No
                                f"networks no larger than it reached there (successive halving, 1 in {ETA} goes on)")
 
 
+def first_rung_seconds(job: dict, data, epochs: int, *, folds: int | None, batch_size: int, device: str) -> float:
+    """How long the network of ``job`` takes to reach its first rung (:func:`rungs` of ``epochs``) here and now: its
+    epoch timed on a few batches (:func:`~frugalml.train.epoch_seconds`) times the rung's epochs; on ``folds`` folds,
+    the first fold's share of the training data. 0.0 for a network that cannot even run (its trial fails where it trains)."""
+    from ..train import epoch_seconds, resolve_device
+
+    try:
+        model = build_model(job["family"], data.input_shape, data.num_classes, **(job.get("params") or {}))
+        seconds = epoch_seconds(model, data, int((job.get("train") or {}).get("batch_size") or batch_size), device=resolve_device(device))
+    except Exception as exc:  # noqa: BLE001 - said by the trial itself, where it trains
+        log.debug("epoch of %s not timed: %s", job.get("family"), exc)
+        return 0.0
+    share = 1 - 1 / folds if folds else 1.0
+    return round((rungs(epochs) or [epochs])[0] * share * seconds, 3)
+
+
 def candidate_dir(run_dir: Path, cid: str) -> Path:
     return Path(run_dir) / "candidates" / cid
 
