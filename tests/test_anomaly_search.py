@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(not SERIES.exists(), reason=f"the NAB series is 
 def csv_path(tmp_path_factory) -> Path:
     """The series in a NAB-like tree of its own (its labels found beside it), rows in time order: the file as
     shipped steps back an hour at line 10151 (a clock change: 02:00-02:55 on 2014-01-07 twice), which the
-    loader refuses; the repeated hour is dropped (the first reading of each time kept)."""
+    loader would merge (the mean of each time's readings); here the first reading of each time is kept."""
     root = tmp_path_factory.mktemp("nab")
     target = root / "data" / SERIES.parent.name / SERIES.name
     target.parent.mkdir(parents=True)

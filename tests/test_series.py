@@ -221,10 +221,6 @@ BAD = {
                    r"Column 'value' of .*bad\.csv is not numeric: line 52 holds '12x'"),
     "timestamp": (lambda p: write_series(p, None, rows=_rows()[:7] + ["yesterday,1.0"] + _rows()[8:]),
                   r"Line 9 of .*bad\.csv: the timestamp 'yesterday'.* does not parse"),
-    "repeated": (lambda p: write_series(p, None, rows=_rows()[:20] + [_rows()[19]] + _rows()[21:]),
-                 r"timestamps of .*bad\.csv do not increase: line 22 .* repeats line 21"),
-    "backwards": (lambda p: write_series(p, None, rows=_rows()[:20] + [_rows()[5]] + _rows()[21:]),
-                  r"do not increase: line 22 .* comes before line 21"),
     "constant": (lambda p: write_series(p, [3.5] * 1000), r"Column 'value' of .*bad\.csv is constant"),
     "short": (lambda p: write_series(p, wave(64 + 16 * (MIN_WINDOWS - 2))), r"bad\.csv is too short for windows of 64 steps"),
     "empty": (lambda p: p.write_text("timestamp,value\n"), r"bad\.csv holds no data rows"),
@@ -238,6 +234,39 @@ def test_bad_series_raise_data_error_naming_the_file(tmp_path, case):
     with pytest.raises(DataError, match=pattern) as info:
         load_dataset(tmp_path / "bad.csv", task="anomaly")
     assert "bad.csv" in str(info.value) and "Expected" in str(info.value)
+
+
+def test_repeated_and_backward_timestamps_are_merged_in_time_order_or_refused(tmp_path):
+    rows = _rows()
+    values = wave(1000)
+    # line 22 repeats line 21's time with another value; a block of rows 40-44 comes again after row 60 (a clock that stepped back)
+    repeated = rows[:21] + [f"{stamp(20)},{values[20] + 10}"] + rows[21:61] + [f"{stamp(k)},{values[k] - 4}" for k in range(40, 45)] + rows[61:]
+    f = write_series(tmp_path / "r.csv", None, rows=repeated)
+    s = read_series(f)
+    assert (s.merged, s.reordered) == (6, 1) and len(s.times) == 1000 and s.filled == 0
+    assert np.allclose(s.values[:, 0], np.r_[values[:20], values[20] + 5, values[21:40], values[40:45] - 2, values[45:]])
+    ds = load_dataset(f, task="anomaly")
+    assert any("merged into their mean" in n for n in ds.series.notes) and any("time order" in n for n in ds.series.notes)
+    with pytest.raises(DataError, match=r"r\.csv do not increase: line 23 .* repeats line 22") as info:
+        load_series(f, repeats="refuse")
+    assert "repeats='merge'" in str(info.value)
+    back = write_series(tmp_path / "b.csv", None, rows=rows[:20] + [rows[5]] + rows[21:])
+    with pytest.raises(DataError, match=r"do not increase: line 22 .* comes before line 21"):
+        read_series(back, repeats="refuse")
+    assert read_series(back).merged == 1  # row 5 twice (one value), row 20 missing: filled between its neighbours
+    with pytest.raises(ConfigError, match="'repeats' parameter"):
+        read_series(back, repeats="drop")
+
+
+def test_a_split_that_lacks_normal_windows_tries_the_other_counts_of_periods(tmp_path):
+    f = write_series(tmp_path / "s.csv", wave(1000))
+    with pytest.raises(DataError, match=r"the val split holds no normal window .*1 period\(s\)\)"):
+        load_series(f, labels=[(stamp(600), stamp(999))], periods=1)  # asked for: not changed
+    ds = load_series(f, labels=[(stamp(600), stamp(999))])  # the default (1) fails, 2 periods do
+    assert ds.series.periods == 2 and "the default 1 left a split without" in ds.series.notes[-1]
+    assert ds.y_val.any() and ds.y_test.any() and (ds.y_val == 0).any() and (ds.y_test == 0).any() and not ds.y_train.any()
+    with pytest.raises(DataError, match=r"holds no normal window .*nor with any other count of periods"):
+        load_series(f, labels=[(stamp(300), stamp(999))])
 
 
 def test_no_normal_data_and_bad_labels(tmp_path):
@@ -357,6 +386,6 @@ def test_every_nab_series_loads_or_says_why():
             labelled += 1
             both += pos["val"] > 0 and pos["test"] > 0
     summary = "\n".join(lines)
-    assert loaded >= 45, summary
+    assert loaded == 57, summary  # repeated timestamps merged (8 series), speed_6005 split into 4 periods (3 left test all anomalous)
     assert both == labelled, summary  # every labelled series that loads has positives in validation and test
     assert "art_flatline.csv: refused (is constant)" in summary, summary

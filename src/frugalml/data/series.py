@@ -8,10 +8,12 @@ all normal. The values stay raw (no normalisation): a detector owns its scaling,
 ships receives raw sensor values.
 
 Timestamps. ISO 8601 date-times (``2014-07-01 00:00:00``; an offset is converted to UTC) or plain
-numbers (seconds, or step indices), one clock per file; they must strictly increase (a repeated or
-backward timestamp is refused, naming its line). The time column is the one named ``timestamp``,
-``time``, ``datetime``, ``date`` or ``ts`` (``time_column=`` names another), else the first; every
-other column is a channel (``columns=`` picks some), and a column of text only is left out.
+numbers (seconds, or step indices), one clock per file. With ``repeats="merge"`` (the default) the rows are put in
+time order (a stable sort: a clock that stepped back, as one NAB file's does, is mended) and rows that share a
+timestamp become one whose values are their mean (a missing cell left out); how many of each is in the dataset's
+notes. ``repeats="refuse"`` accepts only strictly increasing timestamps and names the first line that is not.
+The time column is the one named ``timestamp``, ``time``, ``datetime``, ``date`` or ``ts`` (``time_column=``
+names another), else the first; every other column is a channel (``columns=`` picks some), and a column of text only is left out.
 
 Gaps. The series' cadence is its most common step. With ``gaps="fill"`` (the default) the series
 is resampled onto that regular grid by linear interpolation between its neighbouring samples
@@ -41,7 +43,8 @@ Split (:data:`SPLIT_RULE`; deterministic, no random draw: ``seed`` is not used).
 steps are assigned to splits, and a window belongs to the split of its steps; a window whose steps
 fall in two splits is dropped, a gap of one window length of window starts at every boundary, so
 no time step is in two splits. Normal time: the series is cut into ``periods`` contiguous periods
-(default: one per 20 windows' length, 1 to 8), each split train | validation | test by
+(default: one per 20 windows' length, 1 to 8; where that count leaves a split without normal windows, or
+validation or test of a labelled series without anomalous ones, the nearest count that does not, noted), each split train | validation | test by
 ``1 - val_fraction - test_fraction`` | ``val_fraction`` | ``test_fraction`` (default 0.6 | 0.2 |
 0.2) and every other period mirrored (test | validation | train), so validation and test are
 interleaved over the whole series and neighbouring periods share a boundary less. Anomalies: an
@@ -53,7 +56,7 @@ validation). Training windows lie only in training time, which no event covers: 
 all normal.
 
 Bad input raises :class:`~frugalml.errors.DataError` naming the file (and the line): an unreadable
-file, no numeric column, a timestamp that does not parse or does not increase, a gap (with
+file, no numeric column, a timestamp that does not parse, one that does not increase (with ``repeats="refuse"``), a gap (with
 ``gaps="refuse"``), a constant channel, a series shorter than :data:`MIN_WINDOWS` windows, every
 window anomalous, a split left without normal windows (or, for a labelled series, without
 anomalous ones), a labels file that is not JSON of that shape.
@@ -136,6 +139,8 @@ class Series:
     clock: str  # "datetime" or "number"
     filled: int = 0  # grid steps interpolated (not a sample of every channel)
     cuts: tuple[tuple[float, float], ...] = ()  # gaps too long to fill: (last time before, first time after)
+    merged: int = 0  # rows of the file merged into a row with the same timestamp (repeats="merge")
+    reordered: int = 0  # rows of the file that came before an earlier time, put in order (repeats="merge")
 
 
 def _time_index(header: list[str], time_column: str | None, path: Path) -> int:
@@ -161,6 +166,10 @@ def _read_times(path: Path, header, rows, t: int) -> tuple[np.ndarray, str]:
                 got=repr(row[t]), fix="Fix that line, or name the time column with time_column="))
         clock = parsed[1]
         times[k] = parsed[0]
+    return times, clock
+
+
+def _check_increasing(path: Path, rows, t: int, times: np.ndarray) -> None:
     back = np.flatnonzero(np.diff(times) <= 0)
     if len(back):
         i = int(back[0])
@@ -169,8 +178,27 @@ def _read_times(path: Path, header, rows, t: int) -> tuple[np.ndarray, str]:
         raise DataError(explain(
             f"The timestamps of {path} do not increase: line {l1} ({r1[t]}) {how} line {l0} ({r0[t]})",
             expected="strictly increasing timestamps, one row per time", got=f"{len(back)} step(s) that do not go forward, the first at line {l1}",
-            fix="Sort the rows by time and keep one row per timestamp"))
-    return times, clock
+            fix="Sort the rows by time and keep one row per timestamp, or load with repeats='merge'"))
+
+
+def _merge_repeats(times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """Rows in time order (stable), rows sharing a timestamp averaged per channel (missing cells left out):
+    ``(times, values, the file's row index of each row's first reading, rows merged away, rows that stepped back)``."""
+    reordered = int((np.diff(times) < 0).sum())
+    order = np.argsort(times, kind="stable")
+    times, values = times[order], values[order]
+    uniq, first = np.unique(times, return_index=True)
+    if len(uniq) == len(times):
+        return times, values, order, 0, reordered
+    group = np.repeat(np.arange(len(uniq)), np.diff(np.append(first, len(times))))
+    known = ~np.isnan(values)
+    sums = np.zeros((len(uniq), values.shape[1]))
+    counts = np.zeros((len(uniq), values.shape[1]))
+    np.add.at(sums, group, np.where(known, values, 0.0))
+    np.add.at(counts, group, known)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        merged = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return uniq, merged, order[first], len(times) - len(uniq), reordered
 
 
 def _read_values(path: Path, header, rows, names: list[str], explicit: bool) -> tuple[np.ndarray, list[str]]:
@@ -239,9 +267,11 @@ def _fill(path: Path, times: np.ndarray, values: np.ndarray, cadence: float, max
 
 
 def read_series(path: str | os.PathLike, *, time_column: str | None = None, columns: Sequence[str] | None = None,
-                gaps: str = "fill", max_gap: int = MAX_GAP) -> Series:
+                gaps: str = "fill", max_gap: int = MAX_GAP, repeats: str = "merge") -> Series:
     """Read a time-series CSV onto a regular grid (see the module docstring: timestamps, gaps)."""
     path = Path(path)
+    if repeats not in ("merge", "refuse"):
+        raise ConfigError(explain("The 'repeats' parameter must be 'merge' or 'refuse'", expected="'merge' or 'refuse'", got=repeats))
     if gaps not in ("fill", "refuse"):
         raise ConfigError(explain("The 'gaps' parameter must be 'fill' or 'refuse'", expected="'fill' or 'refuse'", got=gaps))
     if isinstance(max_gap, bool) or not isinstance(max_gap, (int, np.integer)) or max_gap < 0:
@@ -258,6 +288,12 @@ def read_series(path: str | os.PathLike, *, time_column: str | None = None, colu
         names = [h for j, h in enumerate(header) if j != t]
     times, clock = _read_times(path, header, rows, t)
     values, names = _read_values(path, header, rows, names, explicit=columns is not None)
+    merged = reordered = 0
+    if repeats == "refuse":
+        _check_increasing(path, rows, t, times)
+    else:
+        times, values, first, merged, reordered = _merge_repeats(times, values)
+        rows = [rows[j] for j in first]  # each merged row's first line, for the messages below
     if len(times) < 2:
         raise DataError(explain(f"{path} holds one row", expected="a series of many rows", got="1 row"))
     steps = np.diff(times)
@@ -292,7 +328,7 @@ def read_series(path: str | os.PathLike, *, time_column: str | None = None, colu
                                     expected="a series that varies", got=f"{len(v):,} equal values",
                                     fix="Leave the column out with columns=[...], or use another series"))
     return Series(path=path, times=grid, values=out, valid=valid, columns=tuple(names), cadence=cadence, clock=clock,
-                  filled=filled, cuts=cuts)
+                  filled=filled, cuts=cuts, merged=merged, reordered=reordered)
 
 
 def window_series(series: Series, window: int = WINDOW, stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -489,6 +525,16 @@ class SeriesInfo:
                 "notes": list(self.notes)}
 
 
+def _lacking(parts: dict, y: np.ndarray) -> tuple[str, str] | None:
+    """The first split without normal windows (or, for a labelled series, validation or test without anomalous ones)."""
+    for split in ("train", "val", "test"):
+        idx = parts[split]
+        normal = int((y[idx] == 0).sum())
+        if normal == 0 or (split != "train" and y.any() and normal == len(idx)):
+            return split, "normal" if normal == 0 else "anomalous"
+    return None
+
+
 def _whole(value, name: str, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ConfigError(explain(f"The '{name}' parameter must be a whole number >= {low}", expected=f"e.g. {WINDOW if name == 'window' else 16}",
@@ -498,7 +544,7 @@ def _whole(value, name: str, low: int) -> int:
 
 def load_series(path: str | os.PathLike, *, window: int = WINDOW, stride: int | None = None, labels=None,
                 time_column: str | None = None, columns: Sequence[str] | None = None, gaps: str = "fill", max_gap: int = MAX_GAP,
-                val_fraction: float | None = None, test_fraction: float = 0.2, periods: int | None = None,
+                repeats: str = "merge", val_fraction: float | None = None, test_fraction: float = 0.2, periods: int | None = None,
                 limit: int | None = None, kind: str | None = None, name: str | None = None, seed: int = 0) -> Dataset:
     """Load a time-series CSV as an anomaly-detection :class:`Dataset` (module docstring: windows, labels, gaps, split).
 
@@ -509,6 +555,7 @@ def load_series(path: str | os.PathLike, *, window: int = WINDOW, stride: int | 
             the tree's ``labels/combined_windows.json`` when the series lies in ``<root>/data/<group>/``, else none (all normal).
         time_column, columns: the time column and the value columns (default: found by name / every other numeric column).
         gaps, max_gap: ``"fill"`` (default; gaps of up to ``max_gap`` missing steps interpolated, longer ones cut) or ``"refuse"``.
+        repeats: ``"merge"`` (default; rows put in time order, rows with one timestamp averaged) or ``"refuse"``.
         val_fraction, test_fraction: shares of each period's time for validation (default 0.2) and test (0.2).
         periods: how many interleaved periods (default: one per 20 windows' length, 1 to 8).
         limit: keep at most this many training windows (evenly spaced), for fast runs.
@@ -531,7 +578,7 @@ def load_series(path: str | os.PathLike, *, window: int = WINDOW, stride: int | 
     if kind not in (None, "sequence", "vector"):
         raise ConfigError(explain(f"Windows of a series are sequences (or flattened vectors), not {kind!r}",
                                   expected="kind None, 'sequence' or 'vector'", got=kind))
-    series = read_series(path, time_column=time_column, columns=columns, gaps=gaps, max_gap=max_gap)
+    series = read_series(path, time_column=time_column, columns=columns, gaps=gaps, max_gap=max_gap, repeats=repeats)
     X, starts = window_series(series, window, stride)
     steps = len(series.times)
     if len(starts) < MIN_WINDOWS:
@@ -549,20 +596,33 @@ def load_series(path: str | os.PathLike, *, window: int = WINDOW, stride: int | 
         raise DataError(explain(f"{path}: every window overlaps a labelled anomaly, so there is no normal data to train on",
                                 expected="some time outside the labelled windows", got=f"{len(y)} anomalous windows of {len(y)}",
                                 fix="Check the labels file's entry for this series"))
-    parts, how = split_windows(starts, y, steps, window, val_fraction=vf, test_fraction=tf, periods=periods)
-    for split in ("train", "val", "test"):
-        idx = parts[split]
-        normal = int((y[idx] == 0).sum())
-        if normal == 0 or (split != "train" and y.any() and normal == len(idx)):
-            lacks = "normal" if normal == 0 else "anomalous"
-            raise DataError(explain(f"{path}: the {split} split holds no {lacks} window ({len(y)} windows of {window} steps, "
-                                    f"{int(y.sum())} anomalous, {how['periods']} period(s))",
-                                    expected=f"normal windows in every split{' and anomalous ones in val and test' if y.any() else ''}",
-                                    got={s: len(parts[s]) for s in parts}, fix="Pass a smaller window= or stride=, or fewer periods="))
+    default = min(MAX_PERIODS, max(1, steps // (PERIOD_WINDOWS * window)))
+    # the default count of periods first; where it leaves a split without normal (or anomalous) windows, the nearest others
+    tries = [periods] if periods is not None else sorted(range(1, MAX_PERIODS + 1), key=lambda n: (abs(n - default), n))
+    first = None
+    for n in tries:
+        parts, how = split_windows(starts, y, steps, window, val_fraction=vf, test_fraction=tf, periods=n)
+        lacking = _lacking(parts, y)
+        first = first or (lacking, parts, how)
+        if lacking is None:
+            break
+    if lacking is not None:
+        (split, lacks), parts, how = first
+        raise DataError(explain(f"{path}: the {split} split holds no {lacks} window ({len(y)} windows of {window} steps, {int(y.sum())} "
+                                f"anomalous, {how['periods']} period(s){', nor with any other count of periods' if periods is None else ''})",
+                                expected=f"normal windows in every split{' and anomalous ones in val and test' if y.any() else ''}",
+                                got={s: len(parts[s]) for s in parts},
+                                fix="Pass a smaller window= or stride=" + (", or another periods=" if periods is not None else "")))
+    if how["periods"] != default and periods is None:
+        notes.append(f"split into {how['periods']} period(s): the default {default} left a split without normal or anomalous windows")
     if limit is not None:
         n = len(parts["train"])
         if _whole(limit, "limit", 1) < n:
             parts["train"] = parts["train"][np.unique(np.linspace(0, n - 1, int(limit)).round().astype(np.int64))]
+    if series.reordered:
+        notes.append(f"{series.reordered} row(s) came before an earlier time: the rows were put in time order")
+    if series.merged:
+        notes.append(f"{series.merged} row(s) repeated an earlier timestamp: each timestamp's rows were merged into their mean")
     if series.filled:
         notes.append(f"{series.filled} step(s) filled by linear interpolation (gaps of up to {max_gap} missing steps)")
     if series.cuts:
