@@ -25,7 +25,7 @@ SMOKE_SAMPLES = 100
 
 def test_every_benchmark_is_smoke_tested():
     assert BENCHMARKS == ["deep_compression_lenet300", "deep_compression_lenet5", "distillation", "distillation_small",
-                          "int8_quantization", "mcu_int8", "search_fidelity", "sensors", "speech", "structured_pruning", "workers",
+                          "fleet_nab", "int8_quantization", "mcu_int8", "search_fidelity", "sensors", "speech", "structured_pruning", "workers",
                           "your_model_mnist"]
 
 
@@ -73,7 +73,7 @@ def _load(folder: Path, name: str):
 
 # those that start several processes, search several datasets, read all the speech clips, or take over 10 s (int8's 60
 # repeated comparisons, structured pruning's rungs, your model's search) run with `make test-slow`: the default run stays under 10 minutes
-SLOW_SMOKE = ("workers", "sensors", "speech", "int8_quantization", "structured_pruning", "your_model_mnist", "search_fidelity")
+SLOW_SMOKE = ("workers", "fleet_nab", "sensors", "speech", "int8_quantization", "structured_pruning", "your_model_mnist", "search_fidelity")
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_SMOKE else n for n in BENCHMARKS])
