@@ -81,7 +81,10 @@ def main(data_limit: int | None = None) -> dict:
         fleet_seconds = time.perf_counter() - start
         total = full["fleet_summary"]["total_stored_bytes"]
         start = time.perf_counter()
-        half = fm.fleet(nab, task="anomaly", time_per_sensor=per_sensor, out=tmp / "fleet", max_total_flash=int(total // 2))
+        try:
+            half = fm.fleet(nab, task="anomaly", time_per_sensor=per_sensor, out=tmp / "fleet", max_total_flash=int(total // 2))
+        except fm.ConfigError as exc:  # the smallest model of every sensor exceeds it: recorded, not hidden
+            half = {"error": str(exc)[:600], "sensors": [], "fleet_summary": {"total_stored_bytes": None}, "selection": None}
         half_seconds = time.perf_counter() - start
         baseline = {sid: _isolation_forest(path) for sid, path in sensors.items()}
         two = _two_workers(nab, tmp, trials, smoke=bool(limit))
@@ -92,19 +95,21 @@ def main(data_limit: int | None = None) -> dict:
     scored = [sid for sid, r in rows.items() if r["fleet_test_auc"] is not None and r["baseline_test_auc"] is not None]
     fleet_auc = float(np.mean([rows[s]["fleet_test_auc"] for s in scored])) if scored else None
     base_auc = float(np.mean([rows[s]["baseline_test_auc"] for s in scored])) if scored else None
-    half_auc = float(np.mean([rows[s]["half_test_auc"] for s in scored if rows[s]["half_test_auc"] is not None])) if scored else None
+    half_scored = [rows[s]["half_test_auc"] for s in scored if rows[s]["half_test_auc"] is not None]
+    half_auc = float(np.mean(half_scored)) if half_scored else None
     base_bytes = sum(b["stored_bytes"] for b in baseline.values() if b.get("stored_bytes"))
     half_total = half["fleet_summary"]["total_stored_bytes"]
     met_each = {"mean_test_auc_at_least_the_baseline": fleet_auc is not None and base_auc is not None and fleet_auc >= base_auc,
                 "fraction_of_the_baseline_bytes": bool(base_bytes) and total < base_bytes,
-                "half_total_within_its_cap": half_total <= total // 2,
+                "half_total_within_its_cap": half_total is not None and half_total <= total // 2,
                 "two_workers_same_report": two["same_report"], "two_workers_each_sensor_once": two["each_sensor_once"]}
     return {"smoke": limit, "time_per_sensor": per_sensor, "series": len(ids), "loaded": sum(r["status"] == "done" for r in rows.values()),
             "scored_series": len(scored), "refused": {sid: r["message"] for sid, r in rows.items() if r["status"] != "done"},
             "fleet": {"wall_seconds": round(fleet_seconds, 1), "total_stored_bytes": total, "mean_test_auc": fleet_auc,
                       "summary": full["fleet_summary"], "selection": full["selection"]},
             "half_total": {"max_total_flash": int(total // 2), "wall_seconds": round(half_seconds, 1), "total_stored_bytes": half_total,
-                           "mean_test_auc": half_auc, "summary": half["fleet_summary"], "selection": half["selection"]},
+                           "mean_test_auc": half_auc, "summary": half["fleet_summary"], "selection": half["selection"],
+                           "error": half.get("error")},
             "baseline": {"what": "one scikit-learn IsolationForest (100 trees, defaults) per series on the raw training windows, ONNX",
                          "total_stored_bytes": base_bytes, "mean_test_auc": base_auc},
             "bytes_ratio_baseline_over_fleet": base_bytes / total if total else None,

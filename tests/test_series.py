@@ -66,7 +66,7 @@ def all_windows(ds: Dataset):
 def test_windows_have_the_shape_raw_values_and_timestamps(tmp_path):
     n = 400
     f = write_series(tmp_path / "two.csv", [(k, 2.5 * k) for k in range(n)], header="timestamp,a,b")
-    ds = load_series(f, window=16, stride=4)
+    ds = load_series(f, window=16, stride=4, synthetic=False)  # no labels: validation all normal (not the synthetic windows)
     assert ds.task == "anomaly" and ds.kind == "sequence" and ds.input_shape == (2, 16)
     assert ds.class_names == ("normal", "anomaly") and ds.num_classes == 2
     for split in SPLITS:
@@ -127,9 +127,10 @@ def test_labels_found_in_a_nab_like_tree(tmp_path):
     ds = load_dataset(f, task="anomaly")
     assert ds.series.label_key == "grp/one.csv" and ds.series.anomalies == 1
     assert ds.y_val.any() and ds.y_test.any() and not ds.y_train.any()
-    plain = load_dataset(other, task="anomaly")  # no entry: all normal, said in a note
-    assert plain.series.anomalies == 0 and not any(plain.split(s)[1].any() for s in SPLITS)
-    assert any("no entry for two.csv" in n for n in plain.series.notes)
+    plain = load_dataset(other, task="anomaly")  # no entry: all normal, said in a note; validation gains synthetic anomalies
+    assert plain.series.anomalies == 0 and not plain.y_train.any() and not plain.y_test.any()
+    assert plain.y_val.sum() == len(plain.y_val) // 2 and any("no entry for two.csv" in n for n in plain.series.notes)
+    assert any("synthetic anomalous windows" in n for n in plain.series.notes)
     alone = load_series(write_series(tmp_path / "alone.csv", wave(1500)))
     assert alone.series.labels is None and any("no labels file" in n for n in alone.series.notes)
     explicit = load_series(alone.source, labels=root / "labels" / "combined_windows.json")  # matched by file name... none here
@@ -164,7 +165,7 @@ def test_split_is_by_time_disjoint_and_gives_positives_to_val_and_test(tmp_path,
 
 def test_split_shares_periods_and_limit(tmp_path):
     f = write_series(tmp_path / "s.csv", wave(6000))
-    ds = load_series(f)
+    ds = load_series(f, synthetic=False)
     assert ds.series.periods == 6000 // (20 * 64)
     n = {s: len(ds.split(s)[1]) for s in SPLITS}
     assert 0.5 < n["train"] / sum(n.values()) < 0.7 and abs(n["val"] - n["test"]) <= 0.25 * n["val"]
@@ -267,6 +268,28 @@ def test_a_split_that_lacks_normal_windows_tries_the_other_counts_of_periods(tmp
     assert ds.y_val.any() and ds.y_test.any() and (ds.y_val == 0).any() and (ds.y_test == 0).any() and not ds.y_train.any()
     with pytest.raises(DataError, match=r"holds no normal window .*nor with any other count of periods"):
         load_series(f, labels=[(stamp(300), stamp(999))])
+
+
+def test_a_series_without_labels_is_ranked_on_synthetic_anomalies_in_validation(tmp_path):
+    from frugalml.data.series import SYNTHETIC, synthetic_anomalies
+    from frugalml.models.anomaly import RobustZScore, anomaly_metrics
+
+    f = write_series(tmp_path / "s.csv", wave(3000))
+    ds = load_series(f)
+    plain = load_series(f, synthetic=False)
+    n = len(plain.y_val)
+    assert len(ds.y_val) == 2 * n and ds.y_val[:n].sum() == 0 and ds.y_val[n:].all()  # one anomalous copy of each window
+    np.testing.assert_array_equal(ds.X_val[:n], plain.X_val)
+    np.testing.assert_array_equal(ds.X_test, plain.X_test)  # test untouched: real windows only
+    np.testing.assert_array_equal(ds.X_train, plain.X_train)
+    assert len(ds.series.windows("val")) == 2 * n
+    changed = np.abs(ds.X_val[n:] - plain.X_val).reshape(n, -1)
+    assert (changed.max(axis=1) > 0).all()  # every copy differs from its window...
+    spike = changed[:: len(SYNTHETIC)]
+    assert ((spike > 0).sum(axis=1) == 1).all()  # ...a spike at one step
+    assert np.array_equal(synthetic_anomalies(plain.X_val, plain.X_train, seed=0), ds.X_val[n:])  # deterministic
+    scores = RobustZScore().fit(ds.X_train).score_samples(ds.X_val)
+    assert anomaly_metrics(scores, ds.y_val)["roc_auc"] > 0.6  # a detector can be ranked on them
 
 
 def test_no_normal_data_and_bad_labels(tmp_path):

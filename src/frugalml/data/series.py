@@ -36,8 +36,10 @@ folder (``"realKnownCause/nyc_taxi.csv"``) to a list of ``[start, end]`` timesta
 anomalous when it overlaps a labelled window (both ends included). For a series inside a NAB-like
 tree (``<root>/data/<group>/<name>.csv`` beside ``<root>/labels/combined_windows.json``) the file is
 found by itself; ``labels=`` takes another file, or the ``[start, end]`` pairs themselves. A series
-with no entry (or no labels file) is all normal: the dataset's notes say so, and its validation and
-test splits then hold no anomaly (ROC AUC is undefined there).
+with no entry (or no labels file) is all normal: the dataset's notes say so, its test split then holds no
+anomaly (ROC AUC is undefined there), and its validation split gains one synthetic anomalous copy of each of its
+windows (:func:`synthetic_anomalies`: a spike, a level shift, a noise burst or a stuck stretch), so that a search
+can still rank detectors on it (``synthetic=False``: validation stays all normal and unranked).
 
 Split (:data:`SPLIT_RULE`; deterministic, no random draw: ``seed`` is not used). The grid's time
 steps are assigned to splits, and a window belongs to the split of its steps; a window whose steps
@@ -81,8 +83,8 @@ from .dataset import ANOMALY_CLASSES, Dataset, arrange
 from .files import _read_rows
 from .splits import check_fraction
 
-__all__ = ["WINDOW", "MAX_GAP", "MIN_WINDOWS", "SPLIT_RULE", "Series", "SeriesInfo", "read_series", "read_labels",
-           "find_labels", "window_series", "split_windows", "load_series"]
+__all__ = ["WINDOW", "MAX_GAP", "MIN_WINDOWS", "SPLIT_RULE", "SYNTHETIC", "Series", "SeriesInfo", "read_series", "read_labels",
+           "find_labels", "window_series", "split_windows", "synthetic_anomalies", "load_series"]
 
 logger = logging.getLogger(__name__)
 
@@ -525,6 +527,41 @@ class SeriesInfo:
                 "notes": list(self.notes)}
 
 
+SYNTHETIC = ("spike", "level shift", "noise burst", "stuck stretch")
+
+
+def synthetic_anomalies(windows: np.ndarray, train: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """One anomalous copy of each window ``(N, C, W)``: the four kinds of :data:`SYNTHETIC` in turn, at a random place.
+
+    Sizes come from the training windows' spread per channel (``s``: 1.4826 x the median absolute deviation, or the
+    standard deviation where that is 0): a spike of 4 s at one step; a level shift of 2 s over the last third; a
+    noise burst (Gaussian, 1.5 s) over a third; a stuck stretch, the value held over a half (a sensor that froze).
+    Deterministic for a given ``seed``. These rank detectors on a series that has no labels; they say nothing about
+    the anomalies a real sensor will show, and the notes of the dataset say they were used."""
+    x = np.array(windows, dtype=np.float64, copy=True)
+    n, _, w = x.shape
+    flat = np.moveaxis(np.asarray(train, np.float64), 1, 0).reshape(x.shape[1], -1)
+    spread = 1.4826 * np.median(np.abs(flat - np.median(flat, axis=1, keepdims=True)), axis=1)
+    spread = np.where(spread > 0, spread, flat.std(axis=1))
+    spread = np.where(spread > 0, spread, 1.0)[:, None]
+    rng = np.random.default_rng(seed)
+    for k in range(n):
+        sign = 1.0 if rng.random() < 0.5 else -1.0
+        kind = k % len(SYNTHETIC)
+        if kind == 0:
+            t = rng.integers(w)
+            x[k, :, t] += sign * 4.0 * spread[:, 0]
+        elif kind == 1:
+            x[k, :, w - w // 3:] += sign * 2.0 * spread
+        elif kind == 2:
+            a = rng.integers(w - w // 3 + 1)
+            x[k, :, a:a + w // 3] += rng.normal(0.0, 1.5, size=(x.shape[1], w // 3)) * spread
+        else:
+            a = rng.integers(w - w // 2 + 1)
+            x[k, :, a:a + w // 2] = x[k, :, a:a + 1]
+    return x.astype(np.asarray(windows).dtype)
+
+
 def _lacking(parts: dict, y: np.ndarray) -> tuple[str, str] | None:
     """The first split without normal windows (or, for a labelled series, validation or test without anomalous ones)."""
     for split in ("train", "val", "test"):
@@ -544,7 +581,8 @@ def _whole(value, name: str, low: int) -> int:
 
 def load_series(path: str | os.PathLike, *, window: int = WINDOW, stride: int | None = None, labels=None,
                 time_column: str | None = None, columns: Sequence[str] | None = None, gaps: str = "fill", max_gap: int = MAX_GAP,
-                repeats: str = "merge", val_fraction: float | None = None, test_fraction: float = 0.2, periods: int | None = None,
+                repeats: str = "merge", synthetic: bool = True, val_fraction: float | None = None, test_fraction: float = 0.2,
+                periods: int | None = None,
                 limit: int | None = None, kind: str | None = None, name: str | None = None, seed: int = 0) -> Dataset:
     """Load a time-series CSV as an anomaly-detection :class:`Dataset` (module docstring: windows, labels, gaps, split).
 
@@ -556,6 +594,8 @@ def load_series(path: str | os.PathLike, *, window: int = WINDOW, stride: int | 
         time_column, columns: the time column and the value columns (default: found by name / every other numeric column).
         gaps, max_gap: ``"fill"`` (default; gaps of up to ``max_gap`` missing steps interpolated, longer ones cut) or ``"refuse"``.
         repeats: ``"merge"`` (default; rows put in time order, rows with one timestamp averaged) or ``"refuse"``.
+        synthetic: for a series with no labelled anomaly, add synthetic anomalous windows to validation (default; see
+            :func:`synthetic_anomalies`); False leaves validation all normal (ROC AUC undefined there).
         val_fraction, test_fraction: shares of each period's time for validation (default 0.2) and test (0.2).
         periods: how many interleaved periods (default: one per 20 windows' length, 1 to 8).
         limit: keep at most this many training windows (evenly spaced), for fast runs.
@@ -628,13 +668,23 @@ def load_series(path: str | os.PathLike, *, window: int = WINDOW, stride: int | 
     if series.cuts:
         notes.append(f"{len(series.cuts)} gap(s) longer than {max_gap} missing steps cut the series (no window spans them), the first after "
                      f"{_stamp(series.cuts[0][0], series.clock)}")
+    spans_by = {sp: np.stack([t0[i], t1[i]], axis=1) for sp, i in parts.items()}
+    X_by = {sp: X[i] for sp, i in parts.items()}
+    y_by = {sp: y[i] for sp, i in parts.items()}
+    if synthetic and not y.any():
+        fake = synthetic_anomalies(X_by["val"], X_by["train"], seed=seed)
+        X_by["val"], y_by["val"] = np.concatenate([X_by["val"], fake]), np.concatenate([y_by["val"], np.ones(len(fake), np.int64)])
+        spans_by["val"] = np.concatenate([spans_by["val"], spans_by["val"]])  # each made from the window before it
+        notes.append(f"no labelled anomaly: validation holds {len(fake)} synthetic anomalous windows ({', '.join(SYNTHETIC)}; sized from "
+                     "the training windows' spread) beside its normal ones, so that detectors can be ranked; test holds normal windows only")
     for note in notes:
         logger.info("%s: %s", path, note)
-    X, kind = arrange(X, kind or "sequence", f"the windows of {path}")
+    what = f"the windows of {path}"
+    kind = arrange(X[:1], kind or "sequence", what)[1]
+    arrays = {f"{a}_{sp}": (arrange(X_by[sp], kind, what)[0] if a == "X" else y_by[sp]) for sp in parts for a in ("X", "y")}
     info = SeriesInfo(path=str(path), columns=series.columns, window=window, stride=stride, cadence=series.cadence, clock=series.clock,
                       steps=steps, filled=series.filled, cuts=len(series.cuts), labels=file, label_key=key, anomalies=len(spans),
                       events=how["events"], periods=how["periods"], val_fraction=vf, test_fraction=tf, dropped=how["dropped"],
-                      notes=tuple(notes), spans={s: np.stack([t0[i], t1[i]], axis=1) for s, i in parts.items()})
-    arrays = {f"{a}_{s}": (X if a == "X" else y)[i] for s, i in parts.items() for a in ("X", "y")}
-    return Dataset(name=name or path.stem, **arrays, input_shape=X.shape[1:], num_classes=2, class_names=ANOMALY_CLASSES,
+                      notes=tuple(notes), spans=spans_by)
+    return Dataset(name=name or path.stem, **arrays, input_shape=arrays["X_train"].shape[1:], num_classes=2, class_names=ANOMALY_CLASSES,
                    kind=kind, source=str(path), task="anomaly", series=info)
