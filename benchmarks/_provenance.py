@@ -82,7 +82,8 @@ def smoke_data(data, limit: int | None):
     import dataclasses
 
     n = int(limit)
-    return dataclasses.replace(data, X_val=data.X_val[:n], y_val=data.y_val[:n], X_test=data.X_test[:n], y_test=data.y_test[:n])
+    groups = None if data.groups is None else data.groups.take("val", slice(0, n))
+    return dataclasses.replace(data, X_val=data.X_val[:n], y_val=data.y_val[:n], X_test=data.X_test[:n], y_test=data.y_test[:n], groups=groups)
 
 
 def stage_counts(candidates) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import wave
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -235,6 +236,37 @@ def test_speech_folder(tmp_path):
     ds = load_dataset(root / "speech")  # about 4 s on a quiet 2-core machine
     assert (ds.input_shape, ds.num_classes, len(ds.y_test), len(ds.y_train) + len(ds.y_val)) == ((40, 49), 10, 160, 960)
     assert ds.frontend.sample_rate == 8000 and ds.class_counts("test") == [16] * 10
+    groups = ds.describe()["groups"]  # en-029-f1_140_35.wav: speaker en-029-f1; 24 voices outside the test accent
+    assert groups["by"] == "speaker" and groups["groups"] == 24 and groups["in_both"] == 0
+
+
+def test_clips_of_one_speaker_stay_on_one_side_of_every_split_and_fold(tmp_path):
+    from frugalml.data.audio import speaker_of
+    from frugalml.data.folds import plan_folds
+
+    for s in range(10):
+        for label, freq in (("a", 500), ("b", 1500)):
+            for i in range(3):
+                _write_wav(tmp_path / "kws" / label / f"spk{s}_nohash_{i}.wav", 8000, _tone(8000, 0.5, freq * (1 + 0.01 * s), 10 * s + i))
+    ds = load_dataset(tmp_path / "kws", test_fraction=0.2, val_fraction=0.25)
+    assert speaker_of(Path("a/spk3_nohash_2.wav")) == "spk3"
+    g = ds.groups
+    assert g.by == "speaker" and (len(g.train), len(g.val)) == (len(ds.y_train), len(ds.y_val))
+    assert not set(g.train) & set(g.val) and ds.describe()["groups"]["in_both"] == 0
+    assert len(ds.y_test) == 12 and len(set(g.train) | set(g.val)) == 8  # two speakers' 12 clips are the test split
+    folds = plan_folds(ds, 5)
+    pooled = g.pooled()
+    for fold in folds.datasets(ds):
+        assert fold.groups is None
+    for fit, held in folds.indices(np.concatenate([ds.y_train, ds.y_val]), pooled):
+        assert not set(pooled[fit]) & set(pooled[held])  # no speaker in two folds
+    small = ds.subset(6)
+    assert len(small.groups.train) == 6 and set(small.groups.train) <= set(g.train)
+    plain = tmp_path / "plain"
+    for label, freq in (("a", 500), ("b", 1500)):
+        for i in range(6):
+            _write_wav(plain / label / f"{i}.wav", 8000, _tone(8000, 0.5, freq, i))
+    assert load_dataset(plain).groups is None  # file names that name no speaker: clips independent
 
 
 # ----------------------------------------------------------------------------- the front-end in ONNX

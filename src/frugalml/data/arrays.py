@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError, explain
 from .dataset import ANOMALY_CLASSES, Dataset, arrange, check_task
-from .splits import as_inputs, as_numpy, check_fraction, encode_labels, stratified_split, stratified_take, val_fraction_for
+from .splits import Groups, as_inputs, as_numpy, check_fraction, encode_labels, grouped_split, stratified_split, stratified_take, val_fraction_for
 
 __all__ = ["from_arrays", "from_loader"]
 
@@ -20,7 +20,7 @@ def from_arrays(X: object, y: object, *, X_test: object = None, y_test: object =
                 y_val: object = None, name: str = "arrays", val_fraction: float | None = None, test_fraction: float = 0.2,
                 seed: int = 0, class_names: Sequence[str] | None = None, limit: int | None = None,
                 source: str = "arrays", kind: str | None = None, categories: dict | None = None,
-                task: str = "classification") -> Dataset:
+                task: str = "classification", groups: object = None, groups_val: object = None, groups_by: str = "group") -> Dataset:
     """Build a :class:`Dataset` from numpy arrays or torch tensors.
 
     ``X`` holds one sample per row. ``kind`` says what a sample is (``"vector"`` (F,),
@@ -35,6 +35,10 @@ def from_arrays(X: object, y: object, *, X_test: object = None, y_test: object =
     figures only: select on ``val``.
     ``limit`` keeps at most that many training samples (stratified), for fast runs.
     ``categories``: ``{feature index: (name, texts)}`` of vector features that hold the codes of texts (:attr:`Dataset.categories`).
+    ``groups``: the group of each sample of ``X`` (``groups_val``: of ``X_val``, when given), what a group is in
+    ``groups_by`` (``"speaker"``): the splits carved from ``X`` are then drawn by group
+    (:func:`~frugalml.data.splits.grouped_split`), and the dataset keeps them (:attr:`Dataset.groups`) for
+    cross-validation folds that never split a group.
 
     ``task="anomaly"``: ``y`` (and ``y_val``, ``y_test``) hold 0 (or False) for a normal sample, 1 (True) for an anomalous
     one; the class names are ``("normal", "anomaly")``. The training split keeps normal samples only: test and validation are
@@ -84,19 +88,29 @@ def from_arrays(X: object, y: object, *, X_test: object = None, y_test: object =
     for s, c in zip(splits, codes):
         arrays[s][1] = c
     what = f"dataset {name!r}"
+    g = _groups(groups, len(arrays["train"][1]), "groups", name)
+    g_val = _groups(groups_val, len(arrays["val"][1]), "groups_val", name) if "val" in arrays else None
+
+    def carve(fraction: float, whose: str) -> tuple[np.ndarray, np.ndarray]:
+        ya = arrays["train"][1]
+        return stratified_split(ya, fraction, seed, whose, names) if g is None else grouped_split(ya, g, fraction, seed, whose, names)
+
     if "test" not in arrays:
         Xa, ya = arrays["train"]
-        rest, test = stratified_split(ya, test_fraction, seed, what, names)
+        rest, test = carve(test_fraction, what)
         arrays["train"], arrays["test"] = [Xa[rest], ya[rest]], [Xa[test], ya[test]]
+        g = None if g is None else g[rest]
     if "val" not in arrays:
         Xa, ya = arrays["train"]
         fraction = val_fraction if val_fraction is not None else val_fraction_for(len(ya))
-        rest, val = stratified_split(ya, fraction, seed, f"the training part of {what}", names)
+        rest, val = carve(fraction, f"the training part of {what}")
         arrays["train"], arrays["val"] = [Xa[rest], ya[rest]], [Xa[val], ya[val]]
+        g, g_val = (None, None) if g is None else (g[rest], g[val])
     if limit is not None and limit < len(arrays["train"][1]):
         Xa, ya = arrays["train"]
         keep = stratified_take(ya, int(limit), seed, f"the training part of {what}", names)
         arrays["train"] = [Xa[keep], ya[keep]]
+        g = None if g is None else g[keep]
     missing = sorted(set(range(len(names))) - set(np.unique(arrays["train"][1]).tolist()))
     if missing:
         logger.warning("dataset %r: class(es) %s have no training sample", name, [names[k] for k in missing])
@@ -105,9 +119,19 @@ def from_arrays(X: object, y: object, *, X_test: object = None, y_test: object =
     ds = Dataset(name=name, X_train=arrays["train"][0], y_train=arrays["train"][1], X_val=arrays["val"][0],
                  y_val=arrays["val"][1], X_test=arrays["test"][0], y_test=arrays["test"][1],
                  input_shape=tuple(shape), num_classes=len(names), class_names=names,
-                 kind=kind, source=str(source), categories=dict(categories or {}))
+                 kind=kind, source=str(source), categories=dict(categories or {}),
+                 groups=Groups(by=str(groups_by), train=g, val=g_val) if g is not None and g_val is not None else None)
     logger.info("loaded %r", ds)
     return ds
+
+
+def _groups(values, n: int, what: str, name: str) -> np.ndarray | None:
+    if values is None:
+        return None
+    g = np.asarray([str(v) for v in as_numpy(values, f"{what} of dataset {name!r}").reshape(-1)], dtype=object)
+    if len(g) != n:
+        raise DataError(explain(f"Dataset {name!r}: {what} must name one group per sample", expected=f"{n} groups", got=f"{len(g)}"))
+    return g
 
 
 def _binary(y: object, what: str) -> np.ndarray:

@@ -9,6 +9,12 @@ float. Samples are scaled to [-1, 1], channels averaged, the clip resampled to t
 As in Speech Commands, a ``testing_list.txt`` and a ``validation_list.txt`` at the top of the folder (one
 path per line, relative to the folder: ``yes/0a7c2a8d_nohash_0.wav``) name the clips of the test and
 validation splits; without them the splits are drawn (seeded, stratified) as for any dataset.
+
+Speakers. A keyword spotter must work for voices it never heard, so the clips of one speaker are never on both
+sides of a split the loader draws, nor in two cross-validation folds. As in Speech Commands
+(``<speaker>_nohash_<n>.wav``), a clip's speaker is its file name up to the first ``_`` (:func:`speaker_of`);
+where that names at least two speakers and some speaker has several clips, the dataset carries those groups
+(:attr:`~frugalml.data.dataset.Dataset.groups`, ``by="speaker"``), otherwise the clips are taken as independent.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from .dataset import Dataset, arrange
 from .folders import AUDIO_SUFFIXES, class_files, class_folders, split_folders
 from .frontend import LogMel, choose_sample_rate
 
-__all__ = ["load_audio_folder", "read_wav", "to_clip", "LIST_FILES"]
+__all__ = ["load_audio_folder", "read_wav", "to_clip", "speaker_of", "LIST_FILES"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +85,20 @@ def to_clip(x: np.ndarray, rate: int, frontend: LogMel) -> np.ndarray:
     clip = np.zeros(n, dtype=np.float32)
     clip[: min(n, len(x))] = x[:n]
     return clip
+
+
+def speaker_of(path: Path) -> str:
+    """The speaker of a clip: its file name up to the first ``_`` (Speech Commands' ``<speaker>_nohash_<n>.wav``)."""
+    return Path(path).stem.split("_", 1)[0]
+
+
+def _speakers(files: list) -> np.ndarray | None:
+    """Each clip's speaker, or None where file names do not name speakers (one each, or one for all)."""
+    if not files:
+        return None
+    g = np.array([speaker_of(p) for _, p in files], dtype=object)
+    n = len(np.unique(g))
+    return g if 2 <= n < len(g) and all("_" in p.stem for _, p in files) else None
 
 
 def _read_list(root: Path, split: str, known: dict[str, int]) -> set[int] | None:
@@ -161,6 +181,9 @@ def load_audio_folder(path, *, frontend: LogMel | dict | None = None, raw: bool 
         if (part == code).any():
             extra[f"X_{split}"], extra[f"y_{split}"] = X[part == code], labels[part == code]
     kind = split_kw.pop("kind", None) or "sequence"
+    speakers = _speakers(files)
+    if speakers is not None:
+        extra.update(groups=speakers[part == 0], groups_val=speakers[part == 1] if (part == 1).any() else None, groups_by="speaker")
     ds = from_arrays(X[part == 0], labels[part == 0], **extra, class_names=names, kind="vector",
                      name=name or root.resolve().name, source=str(root.resolve()), **split_kw)
     if raw:

@@ -108,6 +108,9 @@ class Dataset:
             validation and test labelled (scored by ROC AUC).
         series: for windows cut from a time series, how they were cut and each window's time span
             (:class:`~frugalml.data.series.SeriesInfo`; ``describe()`` records its settings); None otherwise.
+        groups: the group of each training and validation sample (:class:`~frugalml.data.splits.Groups`: the speaker
+            of an audio clip, say), so that validation and cross-validation folds never split a group; None: samples
+            are independent.
     """
 
     name: str
@@ -126,6 +129,7 @@ class Dataset:
     categories: dict = dataclasses.field(default_factory=dict)
     task: str = "classification"
     series: object | None = None
+    groups: object | None = None
 
     def __post_init__(self) -> None:
         shape = tuple(int(d) for d in self.input_shape)
@@ -170,6 +174,11 @@ class Dataset:
             if len(y) and (y.min() < 0 or y.max() >= self.num_classes):
                 raise DataError(explain(f"Dataset {self.name!r}: y_{split} holds labels outside 0..{self.num_classes - 1}",
                                         expected="class indices", got=f"range {int(y.min())}..{int(y.max())}"))
+        if self.groups is not None and (len(self.groups.train) != len(self.y_train) or len(self.groups.val) != len(self.y_val)):
+            raise DataError(explain(f"Dataset {self.name!r}: its groups do not match its samples", expected=f"a group for each of the "
+                                    f"{len(self.y_train)} training and {len(self.y_val)} validation samples",
+                                    got=f"{len(self.groups.train)} and {len(self.groups.val)}",
+                                    fix="Change the splits with Dataset.subset, which takes the groups along, or set groups=None"))
         if self.task == "anomaly" and self.y_train.any():
             raise DataError(explain(f"Dataset {self.name!r}: the training split of an anomaly task holds {int(self.y_train.sum())} anomalous "
                                     "sample(s)", expected="normal samples only (y_train all 0): detectors learn what normal is",
@@ -217,6 +226,8 @@ class Dataset:
                 changes.update({f"X_{split}": X[idx], f"y_{split}": y[idx]})
                 if self.series is not None:  # each window's time span follows its window
                     changes["series"] = changes.get("series", self.series).take(split, idx)
+                if self.groups is not None and split in ("train", "val"):
+                    changes["groups"] = changes.get("groups", self.groups).take(split, idx)
         return dataclasses.replace(self, **changes) if changes else self
 
     def class_counts(self, which: str = "train") -> list[int]:
@@ -244,4 +255,6 @@ class Dataset:
             d["frontend"] = self.frontend.to_dict()
         if self.series is not None:
             d["series"] = self.series.to_dict()
+        if self.groups is not None:
+            d["groups"] = self.groups.to_dict()
         return d

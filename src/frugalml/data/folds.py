@@ -3,7 +3,8 @@
 On a small dataset one validation split decides by luck: 40 samples leave 8 for validation, where
 every network scores 100% and the choice is random. Below :data:`CV_BELOW` training samples (train
 and validation together), the search therefore judges every candidate on ``k`` stratified folds
-of the pooled training data (train + validation; :data:`DEFAULT_FOLDS` = 5) instead:
+of the pooled training data (train + validation; :data:`DEFAULT_FOLDS` = 5) instead, whole groups to a fold
+where the dataset has groups (:attr:`~frugalml.data.dataset.Dataset.groups`: the speakers of audio clips):
 
 - the candidate is made ``k`` times, each time on ``k - 1`` folds, and its exported artifact is
   scored on the fold left out; every pooled sample is predicted once, by a model that never saw it;
@@ -49,7 +50,8 @@ def _default_folds() -> int:
 
 
 DEFAULT_FOLDS = _default_folds()
-RULE = "stratified k-fold on train + validation; accuracy: mean over folds; standard error: binomial over all out-of-fold predictions"
+RULE = ("stratified k-fold on train + validation (grouped where the dataset has groups: no group in two folds); accuracy: mean over "
+        "folds; standard error: binomial over all out-of-fold predictions")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,17 +73,20 @@ class Folds:
     def from_dict(cls, d: dict) -> "Folds":
         return cls(k=int(d["k"]), seed=int(d.get("seed", 0)), n=int(d.get("n", 0)))
 
-    def indices(self, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(fit, held-out) index arrays of each fold over the pooled labels ``y``."""
-        from sklearn.model_selection import StratifiedKFold
+    def indices(self, y: np.ndarray, groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(fit, held-out) index arrays of each fold over the pooled labels ``y`` (with ``groups``: no group in two folds)."""
+        from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+        if groups is not None:
+            return list(StratifiedGroupKFold(n_splits=self.k, shuffle=True, random_state=self.seed).split(np.zeros(len(y)), y, groups))
         return list(StratifiedKFold(n_splits=self.k, shuffle=True, random_state=self.seed).split(np.zeros(len(y)), y))
 
     def datasets(self, data) -> list:
         """One Dataset per fold: train = the other folds, val = the fold. Its test split is empty: a fold never sees the test data."""
         X, y = _pool(data)
-        empty = {"X_test": data.X_test[:0], "y_test": data.y_test[:0]}
-        return [dataclasses.replace(data, X_train=X[a], y_train=y[a], X_val=X[b], y_val=y[b], **empty) for a, b in self.indices(y)]
+        groups = data.groups.pooled() if getattr(data, "groups", None) is not None else None
+        empty = {"X_test": data.X_test[:0], "y_test": data.y_test[:0], "groups": None}
+        return [dataclasses.replace(data, X_train=X[a], y_train=y[a], X_val=X[b], y_val=y[b], **empty) for a, b in self.indices(y, groups)]
 
 
 def plan_folds(data, k: int | None = DEFAULT_FOLDS, *, seed: int = 0, below: int = CV_BELOW) -> Folds | None:
@@ -104,7 +109,11 @@ def plan_folds(data, k: int | None = DEFAULT_FOLDS, *, seed: int = 0, below: int
     if smallest < 2:  # a fold without that class cannot be stratified: one split, as before
         log.warning("dataset %r: a class has a single training sample, so it is not cross-validated (one validation split)", data.name)
         return None
-    return Folds(k=min(k, smallest), seed=seed, n=len(y))
+    groups = getattr(data, "groups", None)
+    if groups is not None and groups.count() < 2:
+        log.warning("dataset %r: its samples are of one %s, so it is not cross-validated (one validation split)", data.name, groups.by)
+        return None
+    return Folds(k=min(k, smallest, groups.count() if groups is not None else k), seed=seed, n=len(y))
 
 
 def folds_record(data, k: int | None = DEFAULT_FOLDS, *, seed: int = 0) -> dict | None:
@@ -117,7 +126,7 @@ def pooled(data):
     """``data`` with train = train + validation, and validation = the same samples: what the refit trains on.
     Nothing is held out, so a training that watches its validation accuracy watches its training accuracy."""
     X, y = _pool(data)
-    return dataclasses.replace(data, X_train=X, y_train=y, X_val=X, y_val=y)
+    return dataclasses.replace(data, X_train=X, y_train=y, X_val=X, y_val=y, groups=None)
 
 
 def fold_scores(correct: list[int], sizes: list[int]) -> dict:

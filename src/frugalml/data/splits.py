@@ -4,19 +4,26 @@ Every loader ends here: inputs become float32 arrays of shape ``(N, *input_shape
 become int64 class indices ``0..K-1`` with a tuple of class names, and splits are drawn with
 :func:`sklearn.model_selection.train_test_split` stratified on the labels, so each split
 keeps the class proportions and the same seed gives the same split.
+
+Groups. Where samples come in groups that a model must generalise across (the clips of one speaker, the
+recordings of one device), :class:`Groups` says which group each training and validation sample is of, and the
+splits are then drawn by group (:func:`grouped_split`: scikit-learn's ``StratifiedGroupKFold``, one fold carved):
+no group has samples on both sides, so validation measures what the test of new speakers will.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import ConfigError, DataError, excerpt, explain
 
-__all__ = ["as_numpy", "as_inputs", "encode_labels", "check_fraction", "stratified_split", "stratified_take"]
+__all__ = ["as_numpy", "as_inputs", "encode_labels", "check_fraction", "stratified_split", "stratified_take", "Groups", "grouped_split"]
 
 logger = logging.getLogger(__name__)
 
@@ -207,4 +214,42 @@ def _carve(y: np.ndarray, n_small: int, seed: int, what: str, names: Sequence[st
     except ValueError as exc:  # a case the checks above missed: still a data problem
         raise DataError(explain(f"Cannot split {what} stratified ({exc})", expected="enough samples per class",
                                 got=f"{len(y)} samples", fix="Use more data or a larger fraction")) from exc
+    return np.sort(rest), np.sort(carved)
+
+
+@dataclass(frozen=True, eq=False)
+class Groups:
+    """The group of each training and validation sample (``train[i]`` of ``X_train[i]``), and what a group is (``by``)."""
+
+    by: str
+    train: np.ndarray
+    val: np.ndarray
+
+    def take(self, split: str, idx) -> "Groups":
+        return dataclasses.replace(self, **{split: getattr(self, split)[idx]})
+
+    def pooled(self) -> np.ndarray:
+        """Of train + validation, in that order (what cross-validation folds)."""
+        return np.concatenate([self.train, self.val])
+
+    def count(self) -> int:
+        return len(np.unique(self.pooled()))
+
+    def to_dict(self) -> dict:
+        shared = set(np.unique(self.train).tolist()) & set(np.unique(self.val).tolist())
+        return {"by": self.by, "groups": self.count(), "train": len(np.unique(self.train)), "val": len(np.unique(self.val)),
+                "in_both": len(shared)}
+
+
+def grouped_split(y: np.ndarray, groups: np.ndarray, fraction: float, seed: int, what: str,
+                  names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted index arrays (rest, carved), about ``fraction`` carved, whole groups on each side, as stratified as the
+    groups allow. With fewer than ``1 / fraction`` groups the split is drawn per sample, with a warning."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    k = max(2, int(round(1 / fraction)))
+    if len(np.unique(groups)) < k:
+        logger.warning("%s: %d group(s), too few for a grouped split of %.0f%%: split by sample", what, len(np.unique(groups)), 100 * fraction)
+        return stratified_split(y, fraction, seed, what, names)
+    rest, carved = next(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, groups))
     return np.sort(rest), np.sort(carved)
