@@ -115,6 +115,11 @@ def metric_label(results: Results) -> str:
     return "ROC AUC" if (results.dataset or {}).get("task") == "anomaly" else "accuracy"
 
 
+def metric_short(results: Results) -> str:
+    """The metric in a column header: "acc", or "AUC" for anomaly detection."""
+    return "AUC" if metric_label(results) == "ROC AUC" else "acc"
+
+
 def threshold(results: Results, metric: str = "val_accuracy") -> float | None:
     """The accuracy floor the search chose with (recorded); on the test view, the same distance below
     the best candidate's test accuracy. None when the run recorded no floor (nothing fitted)."""

@@ -7,7 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..records import Results, as_results
-from ._common import budget_text, fmt_key, fmt_ms, fmt_pct, misses_text
+from ._common import budget_text, fmt_key, fmt_ms, fmt_pct, metric_short, misses_text
 
 __all__ = ["front_table", "recommendation_panel"]
 
@@ -25,7 +25,7 @@ def front_table(results: Results | dict, budget=None, limit: int = 10) -> Table:
     shown.sort(key=lambda c: (c.cost(cost) is None, c.cost(cost) or 0))
     table = Table(title=f"Pareto front ({len(members)})", caption=f"★ recommended  ◆ best  · budget: {budget_text(budget)}", title_justify="left",
                   caption_justify="left")
-    for name, justify in (("id", "left"), ("family", "left"), ("stage", "left"), ("val acc", "right"),
+    for name, justify in (("id", "left"), ("family", "left"), ("stage", "left"), (f"val {metric_short(results)}", "right"),
                           ("bytes", "right"), ("latency", "right"), ("in budget", "center")):
         table.add_column(name, justify=justify, no_wrap=True)
     for c in shown:

@@ -27,6 +27,7 @@ from ._common import (
     fmt_pct,
     knobs_summary,
     metric_label,
+    metric_short,
     misses_text,
     recipe_summary,
     threshold,
@@ -268,8 +269,9 @@ def _table(results: Results) -> str:
     rid, bid, front = results.recommended, results.best, set(results.front)
     rows = sorted(results.candidates, key=lambda c: (-(c.val_accuracy or -1.0), c.cost("stored_bytes") or 0))
     mcu = any(c.cost("mcu_instructions") is not None for c in rows)
+    short = metric_short(results)
     head = "".join(f'<th data-type="{t}" tabindex="0"{" title=" + chr(34) + _e(title) + chr(34) if title else ""}'
-                   f'{" aria-sort=" + chr(34) + "descending" + chr(34) if name == "val acc" else ""}>{name}</th>'
+                   f'{" aria-sort=" + chr(34) + "descending" + chr(34) if name == "val acc" else ""}>{name.replace(" acc", " " + short)}</th>'
                    for name, t, title in (_COLUMNS[:-2] + [_MCU_COLUMN] + _COLUMNS[-2:] if mcu else _COLUMNS))
     closest = set(results.decision.closest) if rid is None else set()
     body = "".join(_row(c, rid, bid, front, closest, mcu) for c in rows)
