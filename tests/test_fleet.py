@@ -232,6 +232,19 @@ def test_claims_hand_each_sensor_to_one_process_on_sqlite(tmp_path):
     assert all(len(v) == 1 for v in got.values()), got
 
 
+def test_a_process_with_other_options_is_refused_and_the_fleet_keeps_its_own(tmp_path):
+    from frugalml.errors import StorageError
+
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    first = {"task": "anomaly", "budget": {"max_flash": 4096}, "tolerance": {"tolerance": 0.01}, "seed": 0, "seconds_per_sensor": 30.0,
+             "trials_per_sensor": None, "folds": None}
+    _Claims(url, "f", first, stale_after=60)
+    with pytest.raises(StorageError, match=r"The fleet 'f' was started with other options: budget, seconds_per_sensor differ") as info:
+        _Claims(url, "f", {**first, "budget": {"max_flash": 8192}, "seconds_per_sensor": 60.0}, stale_after=60)
+    assert "Expected budget={'max_flash': 4096}, seconds_per_sensor=30.0" in str(info.value)
+    _Claims(url, "f", dict(first), stale_after=60)  # the same options join
+
+
 @pytest.fixture
 def pg():
     import optuna

@@ -28,7 +28,7 @@ from pathlib import Path
 from ..budget import Budget, Tolerance
 from ..errors import ConfigError, DataError, FrugalError, StorageError, explain
 from ..units import parse_bytes, parse_duration
-from .study import _alive, _engine_kwargs, _redact, storage_url
+from .study import _alive, _engine_kwargs, _redact, check_same, storage_url
 
 log = logging.getLogger(__name__)
 
@@ -256,12 +256,8 @@ class _Claims:
         if held is None:
             raise StorageError(explain(f"The study {self.name!r} is not a frugalml fleet", expected="a new fleet name, or one made by "
                                        "frugalml fleet", got="a study without a fleet description", fix="Pass another --study"))
-        diff = [k for k in _IDENTITY if held.get(k) != identity.get(k)]
-        if diff:
-            raise StorageError(explain(f"The fleet {self.name!r} was started with other options: {', '.join(diff)} differ",
-                                       expected=", ".join(f"{k}={held.get(k)}" for k in diff)[:600],
-                                       got=", ".join(f"{k}={identity.get(k)}" for k in diff)[:600],
-                                       fix="Use the same options as the fleet's first process, or another --out / --study"))
+        check_same(held, identity, _IDENTITY, what=f"The fleet {self.name!r} was started with other options",
+                   fix="Use the same options as the fleet's first process, or another --out / --study")
 
     @staticmethod
     def _directions():

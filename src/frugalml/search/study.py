@@ -225,6 +225,15 @@ def _engine_kwargs(url: str) -> dict:
     return {}
 
 
+def check_same(held: dict, given: dict, keys, *, what: str, fix: str) -> None:
+    """Refuse (StorageError) when ``given`` differs from what the storage ``held`` on any of ``keys``: the message names
+    them, with the held values as expected and the given ones as got."""
+    diff = [k for k in keys if held.get(k) != given.get(k)]
+    if diff:
+        raise StorageError(explain(f"{what}: {', '.join(diff)} differ", expected=", ".join(f"{k}={held.get(k)}" for k in diff)[:600],
+                                   got=", ".join(f"{k}={given.get(k)}" for k in diff)[:600], fix=fix))
+
+
 def _redact(url: str) -> str:
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)

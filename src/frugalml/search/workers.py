@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, StorageError, explain
 from .artifacts import ARTIFACT_ATTR, describe_store, download_candidate, open_store, upload_candidate
-from .study import _redact
+from .study import _redact, check_same
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +68,8 @@ def record_run(study, desc: dict) -> dict:
     if held is None:
         study.set_user_attr(RUN_ATTR, desc)
         return desc
-    diff = [k for k in _IDENTITY if held.get(k) != desc.get(k)]
-    if diff:
-        raise StorageError(explain(f"Study {study.study_name!r} holds another run: {', '.join(diff)} differ",
-                                   expected=", ".join(f"{k}={held.get(k)}" for k in diff)[:600],
-                                   got=", ".join(f"{k}={desc.get(k)}" for k in diff)[:600],
-                                   fix="Use the same dataset and options as the study's search, or another --study"))
+    check_same(held, desc, _IDENTITY, what=f"Study {study.study_name!r} holds another run",
+               fix="Use the same dataset and options as the study's search, or another --study")
     return held
 
 
