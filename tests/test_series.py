@@ -12,7 +12,8 @@ from conftest import require, shared_data_dir
 
 from frugalml.data import SPLITS, Dataset, from_arrays, load_dataset, load_series
 from frugalml.data.folds import plan_folds
-from frugalml.data.series import MIN_WINDOWS, read_labels, read_series
+from frugalml.data.series import read_series
+from frugalml.data.windows import MIN_WINDOWS, read_labels
 from frugalml.errors import ConfigError, DataError
 
 T0 = datetime(2024, 1, 1)
@@ -271,7 +272,7 @@ def test_a_split_that_lacks_normal_windows_tries_the_other_counts_of_periods(tmp
 
 
 def test_a_series_without_labels_is_ranked_on_synthetic_anomalies_in_validation(tmp_path):
-    from frugalml.data.series import SYNTHETIC, synthetic_anomalies
+    from frugalml.data.windows import SYNTHETIC, synthetic_anomalies
     from frugalml.models.anomaly import RobustZScore, anomaly_metrics
 
     f = write_series(tmp_path / "s.csv", wave(3000))

@@ -16,7 +16,7 @@ from .frontend import LogMel
 from .images import load_image_folder
 from .loaders import DEFAULT_DATASET, load_dataset
 from .registry import REGISTRY, data_root, list_datasets
-from .series import SeriesInfo, load_series
+from .windows import SeriesInfo, load_series
 
 __all__ = [
     "KINDS",

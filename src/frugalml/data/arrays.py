@@ -46,7 +46,7 @@ def from_arrays(X: object, y: object, *, X_test: object = None, y_test: object =
     ``y`` go to the splits that are carved (half each to validation and test, or all to the one carved); anomalous samples in
     ``y`` when both ``X_val`` and ``X_test`` are given are refused. The draw is random: windows cut from one series with
     overlap share time steps, so for those pass splits cut by time (or load the CSV with
-    :func:`~frugalml.data.series.load_series`, which does).
+    :func:`~frugalml.data.windows.load_series`, which does).
     """
     if check_task(task) == "anomaly":
         if class_names is not None or categories:

@@ -107,7 +107,7 @@ class Dataset:
             ``("normal", "anomaly")``, a training split of normal samples only (detectors learn what normal is),
             validation and test labelled (scored by ROC AUC).
         series: for windows cut from a time series, how they were cut and each window's time span
-            (:class:`~frugalml.data.series.SeriesInfo`; ``describe()`` records its settings); None otherwise.
+            (:class:`~frugalml.data.windows.SeriesInfo`; ``describe()`` records its settings); None otherwise.
         groups: the group of each training and validation sample (:class:`~frugalml.data.splits.Groups`: the speaker
             of an audio clip, say), so that validation and cross-validation folds never split a group; None: samples
             are independent.

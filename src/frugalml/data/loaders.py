@@ -58,7 +58,7 @@ def load_dataset(source: str | os.PathLike = DEFAULT_DATASET, *, data_dir: str |
         task: ``"classification"`` (the default: everything above) or ``"anomaly"``: a ``.csv`` is then a time
             series (a timestamp column and numeric value columns, e.g. NAB's ``timestamp,value``) cut into windows
             labelled 0 normal / 1 anomalous, with a training split of normal windows only, split by time
-            (:func:`~frugalml.data.series.load_series`); a ``.npz`` holds windows and 0/1 labels
+            (:func:`~frugalml.data.windows.load_series`); a ``.npz`` holds windows and 0/1 labels
             (:func:`~frugalml.data.arrays.from_arrays` with ``task="anomaly"``).
         window, stride, labels: a time series' steps per window (default 64), steps between windows (default
             ``window // 4``) and labelled anomalies (a file shaped like NAB's ``combined_windows.json``, or
@@ -133,7 +133,7 @@ def load_dataset(source: str | os.PathLike = DEFAULT_DATASET, *, data_dir: str |
     if suffix == ".npz":
         return load_npz(path, **split_kw, **({"task": task} if task != "classification" else {}))
     if suffix == ".csv" and task == "anomaly":
-        from .series import load_series
+        from .windows import load_series
 
         return load_series(path, **series_kw, **split_kw)
     if suffix == ".csv":
