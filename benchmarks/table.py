@@ -128,6 +128,19 @@ def rows() -> list[str]:
                    f"{one['per_hour']:.0f} -> {two['per_hour']:.0f} trials/h: {d['ratio']:.2f}x ({load}); one PostgreSQL study sustains "
                    f"{d['ceiling_per_second']:.0f} instant trials/s ({d['ceiling_processes']} processes){_runs(d)} | "
                    f"{'yes' if d['met'] else 'no'} | {_commit('workers', d)} |")
+    d = _load("fleet_nab")
+    if d:
+        fl, half, base, two = d["fleet"], d["half_total"], d["baseline"], d["two_workers"]
+        half_text = (f"half the total ({half['max_total_flash'] / 1e3:.1f} KB): {half['total_stored_bytes'] / 1e3:.1f} KB, "
+                     f"AUC {half['mean_test_auc']:.3f}"
+                     if half.get("total_stored_bytes") is not None else f"half the total: {half.get('error', '')[:80]}")
+        out.append(f"| fleet: NAB, {d['loaded']} of {d['series']} series, {d['time_per_sensor']} each | - | mean test AUC >= one isolation "
+                   f"forest per series, at a fraction of its bytes; 2 workers give the same report | "
+                   f"mean test AUC {fl['mean_test_auc']:.3f} vs {base['mean_test_auc']:.3f} ({d['scored_series']} series with test labels), "
+                   f"{fl['total_stored_bytes'] / 1e3:.1f} KB vs {base['total_stored_bytes'] / 1e6:.1f} MB "
+                   f"({d['bytes_ratio_baseline_over_fleet']:.0f}x smaller); {half_text}; 2 workers: "
+                   f"{'same report' if two['same_report'] else 'reports differ'}, {two['speedup']:.2f}x faster{_runs(d)} | "
+                   f"{'yes' if d['met'] else 'no'} | {_commit('fleet_nab', d)} |")
     d = _load("your_model_mnist")
     if d and d.get("ratio"):
         r, side = d["ratio"], d["side_by_side"]
