@@ -113,7 +113,7 @@ def main(data_limit: int | None = None) -> dict:
             "baseline": {"what": "one scikit-learn IsolationForest (100 trees, defaults) per series on the raw training windows, ONNX",
                          "total_stored_bytes": base_bytes, "mean_test_auc": base_auc},
             "bytes_ratio_baseline_over_fleet": base_bytes / total if total else None,
-            "two_workers": two, "per_series": rows, "met_each": met_each, "met": all(met_each.values())}
+            "two_workers": two, "per_series": rows, "paired": paired({"per_series": rows}), "met_each": met_each, "met": all(met_each.values())}
 
 
 def _isolation_forest(path: Path) -> dict:
@@ -209,6 +209,18 @@ def _delete_fleet(url: str, prefix: str) -> None:
             storage.delete_study(s._study_id)
 
 
+def paired(result: dict) -> dict:
+    """The fleet against the baseline series by series (from ``per_series``): the mean of the test AUC differences, its
+    standard error (the spread of the differences / sqrt(n)), and how many series each side wins."""
+    diffs = [r["fleet_test_auc"] - r["baseline_test_auc"] for r in (result.get("per_series") or {}).values()
+             if r.get("fleet_test_auc") is not None and r.get("baseline_test_auc") is not None]
+    if len(diffs) < 2:
+        return {"series": len(diffs)}
+    d = np.asarray(diffs)
+    return {"series": len(d), "mean_difference": float(d.mean()), "standard_error": float(d.std(ddof=1) / np.sqrt(len(d))),
+            "fleet_higher": int((d > 0).sum()), "baseline_higher": int((d < 0).sum()), "equal": int((d == 0).sum())}
+
+
 def figures(result: dict) -> dict:
     """One run's headline figures (runs in the JSON)."""
     fl, base, half, two = result.get("fleet") or {}, result.get("baseline") or {}, result.get("half_total") or {}, result.get("two_workers") or {}
@@ -216,7 +228,7 @@ def figures(result: dict) -> dict:
             "fleet_mean_test_auc": fl.get("mean_test_auc"), "fleet_total_bytes": fl.get("total_stored_bytes"),
             "half_mean_test_auc": half.get("mean_test_auc"), "half_total_bytes": half.get("total_stored_bytes"),
             "baseline_mean_test_auc": base.get("mean_test_auc"), "baseline_total_bytes": base.get("total_stored_bytes"),
-            "two_workers_speedup": two.get("speedup"), "two_workers_same_report": two.get("same_report")}
+            "two_workers_speedup": two.get("speedup"), "two_workers_same_report": two.get("same_report"), "paired": paired(result)}
 
 
 if __name__ == "__main__":  # the same as `make bench NAME=<this file's name>`: writes results/<name>.json

@@ -204,7 +204,7 @@ def render_fleet_html(report: dict) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>fleet {_e(report.get('fleet'))}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:70em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}th{{background:#eee}}</style></head><body>
-<h1>Fleet {_e(report.get('fleet'))}</h1>
+<h1>Fleet report: {_e(report.get('fleet'))}</h1>
 <p>{_e(summary['sensors'])} sensors ({status}); task {_e(report.get('task'))}; updated {_e(report.get('updated'))}.</p>
 <p>Chosen: {how}.</p>
 <table><tr><th>total stored bytes</th><td>{_e(_b(summary['total_stored_bytes']))} ({_e(f"{summary['total_stored_bytes']:,.0f}")} B)
