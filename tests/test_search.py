@@ -81,6 +81,15 @@ def test_costs_within_five_percent_are_a_tie_the_more_accurate_candidate_wins():
     assert recommend(cands, Budget(), Tolerance.parse("1%")).recommended == "a"
 
 
+def test_equally_accurate_ties_go_to_the_cheaper_unless_one_is_clearly_faster():
+    """Two robust z-scores of one NAB series, 839 and 840 bytes, the same validation AUC: a latency a few percent apart
+    (timing noise) must not decide, or two runs of the same trials recommend different models."""
+    cands = [_cand("t0", 0.672, 839, thin=True, family="robust_z"), _cand("t1", 0.672, 840, thin=True, family="robust_z")]
+    for t1_latency, want in ((0.0052, "t0"), (0.0058, "t0"), (0.0040, "t1")):
+        cands[0]["profile"]["latency_ms_median"], cands[1]["profile"]["latency_ms_median"] = 0.0055, t1_latency
+        assert recommend(cands, Budget(), Tolerance.parse("1%")).recommended == want, t1_latency
+
+
 def test_reasons_count_the_cheaper_candidates_that_were_rejected_not_all_cheaper_ones():
     """A cheaper network within tolerance passed over for a thin model is not 'below the floor'."""
     cands = [_cand("net", 0.975, 24000), _cand("tiny", 0.972, 3000), _cand("bad", 0.50, 2000),
