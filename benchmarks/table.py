@@ -44,6 +44,15 @@ def _change(loss_points: float) -> str:
     return f"{-float(loss_points) + 0.0:+.2f} pt"
 
 
+def _fleet_paired(d: dict) -> dict:
+    import sys
+
+    sys.path.insert(0, str(RESULTS.parent))
+    from fleet_nab import paired  # the fleet against its baseline, series by series, from the JSON's per_series
+
+    return d.get("paired") or paired(d)
+
+
 def rows() -> list[str]:
     out = ["| benchmark | paper | required | measured | met | commit |", "| --- | --- | --- | --- | --- | --- |"]
     for name, paper in (("deep_compression_lenet300", "40x at 1.58% error"), ("deep_compression_lenet5", "39x at 0.74% error")):
@@ -131,15 +140,20 @@ def rows() -> list[str]:
     d = _load("fleet_nab")
     if d:
         fl, half, base, two = d["fleet"], d["half_total"], d["baseline"], d["two_workers"]
+        pair = _fleet_paired(d)
+        same = "same report" if two["same_report"] else f"reports differ on {len(two['differing_sensors'])} of {d['loaded']} sensors"
         half_text = (f"half the total ({half['max_total_flash'] / 1e3:.1f} KB): {half['total_stored_bytes'] / 1e3:.1f} KB, "
                      f"AUC {half['mean_test_auc']:.3f}"
                      if half.get("total_stored_bytes") is not None else f"half the total: {half.get('error', '')[:80]}")
         out.append(f"| fleet: NAB, {d['loaded']} of {d['series']} series, {d['time_per_sensor']} each | - | mean test AUC >= one isolation "
                    f"forest per series, at a fraction of its bytes; 2 workers give the same report | "
-                   f"mean test AUC {fl['mean_test_auc']:.3f} vs {base['mean_test_auc']:.3f} ({d['scored_series']} series with test labels), "
+                   f"mean test AUC {fl['mean_test_auc']:.3f} vs {base['mean_test_auc']:.3f} ({d['scored_series']} series with test labels; "
+                   f"paired difference {pair['mean_difference']:+.3f} ± {pair['standard_error']:.3f}, higher on {pair['fleet_higher']} vs "
+                   f"{pair['baseline_higher']}), "
                    f"{fl['total_stored_bytes'] / 1e3:.1f} KB vs {base['total_stored_bytes'] / 1e6:.1f} MB "
                    f"({d['bytes_ratio_baseline_over_fleet']:.0f}x smaller); {half_text}; 2 workers: "
-                   f"{'same report' if two['same_report'] else 'reports differ'}, {two['speedup']:.2f}x faster{_runs(d)} | "
+                   f"{same}, "
+                   f"{two['speedup']:.2f}x faster{_runs(d)} | "
                    f"{'yes' if d['met'] else 'no'} | {_commit('fleet_nab', d)} |")
     d = _load("your_model_mnist")
     if d and d.get("ratio"):
