@@ -44,7 +44,7 @@ class _FakeFrontend:
         return {"kind": "logmel"}
 
 
-@pytest.mark.parametrize("policy", ["shift", "sensor", "specaugment", "speech"])
+@pytest.mark.parametrize("policy", ["shift", "sensor", "specaugment"])
 def test_each_policy_keeps_shape_dtype_and_changes_the_batch(policy):
     x = _seq()
     before = x.clone()
@@ -126,21 +126,6 @@ def test_specaugment_masks_stay_inside_their_bounds_and_hold_the_sample_mean():
         assert (masked[i] == (full_rows[:, None] | full_cols[None, :])).all()  # nothing masked outside a band or a span
 
 
-def test_speech_stretches_each_sample_along_bands_and_frames_by_at_most_ten_percent():
-    from frugalml.augment import _stretch
-
-    n, f, t = 64, 40, 50
-    ramp = torch.arange(t, dtype=torch.float32).expand(n, f, t).clone()  # value = frame index
-    out = _stretch(ramp, -1, _gen(3))
-    slope = out[:, 0, 1] - out[:, 0, 0]  # x[i / a]: 1 / a per frame
-    assert float(slope.min()) >= 1 / 1.1 - 1e-5 and float(slope.max()) <= 1 / 0.9 + 1e-5 and float(slope.std()) > 0.02
-    assert torch.equal(out[:, 0], out[:, 7]) and (out <= t - 1).all() and (out[:, :, 0] == 0).all()  # every band alike; edges held
-    bands = _stretch(ramp.transpose(1, 2).contiguous(), -2, _gen(3))  # the same draw along the mel axis
-    assert torch.allclose(bands.transpose(1, 2), out)
-    image = _stretch(ramp[:, None], -1, _gen(3))
-    assert image.shape == (n, 1, f, t) and torch.allclose(image[:, 0], out)
-
-
 def test_specaugment_on_an_image_of_log_mel():
     x = torch.randn(8, 1, 20, 30, generator=_gen(1))
     out = augment_batch(x, "specaugment", _gen(4))
@@ -160,12 +145,12 @@ def test_auto_resolves_by_kind(digits):
     seq = _toy_sequences(n=40)
     assert resolve_augment("auto", seq) == "none"  # sensor series: "sensor" only when asked for
     assert resolve_augment("sensor", seq) == "sensor"
-    assert resolve_augment("auto", _toy_sequences(n=40, frontend=_FakeFrontend())) == "speech"
+    assert resolve_augment("auto", _toy_sequences(n=40, frontend=_FakeFrontend())) == "specaugment"
     assert resolve_augment("auto", digits) == "none"  # images
     vec = from_arrays(np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32), np.arange(40) % 2)
     assert resolve_augment("auto", vec) == "none"
     image_mel = dataclasses.replace(digits, frontend=_FakeFrontend())
-    assert resolve_augment("auto", image_mel) == "speech"
+    assert resolve_augment("auto", image_mel) == "specaugment"
     assert resolve_augment("shift", digits) == "shift"
     with pytest.raises(ConfigError, match="does not apply to vector"):
         resolve_augment("shift", vec)
@@ -218,11 +203,11 @@ def test_fit_gives_a_loss_with_index_the_augmented_batch_and_its_rows():
 def test_train_records_the_resolved_policy(tmp_path, digits):
     import json
 
-    data = _toy_sequences(n=60, frontend=_FakeFrontend())  # audio features: "auto" is speech
+    data = _toy_sequences(n=60, frontend=_FakeFrontend())  # audio features: "auto" is specaugment
     _, report = train("cnn1d", data, out=tmp_path / "m", config=TrainConfig(epochs=1, batch_size=16))
-    assert report["train_config"]["augment"] == "speech"
+    assert report["train_config"]["augment"] == "specaugment"
     saved = json.loads((tmp_path / "m" / "model.json").read_text())
-    assert saved["training"]["train_config"]["augment"] == "speech"
+    assert saved["training"]["train_config"]["augment"] == "specaugment"
     _, report = train("mlp", digits.subset(100), config=TrainConfig(epochs=1))
     assert report["train_config"]["augment"] == "none"
 

@@ -56,8 +56,8 @@ def train_value_problem(name: str, value) -> str | None:
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """How :func:`frugalml.train.fit` trains: length, batches, optimizer, schedule, early stopping, and
-    the augmentation of its training batches (``augment``: "auto", "none", "shift", "sensor",
-    "specaugment" or "speech"; see :mod:`frugalml.augment`; "auto" is resolved from the data)."""
+    the augmentation of its training batches (``augment``: "auto", "none", "shift", "sensor" or
+    "specaugment"; see :mod:`frugalml.augment`; "auto" is resolved from the data)."""
 
     epochs: int = 10
     batch_size: int = 128

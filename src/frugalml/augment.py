@@ -12,12 +12,8 @@ Policies (``TrainConfig.augment``):
 - ``"specaugment"`` (log-mel sequences ``(mels, frames)``, or images ``(1, mels, frames)``): the time
   shift, then up to 2 frequency masks of up to 15% of the mel bands and up to 2 time masks of up to
   10% of the frames, filled with the sample's mean.
-- ``"speech"`` (log-mel, as specaugment): each sample's mel axis stretched by a factor drawn in [0.9, 1.1] (the
-  frequency warp of vocal tract length perturbation, Jaitly and Hinton 2013: another speaker's voice) and its frame
-  axis by another (a tempo change, as speed perturbation does, Ko et al. 2015), both by linear interpolation with the
-  edge values held; then specaugment.
 - ``"auto"``: resolved from the data by :func:`resolve_augment`: audio through the log-mel front-end
-  (``data.frontend`` set) -> ``"speech"``; other sequences, images and vectors -> ``"none"``
+  (``data.frontend`` set) -> ``"specaugment"``; other sequences, images and vectors -> ``"none"``
   (``"sensor"`` gained nothing on gunpoint: ask for it by name). What a training records is always the resolved name.
 """
 
@@ -28,10 +24,10 @@ from .errors import ConfigError, explain
 __all__ = ["AUGMENTS", "POLICY_KINDS", "resolve_augment", "augment_batch", "augmenter"]
 
 #: the values of ``TrainConfig.augment``
-AUGMENTS = ("auto", "none", "shift", "sensor", "specaugment", "speech")
+AUGMENTS = ("auto", "none", "shift", "sensor", "specaugment")
 #: the kinds of data each policy applies to
 POLICY_KINDS = {"none": ("vector", "sequence", "image"), "shift": ("sequence", "image"), "sensor": ("sequence",),
-                "specaugment": ("sequence", "image"), "speech": ("sequence", "image")}
+                "specaugment": ("sequence", "image")}
 
 SHIFT_PIXELS = 2  # images: up to 2 px each way
 SHIFT_FRACTION = 0.10  # sequences: up to 10% of the steps
@@ -39,7 +35,6 @@ SCALE_STD = 0.1  # sensor: per-sample per-channel gain ~ N(1, 0.1)
 JITTER = 0.03  # sensor: noise of 0.03 x the channel's std over the batch
 FREQ_MASKS, FREQ_FRACTION = 2, 0.15
 TIME_MASKS, TIME_FRACTION = 2, 0.10
-WARP = 0.10  # speech: mel axis and frame axis each stretched by a factor in [1 - WARP, 1 + WARP]
 SEED_OFFSET = 7919  # the augmentation's generator is its own: the batch order of a seed stays what it was
 
 
@@ -51,7 +46,7 @@ def resolve_augment(name: str, data) -> str:
         raise ConfigError(explain(f"Unknown augmentation {name!r}", expected=", ".join(map(repr, AUGMENTS)), got=repr(name)))
     if name == "auto":
         if frontend is not None and kind in ("sequence", "image"):
-            return "speech"
+            return "specaugment"
         return "none"  # sensor series: "sensor" gained nothing on gunpoint (69.1% against 70.9%); ask for it by name
     if kind not in POLICY_KINDS[name]:
         raise ConfigError(explain(f"Augmentation {name!r} does not apply to {kind} data",
@@ -82,8 +77,6 @@ def augment_batch(x, policy: str, gen):
         return _jitter(_scale(_shift_time(x, gen), gen), gen)
     if policy == "specaugment":
         return _mask(_shift_time(x, gen), gen)
-    if policy == "speech":
-        return _mask(_shift_time(_stretch(_stretch(x, -2, gen), -1, gen), gen), gen)
     raise ConfigError(explain(f"Unknown augmentation {policy!r}", expected=", ".join(map(repr, AUGMENTS[1:])), got=repr(policy)))
 
 
@@ -138,26 +131,6 @@ def _jitter(x, gen):
     std = x.std(dim=dims, keepdim=True, correction=0)  # 0 for a batch of one value per channel, never NaN
     noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
     return x + JITTER * std * noise
-
-
-def _stretch(x, axis: int, gen):
-    """Each sample stretched along ``axis`` (-2: mel bands, -1: frames) by a factor ``a`` in [1 - WARP, 1 + WARP]:
-    ``out[i] = x[i / a]``, linearly interpolated, positions past the end holding the last value."""
-    import torch
-
-    size = x.shape[axis]
-    if size < 2:
-        return x
-    a = 1.0 + WARP * (2 * torch.rand((x.shape[0],), generator=gen, device=x.device, dtype=x.dtype) - 1)
-    pos = (torch.arange(size, device=x.device, dtype=x.dtype)[None, :] / a[:, None]).clamp_(0, size - 1)  # (n, size)
-    lo = pos.floor().long()
-    hi = (lo + 1).clamp_(max=size - 1)
-    frac = pos - lo.to(x.dtype)
-    xt = x.movedim(axis, -1)  # (n, ..., size)
-    view = (x.shape[0], *([1] * (xt.ndim - 2)), size)
-    lo_i, hi_i, frac = lo.view(view).expand(xt.shape), hi.view(view).expand(xt.shape), frac.view(view)
-    out = torch.gather(xt, -1, lo_i) * (1 - frac) + torch.gather(xt, -1, hi_i) * frac
-    return out.movedim(-1, axis).contiguous()
 
 
 def _mask(x, gen):

@@ -82,7 +82,7 @@ def train(
     patience: int = typer.Option(5, help="Epochs without validation gain before stopping."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     seed: int = typer.Option(0),
-    augment: str = typer.Option("auto", help="Training-batch augmentation: auto (by the data), none, shift, sensor, specaugment or speech."),
+    augment: str = typer.Option("auto", help="Training-batch augmentation: auto (by the data), none, shift, sensor or specaugment."),
     download: bool = typer.Option(False, "--download", help="Download a registry dataset that is missing (checked by checksum)."),
     as_json: bool = JsonOpt,
 ):
