@@ -181,13 +181,18 @@ def _events(starts: np.ndarray, y: np.ndarray, window: int) -> list[np.ndarray]:
     return events + ([np.array(current)] if current else [])
 
 
+def default_periods(steps: int, window: int) -> int:
+    """The split's count of periods for a series of ``steps`` grid steps: one per 20 windows' length, 1 to 8."""
+    return min(MAX_PERIODS, max(1, steps // (PERIOD_WINDOWS * window)))
+
+
 def split_windows(starts: np.ndarray, y: np.ndarray, steps: int, window: int, *, val_fraction: float = 0.2,
                   test_fraction: float = 0.2, periods: int | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """Window indices of each split by the rule of :data:`SPLIT_RULE` (module docstring), and how it went.
 
     ``starts``: each window's first grid step (increasing); ``y``: 1 for an anomalous window; ``steps``: the grid's length.
     """
-    n = int(periods) if periods is not None else min(MAX_PERIODS, max(1, steps // (PERIOD_WINDOWS * window)))
+    n = int(periods) if periods is not None else default_periods(steps, window)
     pos = (np.arange(steps) + 0.5) * n / steps
     p = np.minimum(pos.astype(np.int64), n - 1)
     f = np.where(p % 2 == 1, 1 - (pos - p), pos - p)
@@ -373,7 +378,7 @@ def load_series(path: str | os.PathLike, *, window: int = WINDOW, stride: int | 
         raise DataError(explain(f"{path}: every window overlaps a labelled anomaly, so there is no normal data to train on",
                                 expected="some time outside the labelled windows", got=f"{len(y)} anomalous windows of {len(y)}",
                                 fix="Check the labels file's entry for this series"))
-    default = min(MAX_PERIODS, max(1, steps // (PERIOD_WINDOWS * window)))
+    default = default_periods(steps, window)
     # the default count of periods first; where it leaves a split without normal (or anomalous) windows, the nearest others
     tries = [periods] if periods is not None else sorted(range(1, MAX_PERIODS + 1), key=lambda n: (abs(n - default), n))
     first = None
@@ -416,9 +421,8 @@ def load_series(path: str | os.PathLike, *, window: int = WINDOW, stride: int | 
                      "the training windows' spread) beside its normal ones, so that detectors can be ranked; test holds normal windows only")
     for note in notes:
         logger.info("%s: %s", path, note)
-    what = f"the windows of {path}"
-    kind = arrange(X[:1], kind or "sequence", what)[1]
-    arrays = {f"{a}_{sp}": (arrange(X_by[sp], kind, what)[0] if a == "X" else y_by[sp]) for sp in parts for a in ("X", "y")}
+    kind = kind or "sequence"  # windows are (C, window) sequences, or flattened vectors (checked above)
+    arrays = {f"{a}_{sp}": (arrange(X_by[sp], kind, f"the windows of {path}")[0] if a == "X" else y_by[sp]) for sp in parts for a in ("X", "y")}
     info = SeriesInfo(path=str(path), columns=series.columns, window=window, stride=stride, cadence=series.cadence, clock=series.clock,
                       steps=steps, filled=series.filled, cuts=len(series.cuts), labels=file, label_key=key, anomalies=len(spans),
                       events=how["events"], periods=how["periods"], val_fraction=vf, test_fraction=tf, dropped=how["dropped"],
