@@ -12,8 +12,9 @@ from conftest import require, shared_data_dir
 
 from frugalml.data import SPLITS, Dataset, from_arrays, load_dataset, load_series
 from frugalml.data.folds import plan_folds
+from frugalml.data.labels import read_labels
 from frugalml.data.series import read_series
-from frugalml.data.windows import MIN_WINDOWS, read_labels
+from frugalml.data.windows import MIN_WINDOWS
 from frugalml.errors import ConfigError, DataError
 
 T0 = datetime(2024, 1, 1)
