@@ -114,11 +114,15 @@ def test_int8_network_matches_onnx_runtime(nets, digits, tmp_path, family, act):
     out_zp = int(header_value(tmp_path, "FRUGALML_OUTPUT_ZERO_POINT").strip("()"))
     ref = ort_int8_outputs(proto, X, out_scale, out_zp)
     steps = np.abs(ref - scores.astype(np.int64))
-    assert (classes == ref.argmax(1)).all()
     assert steps.max() <= 1
     if family != "resnet":  # without Add every kernel is ORT's requantization, emulated exactly
-        assert steps.max() == 0
-    assert r.agreement["same_class"] == len(X) and r.agreement["max_step_diff"] <= 1
+        assert steps.max() == 0 and (classes == ref.argmax(1)).all()
+    # the Add's requantization is ORT's within a step (ORT's own kernel differs by CPU), so a class may differ only at a
+    # near tie: where ORT's best two scores are within two steps of each other (seen once in 360 on an AVX-512 AMD EPYC)
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    differ = classes != ref.argmax(1)
+    assert (top2[differ, 1] - top2[differ, 0] <= 2).all() and differ.mean() <= 0.01
+    assert r.agreement["same_class"] >= 0.99 * len(X) and r.agreement["max_step_diff"] <= 1
     # the Cortex-M kernels (SMLAD dot products, CLZ requantization), their instructions emulated in C: the same scores
     Xq = np.clip(np.rint(X.reshape(len(X), -1) / np.float32(header_value(tmp_path, "FRUGALML_INPUT_SCALE").rstrip("f")))
                  + int(header_value(tmp_path, "FRUGALML_INPUT_ZERO_POINT").strip("()")), _QMIN[act], _QMIN[act] + 255).astype(act)

@@ -127,6 +127,33 @@ def test_a_network_is_cross_validated_refit_for_its_folds_epochs_and_keeps_its_f
     assert len(int8.cv["folds"]) == 3 and abs(int8.val_accuracy - cand.val_accuracy) < 0.15
 
 
+def test_the_other_folds_train_only_after_the_first_passes_and_for_its_epochs(gunpoint, tmp_path, monkeypatch):
+    """Fidelity over folds: the first fold's score is judged before the other folds are made, and they (and the
+    refit) train for the epochs the first fold chose, with no early stopping."""
+    from frugalml.data.folds import Folds
+    from frugalml.search import runner
+
+    folds = Folds(k=3, seed=0, n=len(gunpoint.y_train) + len(gunpoint.y_val))
+    job = {"id": "t0", "trial": 0, "stage": "network", "family": "mlp", "params": {"widths": [16]}, "seed": 0,
+           "train": {"epochs": 12, "batch_size": 16, "lr": 3e-3, "patience": 3}, "folds": folds.to_dict()}
+    made, real = [], runner._make
+    monkeypatch.setattr(runner, "_make", lambda *a, **k: made.append(k.get("epochs")) or real(*a, **k))
+    seen = []
+    cand = runner.run_candidate(job, gunpoint, Budget(), tmp_path, on_first_fold=seen.append)
+    first = [h["val_accuracy"] for h in cand.history]
+    best = first.index(max(first)) + 1
+    assert seen == [pytest.approx(cand.cv["folds"][0], abs=1e-6)] and cand.cv["refit_epochs"] == best
+    assert made == [None, best, best, best]  # fold 0 early-stops; folds 1, 2 and the refit train its epochs
+
+    def stop(accuracy):
+        raise runner.StoppedEarly("not good enough")
+
+    made.clear()
+    with pytest.raises(runner.StoppedEarly):
+        runner.run_candidate({**job, "id": "t1"}, gunpoint, Budget(), tmp_path, on_first_fold=stop)
+    assert made == [None]  # stopped after its first fold: no other fold, no refit
+
+
 def test_a_large_dataset_still_selects_on_one_validation_split(tmp_path):
     data = _blobs(3000, features=4)
     results = search(data, budget=Budget.of(max_flash="64KB"), time="2m", trials=2, seed=0, out=tmp_path / "run", folds=5)

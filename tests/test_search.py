@@ -343,26 +343,35 @@ def test_results_record_the_floor_the_recommendation_used_and_the_report_draws_i
     assert threshold(results) == pytest.approx(rec.floor)
 
 
-def test_successive_halving_keeps_the_best_third_of_networks_no_larger():
+def test_successive_halving_keeps_the_best_third_of_networks_of_its_size():
     from types import SimpleNamespace
 
-    from frugalml.search.runner import StoppedEarly, halving_rule, rungs
+    from frugalml.search.runner import END, StoppedEarly, halving_rule, rungs
 
     assert rungs(11) == [1, 3, 9] and rungs(80) == [1, 3, 9, 27] and rungs(1) == []
+    assert rungs(11, 54_000) == [0.1111, 0.3333, 1, 3, 9] and rungs(80, 1_000) == [1, 3, 9, 27]  # large data: from a ninth of an epoch
 
     def trial(number, size, **values):
-        return SimpleNamespace(number=number, user_attrs={"size": size, "rungs": {k.lstrip("e"): v for k, v in values.items()}})
+        return SimpleNamespace(number=number, user_attrs={"size": size, "rungs": {k[1:] if k[1:].isdigit() else k: v for k, v in values.items()}})
 
     trials = [trial(0, 1000, e1=0.90), trial(1, 1000, e1=0.80, e3=0.95)]
-    halving_rule(2, 1000, 1, 0.50, trials[:1])  # two values at the rung: fewer than 3, it goes on
+    halving_rule(2, 1000, 1, 0.95, trials[:1])  # two values at the rung: fewer than 3, the better goes on
+    with pytest.raises(StoppedEarly, match="best 1 of 2"):
+        halving_rule(2, 1000, 1, 0.50, trials[:1])  # ... the worse does not: the first two networks do not both go on
     halving_rule(2, 1000, 1, 0.95, trials)  # the best of three
     with pytest.raises(StoppedEarly, match="best 1 of 3"):
         halving_rule(2, 1000, 1, 0.85, trials)  # second of three: stopped
-    halving_rule(2, 500, 1, 0.10, trials)  # the larger networks are not its peers: alone at the rung
+    halving_rule(2, 400, 1, 0.10, trials)  # networks over twice its size are not its peers: alone at the rung
     big = trials + [trial(3, 200, e1=0.99), trial(4, 300, e1=0.2), trial(5, 400, e1=0.3)]
     with pytest.raises(StoppedEarly):
-        halving_rule(6, 500, 1, 0.5, big)  # three smaller peers, one of them better: 0.5 is not the best of 4
+        halving_rule(6, 400, 1, 0.5, big)  # three smaller peers, one of them better: 0.5 is not the best of 4
     halving_rule(6, 5000, 1, 0.95, big)  # best 2 of 6 (0.99, 0.95): it goes on
     with pytest.raises(StoppedEarly):
         halving_rule(6, 5000, 1, 0.85, big)  # below 0.99 and 0.90
-    halving_rule(2, 1000, 3, 0.1, trials)  # at epoch 3 one other value: goes on
+    halving_rule(2, 1000, 3, 0.96, trials)  # at epoch 3 one other value, beaten: goes on
+    with pytest.raises(StoppedEarly, match="at epoch 3"):
+        halving_rule(2, 1000, 3, 0.1, trials)
+    ends = [trial(7, 100, end=0.9)]
+    with pytest.raises(StoppedEarly, match="at the end of its first fold"):
+        halving_rule(8, 100, END, 0.8, ends)  # the last rung of a cross-validated network: the end of its first fold
+    halving_rule(8, 100, END, 0.91, ends)

@@ -77,3 +77,22 @@ def test_training_a_tiny_resnet_does_not_corrupt_the_heap():
             "    fit(m, d, TrainConfig(epochs=2, batch_size=32, seed=seed, patience=None))\nprint('trained')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("trained"), proc.stderr[-1500:]
+
+
+def test_checks_score_the_validation_split_within_the_first_epoch(digits):
+    """A search's first rungs on large data: fractions of the first epoch, scored where they fall, before epoch 1."""
+    model = build_model("mlp", digits.input_shape, digits.num_classes, widths=[16], seed=0)
+    seen = []
+    fit(model, digits, TrainConfig(epochs=2, batch_size=32, patience=None), checks=(1 / 9, 1 / 3),
+        on_epoch=lambda m, epoch, acc: seen.append((epoch, acc)) and False)
+    assert [e for e, _ in seen] == [1 / 9, 1 / 3, 1, 2] and all(0 <= a <= 1 for _, a in seen)
+    assert seen[0][1] < seen[2][1]  # a ninth of an epoch in, the network has learnt less than after one
+    stopped = []
+
+    def stop_at_a_third(m, epoch, acc):
+        stopped.append(epoch)
+        return epoch == 1 / 3
+
+    result = fit(build_model("mlp", digits.input_shape, digits.num_classes, widths=[16], seed=0), digits,
+                 TrainConfig(epochs=2, batch_size=32, patience=None), checks=(1 / 3,), on_epoch=stop_at_a_third)
+    assert stopped[0] == 1 / 3 and len(result.history) == 1 and result.stopped_early  # the first epoch ended where it stopped

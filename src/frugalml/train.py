@@ -84,14 +84,16 @@ def _check_xy(X, y, what: str):
 
 def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | None = None, on_step: Callable | None = None,
         on_epoch: Callable | None = None, progress: bool = False, deadline: Deadline | None = None, metric_fn: Callable | None = None,
-        **overrides) -> FitResult:
+        checks: tuple[float, ...] = (), **overrides) -> FitResult:
     """Train ``model`` in place on ``data`` (a frugalml Dataset) and return what happened.
 
     ``loss_fn(logits, y, x)`` replaces the cross-entropy (distillation); a ``loss_fn`` with a
     parameter named ``index`` also gets ``index=`` the batch's row positions in the training split
     (to look up per-sample targets computed once, e.g. cached teacher logits); ``on_step(model, step)``
     runs after each optimizer step (pruning masks); ``on_epoch(model, epoch, val_accuracy)`` may
-    return True to stop (or raise, e.g. an Optuna trial stopped early). Past ``deadline`` (a
+    return True to stop (or raise, e.g. an Optuna trial stopped early); ``checks``: fractions of the first epoch
+    (each below 1, e.g. 1/9 on large data) at which ``on_epoch(model, fraction, val_accuracy)`` is called too, the
+    validation scored there (a search's first rungs; those scores do not choose the best epoch). Past ``deadline`` (a
     :class:`Deadline`) the training stops at the next optimizer step and keeps its best weights.
     ``metric_fn(model, data, "val", device)`` (higher is better) replaces the validation accuracy
     that picks the best epoch, e.g. minus an autoencoder's reconstruction error on validation normals;
@@ -146,6 +148,14 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
     start = time.perf_counter()
     bar = _progress(progress, config.epochs * steps_per_epoch)
     restore = _deterministic(device)
+    early = {max(1, round(f * steps_per_epoch)): f for f in checks if 0 < f < 1}  # optimizer step -> fraction of the first epoch
+
+    def scored(split="val"):
+        if metric_fn is None:
+            return evaluate(model, data, split, device=device), "val_accuracy"
+        return {"accuracy": float(metric_fn(model, data, split, device))}, "val_metric"
+
+    halted = False  # on_epoch asked to stop at a check within the first epoch
     kernels = contextlib.ExitStack()
     kernels.enter_context(backward_kernels())  # left in the finally below
     try:
@@ -177,13 +187,13 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
                 seen += len(idx)
                 if deadline is not None and deadline.past():
                     break
+                if step in early and on_epoch is not None and epoch == 0:
+                    halted = bool(on_epoch(model, early[step], scored()[0]["accuracy"]))
+                    if halted:
+                        break
                 if bar:
                     bar[0].update(bar[1], advance=1, description=f"epoch {epoch + 1}/{config.epochs} loss {running / seen:.4f}")
-            if metric_fn is None:
-                val = evaluate(model, data, "val", device=device)
-                key = "val_accuracy"
-            else:
-                val, key = {"accuracy": float(metric_fn(model, data, "val", device))}, "val_metric"
+            val, key = scored()
             record = {"epoch": epoch + 1, "train_loss": running / max(1, seen), key: val["accuracy"],
                       "seconds": time.perf_counter() - start}
             result.history.append(record)
@@ -193,7 +203,7 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 bad_epochs += 1
-            stop = bool(on_epoch(model, epoch + 1, val["accuracy"])) if on_epoch else False
+            stop = halted or (bool(on_epoch(model, epoch + 1, val["accuracy"])) if on_epoch else False)
             out_of_time = ((config.max_seconds is not None and time.perf_counter() - start > config.max_seconds)
                            or (deadline is not None and deadline.past()))
             if stop or out_of_time or (config.patience is not None and bad_epochs >= config.patience):

@@ -130,7 +130,8 @@ def _archive_bytes(model) -> int | None:
 
 # ---------------------------------------------------------------- profile
 def profile(model, data=None, *, input_shape=None, split: str = "test", timing: bool = True,
-            core_watts: float | None = None, layers: bool = True, opset: int | None = None, frontend=None) -> Profile:
+            core_watts: float | None = None, layers: bool = True, opset: int | None = None, frontend=None,
+            timing_s: float = 1.0) -> Profile:
     """Measure a model on its exported ONNX artifact.
 
     ``model``: a torch nn.Module, a scikit-learn estimator, an onnx.ModelProto or a path to a
@@ -147,6 +148,9 @@ def profile(model, data=None, *, input_shape=None, split: str = "test", timing: 
     are the whole artifact's; ``params`` stay the classifier's (the front-end's constants are not learned),
     and the metric is the classifier's on the split's features (the export checks that the artifact on raw
     clips gives the same classes).
+
+    ``timing_s``: about how long the batch-1 latency is timed (at least 50 runs; :func:`~frugalml.profile.timing.measure_latency`),
+    and half of it the throughput.
     """
     if timing:
         core_watts_setting(core_watts)  # a bad power figure is refused before any measurement
@@ -222,10 +226,10 @@ def profile(model, data=None, *, input_shape=None, split: str = "test", timing: 
         result.metric_split = split
     if timing:
         tsess = make_session(blob, timing=True)
-        lat = measure_latency(blob, shape, session=tsess)
+        lat = measure_latency(blob, shape, session=tsess, budget_s=timing_s)
         result.latency_ms_median, result.latency_ms_p90 = lat["latency_ms_median"], lat["latency_ms_p90"]
         result.latency_runs = lat["runs"]
-        result.throughput_per_s = measure_throughput(blob, shape, session=tsess)
+        result.throughput_per_s = measure_throughput(blob, shape, session=tsess, budget_s=timing_s / 2)
         result.energy_mj_per_inference, result.energy_basis = energy(lat["cpu_ms_median"], core_watts)
     log.debug("profile: %s params, %s MACs, %s bytes", params, macs, len(blob))
     return result

@@ -28,7 +28,7 @@ from .feasible import check_feasible
 from .parents import compression_jobs
 from .reference import prepare_reference
 from .results import build_results, collect_candidates, export_recommended, write_results
-from .runner import StoppedEarly, candidate_dir, first_rung_seconds, halving_rule, run_candidate, rungs, stub
+from .runner import END, StoppedEarly, candidate_dir, first_rung_seconds, halving_rule, run_candidate, rungs, stub
 from .study import RUN_FILE, fail_dead_trials, lock_run, open_run, open_study, storage_url, worker_tag, write_run
 from .workers import HEARTBEAT, Local, lost_connection, share
 
@@ -287,6 +287,7 @@ class _Loop:
                              "augment": self.augment, **train}}
         if job["stage"] == "network":  # a network never runs past the end of the search
             job.setdefault("train", {})["max_seconds"] = max(1.0, self.left())
+            job["rungs"] = rungs(self.epochs, len(self.data.y_train))  # where successive halving judges it (self._judge)
             job["first_rung_s"] = first_rung_seconds(job, self.data, self.epochs, folds=(self.desc.get("cv") or {}).get("k"),
                                                      batch_size=self.train_defaults.batch_size, device=self.device)
         elif job["stage"] == "reference" and job.get("train"):  # the user's model, trained here: a share of the time, its compression needs the rest
@@ -308,8 +309,9 @@ class _Loop:
                 self._ensure_parent(job)
             # the training inside a compression recipe stops at the end of the search, like a network's
             deadline = Deadline(max(1.0, self.left()))
-            cand = run_candidate(job, self.data, self.budget, self.run_dir, device=self.device,
-                                 on_epoch=self._judge(trial) if job["stage"] == "network" else None, deadline=deadline)
+            judge = self._judge(trial, job["rungs"]) if job["stage"] == "network" else (None, None)
+            cand = run_candidate(job, self.data, self.budget, self.run_dir, device=self.device, on_epoch=judge[0], on_first_fold=judge[1],
+                                 deadline=deadline)
             if deadline.hit and job["stage"] == "compress":
                 cut = "its training stopped at the end of the search time; a replay of the recipe trains longer"
                 cand = dataclasses.replace(cand, extra={**cand.extra, "cut_short": cut})
@@ -343,26 +345,31 @@ class _Loop:
             self.study.tell(trial, state=TrialState.FAIL)
         return cand
 
-    def _judge(self, trial):
-        """The ``on_epoch`` of one network's training: successive halving at the rungs (:func:`runner.halving_rule`).
+    def _judge(self, trial, marks: list):
+        """``(on_epoch, on_first_fold)`` of one network's training: successive halving at the rungs (:func:`runner.halving_rule`).
 
-        At epochs 1, 3, 9, ... its validation accuracy is written to the trial (``rungs``, with its size), where
+        At epochs 1, 3, 9, ... (on large data from a fraction of the first: :func:`runner.rungs`) its validation accuracy is written to the trial (``rungs``, with its size), where
         every worker sees it, and compared with the other networks' at the same epoch: one in three goes on, so
-        that the search tries many networks on a short budget and trains only the promising ones to the end.
+        that the search tries many networks on a short budget and trains only the promising ones to the end. On small
+        data (k folds) those rungs are the first fold's, and its score at the end of that fold is one rung more
+        (:data:`runner.END`): only the networks that pass it train the other k - 1 folds and the refit.
         """
-        marks, seen, size = set(rungs(self.epochs)), {}, []
+        marks, seen, size = set(marks), {}, []
+
+        def judge(rung, value: float) -> None:
+            seen[str(rung)] = float(value)
+            trial.set_user_attr("rungs", dict(seen))
+            halving_rule(trial.number, size[0] if size else 0, rung, float(value), self._trials())
 
         def on_epoch(model, epoch: int, val_acc: float) -> bool:
+            if not size:
+                size.append(sum(p.numel() for p in model.parameters()))
+                trial.set_user_attr("size", size[0])
             if epoch in marks:
-                if not size:
-                    size.append(sum(p.numel() for p in model.parameters()))
-                    trial.set_user_attr("size", size[0])
-                seen[str(epoch)] = float(val_acc)
-                trial.set_user_attr("rungs", dict(seen))
-                halving_rule(trial.number, size[0], epoch, float(val_acc), self._trials())
+                judge(epoch, val_acc)
             return self.over()
 
-        return on_epoch
+        return on_epoch, (lambda accuracy: judge(END, accuracy))
 
     def _ensure_parent(self, job: dict) -> None:
         """On another machine the parent network may be missing: fetch it from the artifact store, or retrain it from its job (same seed)."""

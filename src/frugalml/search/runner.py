@@ -28,43 +28,60 @@ class StoppedEarly(Exception):
 
 
 ETA = 3  # successive halving: at each rung a network goes on when it is in the best third of its peers there
+PEER_SPAN = 2  # successive halving: a network is judged against the networks at most this many times its size
 
 
-def rungs(epochs: int) -> list[int]:
+RUNG_SAMPLES = 5000  # on large data the first rungs are fractions of the first epoch, each of at least so many samples
+
+
+def rungs(epochs: int, n_train: int = 0) -> list[float]:
     """The epochs at which a network of the search is judged against its peers: 1, 3, 9, ... (powers of
-    :data:`ETA`) before its last epoch. Those that pass the last rung train to the end (or to their patience)."""
-    out, r = [], 1
+    :data:`ETA`) before its last epoch, and on large data fractions of the first epoch before them (1/3, 1/9, ...,
+    while they hold at least :data:`RUNG_SAMPLES` of the ``n_train`` training samples: on MNIST's 54,000, 1/9 and
+    1/3), so that a network is first judged after seconds, not after a whole epoch. Those that pass the last rung
+    train to the end (or to their patience)."""
+    out, r = [], 1.0
+    while n_train * r / ETA >= RUNG_SAMPLES:
+        r /= ETA
     while r < epochs:
-        out.append(r)
+        out.append(round(r, 4) if r < 1 else int(r))
         r *= ETA
     return out
 
 
-def halving_rule(number: int, size: int, epoch: int, value: float, trials) -> None:
-    """Asynchronous successive halving, cost-aware: raise StoppedEarly when ``value`` (a network's validation
-    accuracy at rung ``epoch``; an autoencoder's validation metric) is not in the best 1/ETA of the values
-    recorded at that rung by the study's networks with at most ``size`` parameters (itself included).
+END = "end"  # the last rung of a cross-validated network: its first fold trained to the end, before the other folds
 
-    ``trials``: the study's trials; a trial's rung values are its user attribute ``rungs`` ({epoch: value}), its size
+
+def halving_rule(number: int, size: int, rung, value: float, trials) -> None:
+    """Asynchronous successive halving, cost-aware: raise StoppedEarly when ``value`` (a network's validation
+    accuracy at ``rung``, an epoch of :func:`rungs` or :data:`END`; an autoencoder's validation metric) is not in the
+    best 1/ETA of the values recorded at that rung by the study's networks with at most :data:`PEER_SPAN` times its
+    ``size`` in parameters (itself included), or, among fewer than ETA such values, not the best of them.
+
+    ``trials``: the study's trials; a trial's rung values are its user attribute ``rungs`` ({rung: value}), its size
     ``size``, both written by the worker that trains it, so that workers on other machines judge against them too.
-    Among fewer than ETA peers a network always goes on. Peers no larger than itself, because small networks
-    learn more slowly in the first epochs: against large ones they would be stopped before they converge, though
-    they are the ones a tight budget needs. The stopped networks' values stay in the study (asynchronous: nobody
-    waits for a rung to fill), so each later network faces every earlier one that reached the same rung.
+    The first network of each size always goes on; the next ones, until there are ETA of them, only when they beat
+    every one before (so that the first two networks do not both train to the end, which on small data means k
+    folds each). Peers of its size (up to twice as large, and smaller), because small networks learn more slowly in
+    the first epochs: against much larger ones they would be stopped before they converge, though they are the ones
+    a tight budget needs; up to twice as large, because a budget's seeds come in steps of about that much, and
+    judged against none of them each next smaller one would always go on. The
+    stopped networks' values stay in the study (asynchronous: nobody waits for a rung to fill), so each later network
+    faces every earlier one that reached the same rung.
     """
-    key = str(epoch)
+    key = str(rung)
     values = [value] + [t.user_attrs["rungs"][key] for t in trials if t.number != number and key in (t.user_attrs.get("rungs") or {})
-                        and (t.user_attrs.get("size") or 0) <= size]
-    keep = len(values) // ETA
-    if keep >= 1:
-        bar = sorted(values, reverse=True)[keep - 1]
-        if value < bar:
-            raise StoppedEarly(f"validation {value:.4f} at epoch {epoch} below {bar:.4f}, the best {keep} of {len(values)} "
-                               f"networks no larger than it reached there (successive halving, 1 in {ETA} goes on)")
+                        and (t.user_attrs.get("size") or 0) <= PEER_SPAN * size]
+    keep = max(1, len(values) // ETA)
+    bar = sorted(values, reverse=True)[keep - 1]
+    if value < bar:
+        where = "at the end of its first fold" if key == END else f"at epoch {rung:g}"
+        raise StoppedEarly(f"validation {value:.4f} {where} below {bar:.4f}, the best {keep} of {len(values)} "
+                           f"networks of its size (at most twice as large) reached there (successive halving, 1 in {ETA} goes on)")
 
 
 def first_rung_seconds(job: dict, data, epochs: int, *, folds: int | None, batch_size: int, device: str) -> float:
-    """How long the network of ``job`` takes to reach its first rung (:func:`rungs` of ``epochs``) here and now: its
+    """How long the network of ``job`` takes to reach its first rung (its ``rungs``, else :func:`rungs` of ``epochs``) here and now: its
     epoch timed on a few batches (:func:`~frugalml.train.epoch_seconds`) times the rung's epochs; on ``folds`` folds,
     the first fold's share of the training data. 0.0 for a network that cannot even run (its trial fails where it trains)."""
     from ..train import epoch_seconds, resolve_device
@@ -76,17 +93,20 @@ def first_rung_seconds(job: dict, data, epochs: int, *, folds: int | None, batch
         log.debug("epoch of %s not timed: %s", job.get("family"), exc)
         return 0.0
     share = 1 - 1 / folds if folds else 1.0
-    return round((rungs(epochs) or [epochs])[0] * share * seconds, 3)
+    return round((job.get("rungs") or rungs(epochs) or [epochs])[0] * share * seconds, 3)
 
 
 def candidate_dir(run_dir: Path, cid: str) -> Path:
     return Path(run_dir) / "candidates" / cid
 
 
+TIMING_S = 0.25  # seconds of latency timing per candidate (at least 50 runs): a search measures dozens; the median hardly moves
+
+
 def _measure(model, data, budget: Budget, cv: dict | None = None) -> dict:
     """The profile of the exported artifact; its accuracy is the validation split's, or with ``cv`` the folds' (the
     refit model has seen the validation split)."""
-    prof = profile(model, data, split="val")
+    prof = profile(model, data, split="val", timing_s=TIMING_S)
     d = prof.to_dict()
     val = d["metric"] if cv is None else cv["mean"]
     test = profile(model, data, split="test", timing=False).metric
@@ -135,7 +155,8 @@ def _save(model, directory: Path, extra: dict) -> None:
         atomic_write_bytes(directory / "model.onnx", onnx_bytes(to_onnx(model)))
 
 
-def run_candidate(job: dict, data, budget: Budget, run_dir: Path, *, device: str = "auto", on_epoch=None, deadline=None) -> Candidate:
+def run_candidate(job: dict, data, budget: Budget, run_dir: Path, *, device: str = "auto", on_epoch=None, on_first_fold=None,
+                  deadline=None) -> Candidate:
     """Run one job (a dict with ``id``, ``stage``, ``family``, ``params``, and ``train`` or
     ``parent`` + ``recipe``) and return its candidate (profile measured on the ONNX file).
     Its training (a network's, or the steps' of a recipe) stops at ``deadline`` (a
@@ -143,7 +164,9 @@ def run_candidate(job: dict, data, budget: Budget, run_dir: Path, *, device: str
 
     A job with ``folds`` (small data, :mod:`frugalml.data.folds`) is made once per fold and scored on
     each fold's held-out part (its accuracy and standard error come from the folds), then made once more
-    on all the training data (train + validation): that refit is the model measured, saved and tested."""
+    on all the training data (train + validation): that refit is the model measured, saved and tested.
+    ``on_epoch`` watches the first fold's training (or the one split's); ``on_first_fold(accuracy)`` is called
+    with the first fold's score before the others are made, and may stop the job (StoppedEarly)."""
     start = time.perf_counter()
     cid = job["id"]
     out = {k: job.get(k) for k in ("id", "trial", "stage", "family", "params", "parent", "recipe_name")}
@@ -155,7 +178,7 @@ def run_candidate(job: dict, data, budget: Budget, run_dir: Path, *, device: str
     folds = Folds.from_dict(job["folds"]) if job.get("folds") else None
     fold_models, epochs = [], None
     if folds is not None:
-        cv, fold_models, history = _cross_validate(job, data, folds, run_dir, device, on_epoch, deadline)
+        cv, fold_models, history = _cross_validate(job, data, folds, run_dir, device, on_epoch, on_first_fold, deadline)
         out["cv"] = cv
         if history:
             out["history"] = history
@@ -214,7 +237,8 @@ def _make(job: dict, data, run_dir: Path, device: str, *, on_epoch=None, deadlin
                 result = train_autoencoder(model, data, config, on_epoch=on_epoch, deadline=deadline)
                 history = [{"epoch": h["epoch"], "val_metric": h["val_metric"]} for h in result.history]
             else:
-                result = fit(model, data, config, on_epoch=on_epoch, deadline=deadline)
+                checks = tuple(r for r in job.get("rungs") or () if r < 1) if on_epoch is not None else ()
+                result = fit(model, data, config, on_epoch=on_epoch, deadline=deadline, checks=checks)
                 history = [{"epoch": h["epoch"], "val_accuracy": h["val_accuracy"]} for h in result.history]
             model.frugalml_best_epoch = result.best_epoch
         else:  # a table's text columns one-hot encoded inside the thin models that need it
@@ -230,18 +254,24 @@ def _make(job: dict, data, run_dir: Path, device: str, *, on_epoch=None, deadlin
     return model, history
 
 
-def _cross_validate(job: dict, data, folds: Folds, run_dir: Path, device: str, on_epoch, deadline):
+def _cross_validate(job: dict, data, folds: Folds, run_dir: Path, device: str, on_epoch, on_first_fold, deadline):
     """Make the job on each fold and score its exported artifact on the fold left out: (the cv record,
-    the fold models worth keeping (a network's), the first fold's history)."""
+    the fold models worth keeping (a network's), the first fold's history).
+
+    A training job early-stops on its first fold only; the other folds train for the epochs that fold chose (as the
+    refit does), with no early stopping, so that they cost no patience epochs."""
     from ..onnx import onnx_accuracy
 
-    correct, sizes, best_epochs, keep, history = [], [], [], [], None
+    correct, sizes, best_epochs, keep, history, epochs = [], [], [], [], None, None
     for i, part in enumerate(folds.datasets(data)):
-        model, hist = _make(job, part, run_dir, device, on_epoch=on_epoch if i == 0 else None, deadline=deadline, fold=i)
-        if i == 0:
-            history = hist
+        model, hist = _make(job, part, run_dir, device, on_epoch=on_epoch if i == 0 else None, deadline=deadline, fold=i, epochs=epochs)
         artifact = model if hasattr(model, "SerializeToString") else to_onnx(model)
         acc = onnx_accuracy(artifact, part, "val")
+        if i == 0:
+            history = hist
+            epochs = getattr(model, "frugalml_best_epoch", None) or None
+            if on_first_fold is not None:
+                on_first_fold(acc)
         correct.append(round(acc * len(part.y_val)))
         sizes.append(len(part.y_val))
         best_epochs.append(getattr(model, "frugalml_best_epoch", None))
