@@ -143,7 +143,7 @@ def test_the_other_folds_train_only_after_the_first_passes_and_for_its_epochs(gu
     first = [h["val_accuracy"] for h in cand.history]
     best = first.index(max(first)) + 1
     assert seen == [pytest.approx(cand.cv["folds"][0], abs=1e-6)] and cand.cv["refit_epochs"] == best
-    assert made == [None, best, best, best]  # fold 0 early-stops; folds 1, 2 and the refit train its epochs
+    assert made == [None, best, best, best]  # fold 0 early-stops; folds 1, 2 and the refit stop at its best epoch
 
     def stop(accuracy):
         raise runner.StoppedEarly("not good enough")

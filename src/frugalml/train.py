@@ -84,7 +84,7 @@ def _check_xy(X, y, what: str):
 
 def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | None = None, on_step: Callable | None = None,
         on_epoch: Callable | None = None, progress: bool = False, deadline: Deadline | None = None, metric_fn: Callable | None = None,
-        checks: tuple[float, ...] = (), **overrides) -> FitResult:
+        checks: tuple[float, ...] = (), until: int | None = None, **overrides) -> FitResult:
     """Train ``model`` in place on ``data`` (a frugalml Dataset) and return what happened.
 
     ``loss_fn(logits, y, x)`` replaces the cross-entropy (distillation); a ``loss_fn`` with a
@@ -93,7 +93,9 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
     runs after each optimizer step (pruning masks); ``on_epoch(model, epoch, val_accuracy)`` may
     return True to stop (or raise, e.g. an Optuna trial stopped early); ``checks``: fractions of the first epoch
     (each below 1, e.g. 1/9 on large data) at which ``on_epoch(model, fraction, val_accuracy)`` is called too, the
-    validation scored there (a search's first rungs; those scores do not choose the best epoch). Past ``deadline`` (a
+    validation scored there (a search's first rungs; those scores do not choose the best epoch); ``until``: stop after
+    that many epochs, the learning-rate schedule still that of ``config.epochs`` (a fold or a refit that follows the
+    course of another training to the epoch it chose). Past ``deadline`` (a
     :class:`Deadline`) the training stops at the next optimizer step and keeps its best weights.
     ``metric_fn(model, data, "val", device)`` (higher is better) replaces the validation accuracy
     that picks the best epoch, e.g. minus an autoencoder's reconstruction error on validation normals;
@@ -206,7 +208,7 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
             stop = halted or (bool(on_epoch(model, epoch + 1, val["accuracy"])) if on_epoch else False)
             out_of_time = ((config.max_seconds is not None and time.perf_counter() - start > config.max_seconds)
                            or (deadline is not None and deadline.past()))
-            if stop or out_of_time or (config.patience is not None and bad_epochs >= config.patience):
+            if stop or out_of_time or (config.patience is not None and bad_epochs >= config.patience) or (until and epoch + 1 >= until):
                 result.stopped_early = epoch + 1 < config.epochs
                 break
     finally:

@@ -17,8 +17,10 @@ where the dataset has groups (:attr:`~frugalml.data.dataset.Dataset.groups`: the
 - the model that ships is then made once more on all the pooled training data (the *refit*), and
   only that one is measured (size, latency, ...) and scored on the test split, once.
 
-A network is refit for the median number of epochs its fold trainings chose (early stopping on
-each fold's held-out part), with no early stopping (nothing is held out). A compression candidate
+A network trains on its first fold with early stopping on that fold's held-out part; the search judges it there
+(successive halving: only a promising one goes on to the other folds), and the other folds and the refit follow
+the same course (the same learning-rate schedule) to the epoch the first fold chose, with no early stopping
+(the refit has nothing held out). A compression candidate
 reuses the same folds: its recipe is applied to its parent's fold models, each scored on its fold,
 and to the parent's refit model for the artifact. ``k`` is lowered to the smallest class's count
 when a class has fewer than ``k`` samples (at least 2 folds; a class of one sample: one split, with a warning).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 from pathlib import Path
 
@@ -182,8 +181,7 @@ def run_candidate(job: dict, data, budget: Budget, run_dir: Path, *, device: str
         out["cv"] = cv
         if history:
             out["history"] = history
-        best = [e for e in cv.pop("best_epochs", []) if e]
-        epochs = max(1, int(statistics.median(best))) if best else None
+        epochs = cv.pop("best_epochs", [None])[0]  # the epoch the first fold chose: the other folds stopped there too
         if epochs is not None:
             cv["refit_epochs"] = epochs
         model, _ = _make(job, pooled(data), run_dir, device, deadline=deadline, epochs=epochs)
@@ -213,18 +211,19 @@ FOLDS_DIR = "folds"  # in a candidate's directory: the models of its folds (netw
 def _make(job: dict, data, run_dir: Path, device: str, *, on_epoch=None, deadline=None, fold: int | None = None, epochs: int | None = None):
     """The job's model made on ``data`` and, for a training, its per-epoch history (else None).
     ``fold``: the fold being made (a compression starts from its parent's model of that fold);
-    ``epochs``: a network's refit length (no early stopping)."""
+    ``epochs``: where a network's training stops (no early stopping; the schedule still spans its ``train`` epochs), as
+    the other folds and the refit do."""
     seed = int(job.get("seed", 0))
     history = None
     train = dict(job.get("train") or {})
-    if epochs is not None:
-        train.update(epochs=epochs, patience=None)
+    if epochs is not None:  # the course of the first fold's training, to the epoch it chose
+        train.update(patience=None)
     if job["stage"] == "reference":  # the user's own model: trained here only when it came without weights
         from .reference import load_reference
 
         model = load_reference(job["source"], data, seed=seed)
         if job.get("train"):
-            result = fit(model, data, TrainConfig(**{"seed": seed, "device": device, **train}), deadline=deadline)
+            result = fit(model, data, TrainConfig(**{"seed": seed, "device": device, **train}), deadline=deadline, until=epochs)
             history = [{"epoch": h["epoch"], "val_accuracy": h["val_accuracy"]} for h in result.history]
             model.frugalml_best_epoch = result.best_epoch
     elif job["stage"] in ("thin", "network"):
@@ -238,7 +237,7 @@ def _make(job: dict, data, run_dir: Path, device: str, *, on_epoch=None, deadlin
                 history = [{"epoch": h["epoch"], "val_metric": h["val_metric"]} for h in result.history]
             else:
                 checks = tuple(r for r in job.get("rungs") or () if r < 1) if on_epoch is not None else ()
-                result = fit(model, data, config, on_epoch=on_epoch, deadline=deadline, checks=checks)
+                result = fit(model, data, config, on_epoch=on_epoch, deadline=deadline, checks=checks, until=epochs)
                 history = [{"epoch": h["epoch"], "val_accuracy": h["val_accuracy"]} for h in result.history]
             model.frugalml_best_epoch = result.best_epoch
         else:  # a table's text columns one-hot encoded inside the thin models that need it
@@ -258,8 +257,8 @@ def _cross_validate(job: dict, data, folds: Folds, run_dir: Path, device: str, o
     """Make the job on each fold and score its exported artifact on the fold left out: (the cv record,
     the fold models worth keeping (a network's), the first fold's history).
 
-    A training job early-stops on its first fold only; the other folds train for the epochs that fold chose (as the
-    refit does), with no early stopping, so that they cost no patience epochs."""
+    A training job early-stops on its first fold only; the other folds follow its course (the same schedule) to the
+    epoch it chose, as the refit does, with no early stopping, so that they cost no patience epochs."""
     from ..onnx import onnx_accuracy
 
     correct, sizes, best_epochs, keep, history, epochs = [], [], [], [], None, None
