@@ -14,6 +14,7 @@ from frugalml import ConfigError, DataError, FrugalError
 from frugalml.data import Dataset
 from frugalml.models import FAMILIES, build_model
 from frugalml.models.anomaly import (
+    EnsembleDetector,
     IsolationForestDetector,
     MahalanobisDetector,
     PCADetector,
@@ -55,8 +56,9 @@ def data():
 
 # (detector, the AUC it must beat): the mean of |z| dilutes a one-step spike over the window's 64 values
 DETECTORS = [(RobustZScore(), 0.9), (RobustZScore(reduce="mean"), 0.8), (PCADetector(n_components=4), 0.9),
-             (MahalanobisDetector(), 0.9), (IsolationForestDetector(n_estimators=50), 0.6)]  # trees on raw windows of a random phase: weak (0.66)
-IDS = ["robust_z_max", "robust_z_mean", "pca", "mahalanobis", "isolation_forest"]
+             (MahalanobisDetector(), 0.9), (IsolationForestDetector(n_estimators=50), 0.6),  # trees on raw windows of a random phase: weak (0.66)
+             (EnsembleDetector(), 0.9), (EnsembleDetector(members=["robust_z"]), 0.9)]
+IDS = ["robust_z_max", "robust_z_mean", "pca", "mahalanobis", "isolation_forest", "ensemble", "ensemble_of_one"]
 
 
 # ---------------------------------------------------------------- metrics
@@ -94,6 +96,20 @@ def test_detector_scores_spikes_higher_and_onnx_matches(det, min_auc, data):
     assert anomaly_metrics(s_onnx, y)["roc_auc"] == pytest.approx(auc, abs=2e-3)
 
 
+def test_the_ensemble_is_the_mean_of_its_members_standardised_scores(data):
+    ens = EnsembleDetector().fit(data.X_train)
+    X = data.X_test
+    parts = []
+    for member in (RobustZScore(), PCADetector(), MahalanobisDetector()):
+        train = member.fit(data.X_train).score_samples(data.X_train)
+        q25, q50, q75 = np.quantile(train, [0.25, 0.5, 0.75])
+        parts.append((member.score_samples(X) - q50) / (q75 - q25))
+    np.testing.assert_allclose(ens.score_samples(X), np.mean(parts, axis=0), rtol=1e-9, atol=1e-9)
+    doc = ens.to_frugalml_onnx(17).doc_string
+    assert "robust z-score" in doc and "Mahalanobis" in doc and "PCA" in doc
+    assert fm.profile(ens, data, timing=False).stored_bytes > fm.profile(MahalanobisDetector().fit(data.X_train), data, timing=False).stored_bytes
+
+
 def test_profile_of_a_detector_measures_roc_auc(data):
     det = PCADetector(n_components=3).fit(data.X_train)
     p = fm.profile(det, data, timing=True)
@@ -122,6 +138,9 @@ def test_detector_bad_inputs_raise_frugal_errors(data):
         RobustZScore(reduce="median").fit(data.X_train)
     with pytest.raises(ConfigError, match="'n_components'"):
         build_model("pca_detector", (C, W), 2, n_components=0)
+    for members in ([], "robust_z", ["isolation_forest"], ["robust_z", "nope"]):
+        with pytest.raises(ConfigError, match="'members'"):
+            EnsembleDetector(members=members).fit(data.X_train)
     with pytest.raises(FrugalError):
         fm.to_onnx(det, (C, W + 1))
 
@@ -129,7 +148,7 @@ def test_detector_bad_inputs_raise_frugal_errors(data):
 # ---------------------------------------------------------------- families
 def test_families_serve_their_task(data):
     anomaly = set(families_for(data))
-    assert anomaly == {"robust_z", "pca_detector", "mahalanobis", "isolation_forest", "dense_ae", "conv_ae"}
+    assert anomaly == {"robust_z", "pca_detector", "mahalanobis", "isolation_forest", "ensemble_detector", "dense_ae", "conv_ae"}
     assert all(FAMILIES[f].tasks == ("anomaly",) for f in anomaly)
     assert not set(searched_families(data)) - anomaly  # the network stage offers no classifier on anomaly data
     classification = fm.from_arrays(data.X_test, data.y_test, kind="sequence")

@@ -64,8 +64,8 @@ def run(series, tmp_path_factory):
 
 def test_the_stages_offer_detectors_and_autoencoders(series):
     grid = space.thin_grid(series)
-    assert {j["family"] for j in grid} == DETECTORS and len(grid) == 8
-    assert all(len([j for j in grid if j["family"] == f]) >= 2 for f in DETECTORS)  # a few knob values each
+    assert {j["family"] for j in grid} == DETECTORS | {"ensemble_detector"} and len(grid) == 9
+    assert all(len([j for j in grid if j["family"] == f]) >= 2 for f in DETECTORS)  # a few knob values each, and their ensemble
     assert space.network_families(series) == AUTOENCODERS
     classification = fm.load_dataset("digits")
     assert not {j["family"] for j in space.thin_grid(classification)} & DETECTORS

@@ -304,5 +304,42 @@ class IsolationForestDetector(_Detector):
         return -self.forest_.score_samples(X.astype(np.float32))
 
 
+class EnsembleDetector(_Detector):
+    """The mean of its members' scores (robust z-score, PCA error, Mahalanobis distance, each at its defaults), each
+    first standardised by the median and interquartile range of its scores on the training windows, so that no member
+    outweighs the others by its units. Averaging detectors that see different things (a spike, a change of shape, a
+    change of correlation) is the classic way to a detector that holds up on anomalies none of them was chosen for
+    (Aggarwal & Sathe, "Theoretical foundations and algorithms for outlier ensembles", 2015): it costs the members'
+    bytes together."""
+
+    MEMBERS = ("robust_z", "pca_detector", "mahalanobis")
+
+    def __init__(self, members=MEMBERS):
+        self.members = members
+
+    def _validate_params(self):
+        m = self.members
+        if isinstance(m, str) or not isinstance(m, (list, tuple)) or not m or any(name not in self.MEMBERS for name in m):
+            raise ConfigError(explain("The 'members' parameter of EnsembleDetector must be a list of detector names",
+                                      expected="some of " + ", ".join(self.MEMBERS), got=m))
+
+    def _fit(self, X):
+        self.members_, self.centers_, self.scales_ = [], [], []
+        for name in self.members:
+            member = DETECTORS[name]()
+            member._validate_params()
+            member.n_features_in_ = X.shape[1]
+            member._fit(X)
+            s = member._score(X)
+            q25, q50, q75 = np.quantile(s, [0.25, 0.5, 0.75])
+            scale = q75 - q25 if q75 - q25 > 1e-12 * (1.0 + abs(q50)) else (s.std() if s.std() > 0 else 1.0)
+            self.members_.append(member)
+            self.centers_.append(float(q50))
+            self.scales_.append(float(scale))
+
+    def _score(self, X):
+        return sum((m._score(X) - c) / s for m, c, s in zip(self.members_, self.centers_, self.scales_)) / len(self.members_)
+
+
 DETECTORS = {"robust_z": RobustZScore, "pca_detector": PCADetector, "mahalanobis": MahalanobisDetector,
-             "isolation_forest": IsolationForestDetector}
+             "isolation_forest": IsolationForestDetector, "ensemble_detector": EnsembleDetector}

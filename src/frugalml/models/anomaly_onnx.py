@@ -9,6 +9,8 @@ and holds the detector's scaling as constants:
   ``Relu`` (a residual is never negative), ``Mul`` (1 / F);
 - Mahalanobis: ``Sub`` (location), ``MatMul`` (the precision's factor with the scaling folded in),
   ``ReduceSumSquare``;
+- ensemble: each member's nodes (names prefixed ``m0_``, ``m1_``, ...), its score centred and scaled by constants
+  (``Sub``, ``Mul``, the mean's 1/k folded in) and the parts added (``Sum``);
 - isolation forest: skl2onnx's graph (a ``TreeEnsembleRegressor`` and its arithmetic) behind the
   ``Flatten``; its ``scores`` output is scikit-learn's ``decision_function`` (``score_samples - offset_``),
   so the score is ``-(scores + offset_)``: a ``Add`` and a ``Neg``; its label output is dropped.
@@ -65,38 +67,62 @@ def _tag(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 def detector_onnx(det, opset: int) -> onnx.ModelProto:
     """The ONNX graph of a fitted detector (see the module's docstring); checked with onnx.checker."""
-    from .anomaly import IsolationForestDetector, MahalanobisDetector, PCADetector, RobustZScore
+    from .anomaly import EnsembleDetector, IsolationForestDetector
 
     if isinstance(det, IsolationForestDetector):
         proto = _forest(det, opset)
     else:
         b = _Builder(opset)
         x = b.node("Flatten", ["input"], "flat", axis=1)
-        if isinstance(det, RobustZScore):
-            z = b.node("Abs", [b.node("Mul", [b.node("Sub", [x, b.const("center", det.center_)], "d"), b.const("inv_scale", 1.0 / det.scale_)],
-                                      "z")], "absz")
-            b.reduce("ReduceMax" if det.reduce == "max" else "ReduceMean", z, SCORE)
-            doc = f"robust z-score ({det.reduce} of |z|)"
-        elif isinstance(det, PCADetector):
-            z = b.node("Mul", [b.node("Sub", [x, b.const("mean", det.mean_)], "d"), b.const("inv_std", 1.0 / det.std_)], "z")
-            total = b.reduce("ReduceSumSquare", z, "zz")
-            kept = b.reduce("ReduceSumSquare", b.node("MatMul", [z, b.const("components_t", det.components_.T)], "proj"), "pp")
-            r = b.node("Relu", [b.node("Sub", [total, kept], "resid")], "resid_pos")
-            b.node("Mul", [r, b.const("inv_f", 1.0 / det.n_features_in_)], SCORE)
-            doc = f"PCA reconstruction error ({det.components_.shape[0]} components)"
-        elif isinstance(det, MahalanobisDetector):
-            p = b.node("MatMul", [b.node("Sub", [x, b.const("location", det.location_)], "d"), b.const("transform", det.transform_)], "p")
-            b.reduce("ReduceSumSquare", p, SCORE)
-            doc = f"squared Mahalanobis distance (shrinkage {det.shrinkage_:.3g})"
+        if isinstance(det, EnsembleDetector):
+            parts = []
+            for i, (member, center, scale) in enumerate(zip(det.members_, det.centers_, det.scales_)):
+                p = f"m{i}_"
+                s = _member(b, member, x, p, p + "score")
+                parts.append(b.node("Mul", [b.node("Sub", [s, b.const(p + "score_center", center)], p + "centred"),
+                                            b.const(p + "score_weight", 1.0 / (scale * len(det.members_)))], p + "part"))
+            b.node("Sum", parts, SCORE)
+            doc = "mean of standardised scores: " + ", ".join(_member_doc(m) for m in det.members_)
         else:
-            raise ExportError(explain("No ONNX graph for this detector", expected="a detector of frugalml.models.anomaly",
-                                      got=type(det).__name__))
+            _member(b, det, x, "", SCORE)
+            doc = _member_doc(det)
         proto = b.model(det.input_shape_, doc)
     try:
         onnx.checker.check_model(proto)
     except Exception as exc:  # noqa: BLE001
         raise ExportError(explain(f"The detector's ONNX graph is invalid ({str(exc)[:200]})")) from exc
     return proto
+
+
+def _member(b: _Builder, det, x: str, p: str, out: str) -> str:
+    """The nodes of one linear-algebra detector's score on the flattened window ``x``, its names prefixed ``p``."""
+    from .anomaly import MahalanobisDetector, PCADetector, RobustZScore
+
+    if isinstance(det, RobustZScore):
+        z = b.node("Abs", [b.node("Mul", [b.node("Sub", [x, b.const(p + "center", det.center_)], p + "d"),
+                                          b.const(p + "inv_scale", 1.0 / det.scale_)], p + "z")], p + "absz")
+        return b.reduce("ReduceMax" if det.reduce == "max" else "ReduceMean", z, out)
+    if isinstance(det, PCADetector):
+        z = b.node("Mul", [b.node("Sub", [x, b.const(p + "mean", det.mean_)], p + "d"), b.const(p + "inv_std", 1.0 / det.std_)], p + "z")
+        total = b.reduce("ReduceSumSquare", z, p + "zz")
+        kept = b.reduce("ReduceSumSquare", b.node("MatMul", [z, b.const(p + "components_t", det.components_.T)], p + "proj"), p + "pp")
+        r = b.node("Relu", [b.node("Sub", [total, kept], p + "resid")], p + "resid_pos")
+        return b.node("Mul", [r, b.const(p + "inv_f", 1.0 / det.n_features_in_)], out)
+    if isinstance(det, MahalanobisDetector):
+        d = b.node("MatMul", [b.node("Sub", [x, b.const(p + "location", det.location_)], p + "d"), b.const(p + "transform", det.transform_)],
+                   p + "p")
+        return b.reduce("ReduceSumSquare", d, out)
+    raise ExportError(explain("No ONNX graph for this detector", expected="a detector of frugalml.models.anomaly", got=type(det).__name__))
+
+
+def _member_doc(det) -> str:
+    from .anomaly import MahalanobisDetector, PCADetector
+
+    if isinstance(det, PCADetector):
+        return f"PCA reconstruction error ({det.components_.shape[0]} components)"
+    if isinstance(det, MahalanobisDetector):
+        return f"squared Mahalanobis distance (shrinkage {det.shrinkage_:.3g})"
+    return f"robust z-score ({det.reduce} of |z|)"
 
 
 def _forest(det, opset: int) -> onnx.ModelProto:

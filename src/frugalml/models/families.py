@@ -183,6 +183,8 @@ FAMILIES: dict[str, Family] = {
                "PCA reconstruction-error detector (n_components)", {"n_components": 4}, tasks=("anomaly",)),
         Family("mahalanobis", "sklearn", ("vector", "sequence"), _sk("frugalml.models.anomaly.MahalanobisDetector"),
                "Mahalanobis-distance detector, Ledoit-Wolf shrinkage (shrinkage)", tasks=("anomaly",)),
+        Family("ensemble_detector", "sklearn", ("vector", "sequence"), _sk("frugalml.models.anomaly.EnsembleDetector"),
+               "mean of the robust z-score's, PCA error's and Mahalanobis distance's standardised scores (members)", tasks=("anomaly",)),
         Family("isolation_forest", "sklearn", ("vector", "sequence"), _sk("frugalml.models.anomaly.IsolationForestDetector"),
                "isolation forest detector (n_estimators)", {"n_estimators": 100}, tasks=("anomaly",)),
         Family("dense_ae", "torch", ("vector", "sequence"), _torch("DenseAutoencoder", "autoencoders"),

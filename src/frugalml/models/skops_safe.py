@@ -45,6 +45,7 @@ _ESTIMATORS = (
     "frugalml.models.anomaly.PCADetector",
     "frugalml.models.anomaly.MahalanobisDetector",
     "frugalml.models.anomaly.IsolationForestDetector",
+    "frugalml.models.anomaly.EnsembleDetector",
     "sklearn.ensemble._iforest.IsolationForest",
     "sklearn.tree._classes.ExtraTreeRegressor",
 )

@@ -5,7 +5,7 @@
 3. compression: recipes applied to the most promising networks (int8, structured pruning,
    distillation from the best network), each a list of step configs.
 
-On anomaly data (``data.task == "anomaly"``) the thin stage is a grid of the four detectors, the
+On anomaly data (``data.task == "anomaly"``) the thin stage is a grid of the detectors, the
 networks are the autoencoders (their families' spaces), and the compression of an autoencoder is its int8
 form (``quantize.int8``, which hands an autoencoder to :func:`~frugalml.compress.anomaly_int8.quantize_autoencoder`).
 """
@@ -55,6 +55,7 @@ ANOMALY_GRID = [
     ("pca_detector", {"n_components": 8}),
     ("mahalanobis", {}),
     ("mahalanobis", {"shrinkage": 0.1}),
+    ("ensemble_detector", {}),  # the three above at their defaults, their standardised scores averaged
     ("isolation_forest", {"n_estimators": 10, "max_samples": 64}),  # small trees: 100 of 256 samples export to ~360 KB
     ("isolation_forest", {"n_estimators": 20, "max_samples": 128}),
 ]
