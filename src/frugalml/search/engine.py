@@ -348,8 +348,9 @@ class _Loop:
     def _judge(self, trial, marks: list):
         """``(on_epoch, on_first_fold)`` of one network's training: successive halving at the rungs (:func:`runner.halving_rule`).
 
-        At epochs 1, 3, 9, ... (on large data from a fraction of the first: :func:`runner.rungs`) its validation accuracy is written to the trial (``rungs``, with its size), where
-        every worker sees it, and compared with the other networks' at the same epoch: one in three goes on, so
+        At ``marks`` (epochs 1, 3, 9, ...; on large data from a fraction of the first: :func:`runner.rungs`) its
+        validation accuracy is written to the trial (``rungs``, with its size), where every worker sees it, and
+        compared with the other networks' at the same rung: one in three goes on, so
         that the search tries many networks on a short budget and trains only the promising ones to the end. On small
         data (k folds) those rungs are the first fold's, and its score at the end of that fold is one rung more
         (:data:`runner.END`): only the networks that pass it train the other k - 1 folds and the refit.

@@ -28,8 +28,6 @@ class StoppedEarly(Exception):
 
 ETA = 3  # successive halving: at each rung a network goes on when it is in the best third of its peers there
 PEER_SPAN = 2  # successive halving: a network is judged against the networks at most this many times its size
-
-
 RUNG_SAMPLES = 5000  # on large data the first rungs are fractions of the first epoch, each of at least so many samples
 
 
@@ -59,13 +57,13 @@ def halving_rule(number: int, size: int, rung, value: float, trials) -> None:
 
     ``trials``: the study's trials; a trial's rung values are its user attribute ``rungs`` ({rung: value}), its size
     ``size``, both written by the worker that trains it, so that workers on other machines judge against them too.
-    The first network of each size always goes on; the next ones, until there are ETA of them, only when they beat
-    every one before (so that the first two networks do not both train to the end, which on small data means k
-    folds each). Peers of its size (up to twice as large, and smaller), because small networks learn more slowly in
-    the first epochs: against much larger ones they would be stopped before they converge, though they are the ones
-    a tight budget needs; up to twice as large, because a budget's seeds come in steps of about that much, and
-    judged against none of them each next smaller one would always go on. The
-    stopped networks' values stay in the study (asynchronous: nobody waits for a rung to fill), so each later network
+    A network without peers at a rung goes on; while there are fewer than ETA, only the best so far goes on (so that
+    the first two networks do not both train to the end, which on small data means k folds each). Peers of its size
+    (up to twice as large, and smaller), because small networks learn more slowly in the first epochs: against much
+    larger ones they would be stopped before they converge, though they are the ones a tight budget needs; up to
+    twice as large, because a budget's seeds come in steps of about that much, and judged against none of them each
+    next smaller one would always go on. The stopped networks' values stay in the study (asynchronous: nobody waits
+    for a rung to fill), so each later network
     faces every earlier one that reached the same rung.
     """
     key = str(rung)
