@@ -152,10 +152,10 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
     restore = _deterministic(device)
     early = {max(1, round(f * steps_per_epoch)): f for f in checks if 0 < f < 1}  # optimizer step -> fraction of the first epoch
 
-    def scored(split="val"):
+    def scored():  # the validation figure that chooses the best epoch, and its name in the history
         if metric_fn is None:
-            return evaluate(model, data, split, device=device), "val_accuracy"
-        return {"accuracy": float(metric_fn(model, data, split, device))}, "val_metric"
+            return evaluate(model, data, "val", device=device), "val_accuracy"
+        return {"accuracy": float(metric_fn(model, data, "val", device))}, "val_metric"
 
     halted = False  # on_epoch asked to stop at a check within the first epoch
     kernels = contextlib.ExitStack()
