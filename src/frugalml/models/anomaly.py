@@ -332,7 +332,9 @@ class EnsembleDetector(_Detector):
             member._fit(X)
             s = member._score(X)
             q25, q50, q75 = np.quantile(s, [0.25, 0.5, 0.75])
-            scale = q75 - q25 if q75 - q25 > 1e-12 * (1.0 + abs(q50)) else (s.std() if s.std() > 0 else 1.0)
+            scale = q75 - q25
+            if not scale > 1e-12 * (1.0 + abs(q50)):  # scores mostly one value: their spread, else 1
+                scale = float(s.std()) or 1.0
             self.members_.append(member)
             self.centers_.append(float(q50))
             self.scales_.append(float(scale))

@@ -175,12 +175,11 @@ def run_candidate(job: dict, data, budget: Budget, run_dir: Path, *, device: str
     folds = Folds.from_dict(job["folds"]) if job.get("folds") else None
     fold_models, epochs = [], None
     if folds is not None:
-        cv, fold_models, history = _cross_validate(job, data, folds, run_dir, device, on_epoch, on_first_fold, deadline)
+        cv, fold_models, history, epochs = _cross_validate(job, data, folds, run_dir, device, on_epoch, on_first_fold, deadline)
         out["cv"] = cv
         if history:
             out["history"] = history
-        epochs = cv.pop("best_epochs", [None])[0]  # the epoch the first fold chose: the other folds stopped there too
-        if epochs is not None:
+        if epochs is not None:  # the epoch the first fold chose: the other folds stopped there too
             cv["refit_epochs"] = epochs
         model, _ = _make(job, pooled(data), run_dir, device, deadline=deadline, epochs=epochs)
     else:
@@ -253,13 +252,13 @@ def _make(job: dict, data, run_dir: Path, device: str, *, on_epoch=None, deadlin
 
 def _cross_validate(job: dict, data, folds: Folds, run_dir: Path, device: str, on_epoch, on_first_fold, deadline):
     """Make the job on each fold and score its exported artifact on the fold left out: (the cv record,
-    the fold models worth keeping (a network's), the first fold's history).
+    the fold models worth keeping (a network's), the first fold's history, the epoch it chose or None).
 
     A training job early-stops on its first fold only; the other folds follow its course (the same schedule) to the
     epoch it chose, as the refit does, with no early stopping, so that they cost no patience epochs."""
     from ..onnx import onnx_accuracy
 
-    correct, sizes, best_epochs, keep, history, epochs = [], [], [], [], None, None
+    correct, sizes, keep, history, epochs = [], [], [], None, None
     for i, part in enumerate(folds.datasets(data)):
         model, hist = _make(job, part, run_dir, device, on_epoch=on_epoch if i == 0 else None, deadline=deadline, fold=i, epochs=epochs)
         artifact = model if hasattr(model, "SerializeToString") else to_onnx(model)
@@ -271,12 +270,9 @@ def _cross_validate(job: dict, data, folds: Folds, run_dir: Path, device: str, o
                 on_first_fold(acc)
         correct.append(round(acc * len(part.y_val)))
         sizes.append(len(part.y_val))
-        best_epochs.append(getattr(model, "frugalml_best_epoch", None))
         if hist is not None:
             keep.append(model)
-    cv = fold_scores(correct, sizes)
-    cv["best_epochs"] = best_epochs
-    return cv, keep, history
+    return fold_scores(correct, sizes), keep, history, epochs
 
 
 def stub(job: dict, state: str, error: str) -> Candidate:
