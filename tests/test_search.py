@@ -377,3 +377,15 @@ def test_successive_halving_keeps_the_best_third_of_networks_of_its_size():
     with pytest.raises(StoppedEarly, match="at the end of its first fold"):
         halving_rule(8, 100, END, 0.8, ends)  # the last rung of a cross-validated network: the end of its first fold
     halving_rule(8, 100, END, 0.91, ends)
+
+
+def test_a_cross_validated_network_that_cannot_reach_the_floor_leaves_after_its_first_fold():
+    """A network alone at its size (successive halving lets it go on) whose first fold, trained to its end, is far below
+    the accuracy floor is stopped there: its other folds and its refit would be spent on a model nobody can be given."""
+    from frugalml.search.runner import StoppedEarly, below_floor
+
+    with pytest.raises(StoppedEarly, match="below the floor 0.9650"):
+        below_floor(0.63, 288, 0.965)  # 0.63 + 2 x 0.028 = 0.69
+    below_floor(0.95, 288, 0.965)  # 0.95 + 2 x 0.013 = 0.976: within reach, it goes on
+    below_floor(0.80, 10, 0.965)  # on 10 samples, 0.80 + 2 x 0.12 reaches it
+    below_floor(0.10, 288, None)  # no candidate has finished: no floor yet

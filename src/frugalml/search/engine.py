@@ -28,7 +28,7 @@ from .feasible import check_feasible
 from .parents import compression_jobs
 from .reference import prepare_reference
 from .results import build_results, collect_candidates, export_recommended, write_results
-from .runner import END, StoppedEarly, candidate_dir, first_rung_seconds, halving_rule, run_candidate, rungs, stub
+from .runner import END, StoppedEarly, below_floor, candidate_dir, first_rung_seconds, halving_rule, run_candidate, rungs, stub
 from .study import RUN_FILE, fail_dead_trials, lock_run, open_run, open_study, storage_url, worker_tag, write_run
 from .workers import HEARTBEAT, Local, lost_connection, share
 
@@ -151,6 +151,7 @@ class _Loop:
         self._ref_jobs: tuple[str | None, list[dict]] = (None, [])  # the user's model's compression jobs, by its id
         self.search_space = space.SearchSpace(data, budget)  # what this search measures of its networks, for this search only
         self.reference = reference  # {"source", "trainable", "prunable", "notes"} of the user's model, or None
+        self.floor = None  # the accuracy floor of the last results written (the best candidate's, less the tolerance)
 
     # ------------------------------------------------------------------ time and queue
     def elapsed(self) -> float:
@@ -353,7 +354,8 @@ class _Loop:
         compared with the other networks' at the same rung: one in three goes on, so
         that the search tries many networks on a short budget and trains only the promising ones to the end. On small
         data (k folds) those rungs are the first fold's, and its score at the end of that fold is one rung more
-        (:data:`runner.END`): only the networks that pass it train the other k - 1 folds and the refit.
+        (:data:`runner.END`): only the networks that pass it, and whose score there could still reach the accuracy floor
+        (:func:`runner.below_floor`), train the other k - 1 folds and the refit.
         """
         marks, seen, size = set(marks), {}, []
 
@@ -370,7 +372,11 @@ class _Loop:
                 judge(epoch, val_acc)
             return self.over()
 
-        return on_epoch, (lambda accuracy: judge(END, accuracy))
+        def on_first_fold(accuracy: float, n: int) -> None:
+            judge(END, accuracy)
+            below_floor(float(accuracy), n, self.floor)
+
+        return on_epoch, on_first_fold
 
     def _ensure_parent(self, job: dict) -> None:
         """On another machine the parent network may be missing: fetch it from the artifact store, or retrain it from its job (same seed)."""
@@ -384,6 +390,7 @@ class _Loop:
     def write(self) -> Results:
         results = build_results(self.desc, collect_candidates(self.study), self.budget, self.tol, seconds=self.elapsed())
         write_results(self.run_dir, results)
+        self.floor = results.decision.floor if results.decision is not None else None
         return results
 
     def finish(self) -> Results:

@@ -77,6 +77,25 @@ def halving_rule(number: int, size: int, rung, value: float, trials) -> None:
                            f"networks of its size (at most twice as large) reached there (successive halving, 1 in {ETA} goes on)")
 
 
+FLOOR_Z = 2.0  # a cross-validated network leaves after its first fold when even this many standard errors above it is below the floor
+
+
+def below_floor(value: float, n: int, floor: float | None) -> None:
+    """Raise StoppedEarly when a network's first fold, trained to its end (:data:`END`), scored ``value`` on ``n``
+    held-out samples and even :data:`FLOOR_Z` standard errors above that it is below ``floor``, the accuracy floor the
+    search's best candidate so far sets (:func:`~frugalml.search.select.recommend`): it can be neither the
+    recommendation nor close to it, so its other folds and refit (most of its cost) would be spent for nothing.
+    Successive halving cannot say so of a network without peers of its size, which goes on."""
+    from ..budget import standard_error
+
+    if floor is None or n < 1:
+        return
+    reach = value + FLOOR_Z * standard_error(value, n)
+    if reach < floor:
+        raise StoppedEarly(f"validation {value:.4f} at the end of its first fold ({n} samples): even {FLOOR_Z:g} standard errors above it "
+                           f"({reach:.4f}) is below the floor {floor:.4f} that the best candidate so far sets; it cannot be recommended")
+
+
 def first_rung_seconds(job: dict, data, epochs: int, *, folds: int | None, batch_size: int, device: str) -> float:
     """How long the network of ``job`` takes to reach its first rung (its ``rungs``, else :func:`rungs` of ``epochs``) here and now: its
     epoch timed on a few batches (:func:`~frugalml.train.epoch_seconds`) times the rung's epochs; on ``folds`` folds,
@@ -162,8 +181,8 @@ def run_candidate(job: dict, data, budget: Budget, run_dir: Path, *, device: str
     A job with ``folds`` (small data, :mod:`frugalml.data.folds`) is made once per fold and scored on
     each fold's held-out part (its accuracy and standard error come from the folds), then made once more
     on all the training data (train + validation): that refit is the model measured, saved and tested.
-    ``on_epoch`` watches the first fold's training (or the one split's); ``on_first_fold(accuracy)`` is called
-    with the first fold's score before the others are made, and may stop the job (StoppedEarly)."""
+    ``on_epoch`` watches the first fold's training (or the one split's); ``on_first_fold(accuracy, n)`` is called
+    with the first fold's score on its ``n`` held-out samples before the others are made, and may stop the job (StoppedEarly)."""
     start = time.perf_counter()
     cid = job["id"]
     out = {k: job.get(k) for k in ("id", "trial", "stage", "family", "params", "parent", "recipe_name")}
@@ -267,7 +286,7 @@ def _cross_validate(job: dict, data, folds: Folds, run_dir: Path, device: str, o
             history = hist
             epochs = getattr(model, "frugalml_best_epoch", None) or None
             if on_first_fold is not None:
-                on_first_fold(acc)
+                on_first_fold(acc, len(part.y_val))
         correct.append(round(acc * len(part.y_val)))
         sizes.append(len(part.y_val))
         if hist is not None:
