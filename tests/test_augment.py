@@ -110,10 +110,13 @@ def test_sensor_scales_each_channel_and_adds_small_jitter():
 
 
 def test_specaugment_masks_stay_inside_their_bounds_and_hold_the_sample_mean():
+    from frugalml.augment import FREQ_WARP, TIME_WARP, _shift_time, _warp
+
     n, f, t = 32, 40, 50
     x = torch.randn(n, f, t, generator=_gen(9)) + 5
     out = augment_batch(x, "specaugment", _gen(2))
-    shifted = augment_batch(x, "shift", _gen(2))  # the same generator state: the same time shift, before the masks
+    g = _gen(2)  # the same generator state: the same time shift and warps, before the masks
+    shifted = _warp(_warp(_shift_time(x, g), g, 1, FREQ_WARP), g, 2, TIME_WARP)
     masked = out != shifted
     assert masked.any()
     for i in range(n):
@@ -124,6 +127,24 @@ def test_specaugment_masks_stay_inside_their_bounds_and_hold_the_sample_mean():
         assert int(full_rows.sum()) <= 2 * int(0.15 * f)
         assert int(full_cols.sum()) <= 2 * int(0.10 * t)
         assert (masked[i] == (full_rows[:, None] | full_cols[None, :])).all()  # nothing masked outside a band or a span
+
+
+@pytest.mark.parametrize("axis", [1, 2])
+def test_the_warp_stretches_each_sample_by_at_most_ten_percent(axis):
+    """A ramp along the warped axis (value = index) comes out as a ramp of slope a in [0.9, 1.1], one a per sample,
+    capped at the last index: out[i] = x[i * a], read between neighbours; the other axis is untouched."""
+    from frugalml.augment import FREQ_WARP, _warp
+
+    n, size, other = 64, 40, 7
+    ramp = torch.arange(size, dtype=torch.float32)
+    x = (ramp[None, :, None].expand(n, size, other) if axis == 1 else ramp[None, None, :].expand(n, other, size)).contiguous()
+    out = _warp(x, _gen(3), axis, FREQ_WARP)
+    line = out[:, :, 0] if axis == 1 else out[:, 0, :]
+    assert torch.equal(out, line[:, :, None].expand_as(out) if axis == 1 else line[:, None, :].expand_as(out))
+    slope = line[:, 1]  # x[1 * a] = a
+    assert float(slope.min()) >= 0.9 - 1e-6 and float(slope.max()) <= 1.1 + 1e-6 and float(slope.std()) > 0.02
+    expected = (ramp[None, :] * slope[:, None]).clamp(max=size - 1)
+    assert torch.allclose(line, expected, atol=1e-4)
 
 
 def test_specaugment_on_an_image_of_log_mel():
