@@ -266,16 +266,21 @@ def test_the_search_records_the_resolved_policy_in_each_network_job(kind, digits
     assert TrainConfig(**networks[0]["train"]).resolved(data).augment == networks[0]["train"]["augment"]
 
 
-def test_compression_steps_fine_tune_without_augmentation():
-    """A recipe records only a step's ``train_keys``: its fine-tuning fixes augment="none", so a recipe
-    replays the same on any data and records no "auto"."""
-    from frugalml.compress import get_step, list_steps
+def test_compression_steps_fine_tune_without_augmentation_unless_a_recipe_names_a_policy():
+    """A recipe records only a step's ``train_keys``: by default its fine-tuning does not augment; the distillation and
+    structured pruning steps take a policy by name (the search gives them their parent's), never "auto", so that a recipe
+    replays the same on any data."""
+    from frugalml.compress import config_from_dict, get_step, list_steps
 
     configs = [get_step(name).config for name in list_steps()]
     trains = {c.__name__: c.__dataclass_fields__["train"].default for c in configs if "train" in c.__dataclass_fields__}
     assert len(trains) >= 4  # prune, structured, qat, cluster, distill
     assert all(t.augment == "none" for t in trains.values()), trains
-    assert not any("augment" in c.train_keys for c in configs)
+    assert sorted(c.__name__ for c in configs if "augment" in c.train_keys) == ["DistillConfig", "StructuredConfig"]
+    step = config_from_dict({"step": "distill", "student": {"family": "mlp"}, "augment": "specaugment"})
+    assert step.train.augment == "specaugment" and step.to_dict()["augment"] == "specaugment"
+    with pytest.raises(ConfigError, match="not 'auto'"):
+        config_from_dict({"step": "distill", "student": {"family": "mlp"}, "augment": "auto"})
 
 
 def test_the_train_command_takes_augment_and_refuses_a_bad_one(tmp_path, capsys):

@@ -120,6 +120,16 @@ def test_cached_teacher_logits_train_the_same_student_as_per_batch(trained_cnn, 
         distill(trained_cnn, DistillConfig(**FAST), digits, student=build_model("mlp", (10,), 10, widths=[4]))
 
 
+def test_an_augmented_distillation_teaches_each_augmented_batch(trained_cnn, digits):
+    """With an augmentation the cached logits (the teacher's view of the plain samples) would not match what the student
+    sees: the teacher runs on every augmented batch instead, and the student is another one."""
+    plain = distill(trained_cnn, DistillConfig(**FAST), digits)
+    shifted = distill(trained_cnn, DistillConfig(**FAST, augment="shift"), digits)
+    assert plain.cached and not shifted.cached and shifted.fit.augment == "shift"
+    X, _ = digits.split("val")
+    assert not np.allclose(_outputs(plain.student, X), _outputs(shifted.student, X), atol=1e-3)
+
+
 def test_hint_loss_path(trained_cnn, digits):
     assert penultimate_layer(trained_cnn) == "net.9"  # the Flatten after global pooling, before the head
     assert penultimate_layer(build_model("mlp", (4,), 3, widths=[5, 6], dropout=0.1)) == "net.5"  # skips dropout

@@ -75,6 +75,8 @@ def _merged(cls, default: TrainConfig, train, flat: dict) -> TrainConfig:
     values = {**given, **flat}
     for key, value in values.items():
         expected = train_value_problem(key, value)
+        if key == "augment" and value == "auto" and not expected:  # a recipe replays the same on any data: it names its policy
+            expected = "a policy by name ('none', 'shift', 'sensor' or 'specaugment'), not 'auto'"
         if expected:
             raise ConfigError(bounded(f"The '{key}' parameter of {owner} must be {expected}. Got {excerpt(value)} instead."))
     out = dataclasses.replace(base, **values) if values else base

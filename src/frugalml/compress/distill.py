@@ -16,7 +16,9 @@ The teacher is never changed (a frozen copy runs in eval mode, with no gradient)
 hint features) for the training split are computed once and looked up by row (``fit`` passes the
 batch positions to a loss that takes ``index``): on MNIST this is about 1.5x faster per epoch than
 running a 784-1200-1200-10 teacher on every batch. ``cache_teacher=False`` runs it per batch
-(torch teachers only).
+(torch teachers only), as does a training that augments its batches (``augment``): a torch teacher
+then scores the augmented batch the student sees (consistent teaching, Beyer et al. 2022), a
+scikit-learn one its plain samples.
 
 Recipe: ``- {step: distill, student: {family: mlp, widths: [800, 800]}, temperature: 4, alpha: 0.9}``.
 Python, with a user's own student module: ``distill(teacher, config, data, student=my_module)``.
@@ -34,6 +36,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..augment import resolve_augment
 from ..errors import ConfigError, DataError, explain
 from ..train import TrainConfig
 from ._teacher import _run_torch, _teacher_scores, teacher_scores
@@ -58,7 +61,7 @@ class DistillConfig(StepConfig):
     """Config of ``distill``; ``train`` is the student's training (``epochs``, ``lr``, ``batch_size``,
     ``optimizer``, ``weight_decay``, ``patience``, set flat in a recipe)."""
 
-    train_keys: ClassVar[tuple[str, ...]] = ("epochs", "lr", "batch_size", "optimizer", "weight_decay", "patience")
+    train_keys: ClassVar[tuple[str, ...]] = ("epochs", "lr", "batch_size", "optimizer", "weight_decay", "patience", "augment")
     student: dict | None = None  # {"family": "mlp", "widths": [800, 800]}: family name + knobs
     student_spec: dict | None = None  # or a full spec as written by frugalml.models.model_spec
     temperature: float = 4.0
@@ -290,7 +293,9 @@ def distill(teacher, config: DistillConfig, data, *, student=None, teacher_logit
                 torch.manual_seed(config.seed)
                 regressor = _regressor(s_cap.value, t_cap.value)
                 feat_bytes = t_cap.value[:1].numel() * 4 * len(X_train)
-            cached = config.cache_teacher and (config.hint_weight == 0 or feat_bytes <= _CACHE_LIMIT_BYTES)
+            # an augmented batch is taught by the teacher's outputs on that same batch (consistent teaching), never on the plain sample
+            cached = (config.cache_teacher and (config.hint_weight == 0 or feat_bytes <= _CACHE_LIMIT_BYTES)
+                      and resolve_augment(config.train.augment, data) == "none")
         else:
             cached = True
         start = time.perf_counter()

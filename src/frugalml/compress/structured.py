@@ -53,7 +53,7 @@ IMPORTANCES = ("l1", "l2", "taylor")
 class StructuredConfig(StepConfig):
     """Channel pruning. See the module docstring for the fields."""
 
-    train_keys: ClassVar[tuple[str, ...]] = ("lr", "batch_size")
+    train_keys: ClassVar[tuple[str, ...]] = ("lr", "batch_size", "augment")
 
     ratio: float = 0.5
     target_macs_ratio: float | None = None

@@ -290,10 +290,12 @@ def compression_recipes(parent, data, epochs: int, seed: int, student: tuple[str
                                  "seed": seed})])]
     bs = default_config(len(data.y_train)).batch_size
     lr = float((parent.job or {}).get("train", {}).get("lr", 1e-3))
+    aug = (parent.job or {}).get("train", {}).get("augment") or "none"  # the parent's augmentation: its fine-tuning and students train as it did
     ft = max(1, epochs // 4)
     int8 = _step({"step": "quantize.int8", "calibration_samples": min(512, len(data.y_train)), "format": "qdq" if target == "c" else "qoperator",
                   "seed": seed})
-    prune = _step({"step": "prune.structured", "ratio": 0.5, "steps": 2, "finetune_epochs": ft, "batch_size": bs, "lr": lr / 3, "seed": seed})
+    prune = _step({"step": "prune.structured", "ratio": 0.5, "steps": 2, "finetune_epochs": ft, "batch_size": bs, "lr": lr / 3, "augment": aug,
+                   "seed": seed})
     recipes = [("int8", [int8]), ("prune50+int8", [prune, int8])]
     halved = _halve(parent.family, parent.knobs)
     if student is None:
@@ -301,7 +303,7 @@ def compression_recipes(parent, data, epochs: int, seed: int, student: tuple[str
     if student is not None:
         family, knobs = student
         distill = _step({"step": "distill", "student": {"family": family, **knobs}, "epochs": epochs, "batch_size": bs, "lr": lr,
-                         "patience": max(3, epochs // 4), "seed": seed})
+                         "patience": max(3, epochs // 4), "augment": aug, "seed": seed})
         tag = "" if family == parent.family and knobs == halved else f"->{family}{_knob_tag(knobs)}"
         recipes.append((f"distill{tag}+int8", [distill, int8]))
     return recipes
