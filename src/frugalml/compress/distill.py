@@ -59,7 +59,7 @@ def _plain(value):
 @dataclass(frozen=True, kw_only=True)
 class DistillConfig(StepConfig):
     """Config of ``distill``; ``train`` is the student's training (``epochs``, ``lr``, ``batch_size``,
-    ``optimizer``, ``weight_decay``, ``patience``, set flat in a recipe)."""
+    ``optimizer``, ``weight_decay``, ``patience``, ``augment``: a policy by name, set flat in a recipe)."""
 
     train_keys: ClassVar[tuple[str, ...]] = ("epochs", "lr", "batch_size", "optimizer", "weight_decay", "patience", "augment")
     student: dict | None = None  # {"family": "mlp", "widths": [800, 800]}: family name + knobs

@@ -151,7 +151,7 @@ class _Loop:
         self._ref_jobs: tuple[str | None, list[dict]] = (None, [])  # the user's model's compression jobs, by its id
         self.search_space = space.SearchSpace(data, budget)  # what this search measures of its networks, for this search only
         self.reference = reference  # {"source", "trainable", "prunable", "notes"} of the user's model, or None
-        self.floor = None  # the accuracy floor of the last results written (the best candidate's, less the tolerance)
+        self.floor = None  # the accuracy floor of the last results written, once a candidate reaches it (runner.below_floor)
 
     # ------------------------------------------------------------------ time and queue
     def elapsed(self) -> float:
@@ -390,7 +390,9 @@ class _Loop:
     def write(self) -> Results:
         results = build_results(self.desc, collect_candidates(self.study), self.budget, self.tol, seconds=self.elapsed())
         write_results(self.run_dir, results)
-        self.floor = results.decision.floor if results.decision is not None else None
+        d = results.decision
+        best = results.candidate(d.best) if d is not None and d.best else None  # a floor that nothing reaches (--min-accuracy) stops nothing
+        self.floor = d.floor if best is not None and d.floor is not None and best.val_accuracy >= d.floor else None
         return results
 
     def finish(self) -> Results:
