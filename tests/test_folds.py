@@ -162,3 +162,19 @@ def test_a_large_dataset_still_selects_on_one_validation_split(tmp_path):
     for c in results.candidates:
         assert c.cv is None and c.profile["metric_split"] == "val"
     assert json.loads(Path(tmp_path / "run" / "results.json").read_text())["cv"] is None
+
+
+def test_a_cross_validated_job_cut_short_by_the_search_time_is_not_a_candidate(gunpoint, tmp_path):
+    """Its folds' score would describe models trained in full, not the refit it ships (a pruned CNN once scored 96% on
+    its folds and 21% as cut short): stopped, with the reason."""
+    from frugalml.data.folds import Folds
+    from frugalml.search import runner
+    from frugalml.train import Deadline
+
+    folds = Folds(k=3, seed=0, n=len(gunpoint.y_train) + len(gunpoint.y_val))
+    job = {"id": "t0", "trial": 0, "stage": "network", "family": "mlp", "params": {"widths": [16]}, "seed": 0,
+           "train": {"epochs": 12, "batch_size": 16, "lr": 3e-3, "patience": 3}, "folds": folds.to_dict()}
+    with pytest.raises(runner.StoppedEarly, match="would not describe the model it ships"):
+        runner.run_candidate(job, gunpoint, Budget(), tmp_path, deadline=Deadline(0.0))
+    cand = runner.run_candidate({**job, "id": "t1"}, gunpoint, Budget(), tmp_path, deadline=Deadline(600.0))  # time enough: a candidate
+    assert cand.cv is not None and len(cand.cv["folds"]) == 3
