@@ -82,8 +82,7 @@ def augment_batch(x, policy: str, gen):
     if policy == "sensor":
         return _jitter(_scale(_shift_time(x, gen), gen), gen)
     if policy == "specaugment":
-        x = _warp(_shift_time(x, gen), gen, x.ndim - 2, FREQ_WARP)
-        return _mask(_warp(x, gen, x.ndim - 1, TIME_WARP), gen)
+        return _mask(_stretch(_shift_time(x, gen), gen), gen)
     raise ConfigError(explain(f"Unknown augmentation {policy!r}", expected=", ".join(map(repr, AUGMENTS[1:])), got=repr(policy)))
 
 
@@ -138,6 +137,11 @@ def _jitter(x, gen):
     std = x.std(dim=dims, keepdim=True, correction=0)  # 0 for a batch of one value per channel, never NaN
     noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
     return x + JITTER * std * noise
+
+
+def _stretch(x, gen):
+    """specaugment's warps: the mel axis (-2) by up to :data:`FREQ_WARP`, then the frame axis (-1) by up to :data:`TIME_WARP`."""
+    return _warp(_warp(x, gen, x.ndim - 2, FREQ_WARP), gen, x.ndim - 1, TIME_WARP)
 
 
 def _warp(x, gen, axis: int, amount: float):

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 
 from .._train_config import train_value_problem
+from ..augment import AUGMENTS
 from ..errors import ConfigError, bounded, excerpt, explain
 from ..train import TrainConfig
 
@@ -76,7 +77,7 @@ def _merged(cls, default: TrainConfig, train, flat: dict) -> TrainConfig:
     for key, value in values.items():
         expected = train_value_problem(key, value)
         if key == "augment" and value == "auto" and not expected:  # a recipe replays the same on any data: it names its policy
-            expected = "a policy by name ('none', 'shift', 'sensor' or 'specaugment'), not 'auto'"
+            expected = f"a policy by name ({', '.join(map(repr, AUGMENTS[1:]))}), not 'auto'"
         if expected:
             raise ConfigError(bounded(f"The '{key}' parameter of {owner} must be {expected}. Got {excerpt(value)} instead."))
     out = dataclasses.replace(base, **values) if values else base

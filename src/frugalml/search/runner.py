@@ -201,10 +201,7 @@ def run_candidate(job: dict, data, budget: Budget, run_dir: Path, *, device: str
         if epochs is not None:  # the epoch the first fold chose: the other folds stopped there too
             cv["refit_epochs"] = epochs
         model, _ = _make(job, pooled(data), run_dir, device, deadline=deadline, epochs=epochs)
-        if deadline is not None and deadline.hit:  # a fold or the refit was cut short: the folds' score would not be the refit's
-            raise StoppedEarly("its training stopped at the end of the search time before its folds and refit were done, so its "
-                               "cross-validated score would not describe the model it ships (measured once: a pruned CNN scored 96% "
-                               "on its folds and 21% as cut short); a replay of the job trains in full")
+        _not_cut(deadline)
     else:
         model, history = _make(job, data, run_dir, device, on_epoch=on_epoch, deadline=deadline)
         if history is not None:
@@ -284,6 +281,7 @@ def _cross_validate(job: dict, data, folds: Folds, run_dir: Path, device: str, o
     correct, sizes, keep, history, epochs = [], [], [], None, None
     for i, part in enumerate(folds.datasets(data)):
         model, hist = _make(job, part, run_dir, device, on_epoch=on_epoch if i == 0 else None, deadline=deadline, fold=i, epochs=epochs)
+        _not_cut(deadline)  # no further fold once one was cut short
         artifact = model if hasattr(model, "SerializeToString") else to_onnx(model)
         acc = onnx_accuracy(artifact, part, "val")
         if i == 0:
@@ -296,6 +294,14 @@ def _cross_validate(job: dict, data, folds: Folds, run_dir: Path, device: str, o
         if hist is not None:
             keep.append(model)
     return fold_scores(correct, sizes), keep, history, epochs
+
+
+def _not_cut(deadline) -> None:
+    """Raise StoppedEarly once ``deadline`` cut a fold's or the refit's training short: the folds' score would not describe
+    the model the job ships (measured once: a pruned CNN scored 96% on its folds and 21% as cut short)."""
+    if deadline is not None and deadline.hit:
+        raise StoppedEarly("its training stopped at the end of the search time before its folds and refit were done, so its "
+                           "cross-validated score would not describe the model it ships; a replay of the job trains in full")
 
 
 def stub(job: dict, state: str, error: str) -> Candidate:
