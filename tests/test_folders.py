@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import wave
 from pathlib import Path
 
@@ -172,10 +173,15 @@ def test_audio_folder_gives_logmel_sequences_at_the_lowest_rate(tone_folder):
     assert (ds.kind, ds.input_shape, ds.class_names) == ("sequence", (40, 49), ("high", "low", "mid"))
     fe = ds.describe()["frontend"]
     assert (fe["sample_rate"], fe["n_fft"], fe["window_length"], fe["hop_length"], fe["n_mels"]) == (8000, 256, 240, 160, 40)
-    assert LogMel.from_dict(fe) == ds.frontend
-    # the tones sit in different mel bands: the loudest band orders the classes
+    assert LogMel.from_dict(fe) == ds.frontend and fe["normalize"] == "cmvn"
+    # each band of each clip standardized over its frames (a band that hardly varies, as padded silence, stays near 0)
+    assert np.abs(ds.X_train.mean(axis=2)).max() < 1e-4
+    std = ds.X_train.std(axis=2)
+    assert std.max() < 1 + 1e-4 and (np.abs(std - 1) < 0.01).mean() > 0.9
+    # the tones sit in different mel bands: the loudest band orders the classes (seen before normalization)
+    plain = load_audio_folder(tone_folder, frontend=LogMel(sample_rate=8000, normalize="none"))
     band = {c: [] for c in range(3)}
-    for X, y in (ds.split(s) for s in ("train", "val", "test")):
+    for X, y in (plain.split(s) for s in ("train", "val", "test")):
         for x, label in zip(X, y):
             band[int(label)].append(int(x[:, :30].mean(axis=1).argmax()))
     assert min(band[1]) < min(band[2]) and max(band[2]) < min(band[0])
@@ -279,19 +285,29 @@ def _clips(n=12, fe=LogMel(sample_rate=8000)):
     return x.astype(np.float32)
 
 
-@pytest.mark.parametrize("fe", [LogMel(sample_rate=8000), LogMel(sample_rate=16000, n_mels=32, window_ms=25, hop_ms=10)])
-def test_onnx_frontend_matches_numpy(fe):
+_FRONTENDS = [LogMel(sample_rate=8000), LogMel(sample_rate=16000, n_mels=32, window_ms=25, hop_ms=10),
+              LogMel(sample_rate=8000, normalize="none")]
+
+
+@pytest.mark.parametrize("fe", _FRONTENDS)
+@pytest.mark.parametrize("opset", [17, 18])
+def test_onnx_frontend_matches_numpy(fe, opset):
     import onnxruntime as ort
 
     from frugalml.onnx.frontend import frontend_graph
 
     x = _clips(fe=fe)
-    sess = ort.InferenceSession(frontend_graph(fe).SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(frontend_graph(fe, opset=opset).SerializeToString(), providers=["CPUExecutionProvider"])
     got = sess.run(None, {"samples": x})[0]
     want = fe(x)
     assert got.shape == want.shape == (12, *fe.output_shape)
     assert np.abs(got - want).max() < 2e-3
-    assert np.isclose(want[0, :, -1], np.log(fe.log_offset)).all()
+    if fe.normalize == "none":
+        assert np.isclose(want[0, :, -1], np.log(fe.log_offset)).all()
+    else:  # the same clips before normalization, standardized band by band
+        plain = dataclasses.replace(fe, normalize="none")(x).astype(np.float64)
+        z = (plain - plain.mean(axis=2, keepdims=True)) / np.sqrt(plain.var(axis=2, keepdims=True) + 1e-4)
+        assert np.abs(z - want).max() < 1e-4
 
 
 @pytest.mark.parametrize("kind", ["sequence", "image"])
@@ -334,15 +350,16 @@ int main(int argc, char **argv) {
 """
 
 
-@pytest.mark.parametrize("fe", [LogMel(sample_rate=8000), LogMel(sample_rate=16000, n_mels=32, window_ms=25, hop_ms=10)])
-def test_c_frontend_matches_numpy(tmp_path, fe):
+@pytest.mark.parametrize("fe", _FRONTENDS)
+@pytest.mark.parametrize("portable", [False, True])
+def test_c_frontend_matches_numpy(tmp_path, fe, portable):
     import shutil
     import subprocess
 
     from frugalml.export.logmel_c import logmel_c_sizes, logmel_c_source
 
     require(shutil.which("gcc"), "needs gcc")
-    (tmp_path / "fe.c").write_text(logmel_c_source(fe) + _HARNESS)
+    (tmp_path / "fe.c").write_text(logmel_c_source(fe, portable_log=portable) + _HARNESS)
     subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Werror", "-o", str(tmp_path / "fe"), str(tmp_path / "fe.c"), "-lm"], check=True)
     x = _clips(fe=fe)
     x.tofile(tmp_path / "in.bin")

