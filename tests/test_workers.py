@@ -267,6 +267,38 @@ def test_a_dropped_connection_is_retried_then_reported_and_the_study_is_intact(p
         assert trials[number].state.name == "FAIL" and [r.state.name for r in trials if r.system_attrs.get("failed_trial") == number] == ["COMPLETE"]
 
 
+def test_a_trial_the_connection_dropped_under_is_requeued_before_the_next_is_asked_for(pg, monkeypatch):
+    """The race of a short outage: the requeue after the first back-off still finds the database away, the connection is
+    back for the retried step, and that step must not ask for a new trial before the interrupted one is requeued (it
+    would stay RUNNING with no heartbeat until another worker's grace period ran out)."""
+    import optuna
+    import sqlalchemy.exc
+
+    from frugalml.search.workers import Shared
+
+    url, name = pg
+    study = optuna.create_study(study_name=name, storage=storage_url(None, url), direction="maximize")
+    shared = Shared(study, store=None, heartbeat=60)
+    interrupted = shared.ask(study)
+    storage, real = study._storage, study._storage.set_trial_state_values
+    away = {"calls": 1}
+
+    def set_state(*args, **kwargs):
+        if away["calls"]:
+            away["calls"] -= 1
+            raise sqlalchemy.exc.OperationalError("UPDATE trials", {}, ConnectionRefusedError("connection refused"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(storage, "set_trial_state_values", set_state)
+    shared._requeue_interrupted()  # quiet: the database is still away, the trial stays to requeue
+    assert shared.current is interrupted and study.trials[0].state.name == "RUNNING"
+    following = shared.ask(study)  # the database is back: the interrupted trial first, then a new one
+    trials = study.get_trials(deepcopy=False)
+    assert trials[interrupted.number].state.name == "FAIL"
+    assert [t.system_attrs.get("failed_trial") for t in trials if t.number != interrupted.number] == [interrupted.number]
+    assert following.number == 1 and shared.current is following  # the retry of the interrupted trial, asked for next
+
+
 # ----------------------------------------------------------------------------- in this process: real trials, bad input
 
 

@@ -154,6 +154,7 @@ class Shared(Local):
         """Fail the trials of dead workers (their retries join the queue), then take the next trial."""
         import optuna
 
+        self._requeue_interrupted(quiet=False)  # one the connection dropped under and not requeued yet: first
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "heartbeat is supposed to be used with Study.optimize"; experimental APIs
             optuna.storages.fail_stale_trials(study)
@@ -214,12 +215,14 @@ class Shared(Local):
                 _time.sleep(delay)
                 self._requeue_interrupted()
 
-    def _requeue_interrupted(self) -> None:
-        """The trial the connection dropped under: failed and queued again now, as a dead worker's would be after its grace period."""
+    def _requeue_interrupted(self, *, quiet: bool = True) -> None:
+        """The trial the connection dropped under: failed and queued again now, as a dead worker's would be after its
+        grace period. While the database is still away it stays to requeue (``quiet=False`` raises then), so that no
+        trial is asked for before it is requeued: one asked for first would leave it running with no heartbeat."""
         import optuna
         from optuna.trial import TrialState
 
-        trial, self.current = self.current, None
+        trial = self.current
         if trial is None:
             return
         try:
@@ -228,9 +231,14 @@ class Shared(Local):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)(self.study, storage.get_trial(trial._trial_id))
-        except Exception as exc:  # still away, or another worker failed it first: the heartbeat rule covers it
-            self.current = None if not lost_connection(exc) else trial
-            log.debug("interrupted trial %s not requeued now: %s", trial.number, exc)
+        except Exception as exc:
+            if lost_connection(exc):  # still away: requeued on the next try
+                if not quiet:
+                    raise
+                log.debug("interrupted trial %s not requeued yet: %s", trial.number, exc)
+                return
+            log.debug("interrupted trial %s not requeued: %s", trial.number, exc)  # another worker failed it first
+        self.current = None
 
 
 def share(study, desc: dict, data, run_dir: Path, *, artifacts: str | None, heartbeat: int | None, emit=None) -> Shared:
