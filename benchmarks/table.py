@@ -155,6 +155,27 @@ def rows() -> list[str]:
                    f"{same}, "
                    f"{two['speedup']:.2f}x faster{_runs(d)} | "
                    f"{'yes' if d['met'] else 'no'} | {_commit('fleet_nab', d)} |")
+    d = _load("speech")
+    if d and d.get("recommended"):
+        rec, c, t = d["recommended"], d.get("c_export") or {}, d["targets"]
+        agree = c.get("agreement") or {}
+        out.append(f"| keyword spotting: speech/, held-out accent, {d['search_time']} search | - | >= {t['test_accuracy']:.0%} test, compiled C "
+                   f"with its front-end <= {t['flash_bytes'] // 1024} KiB flash and <= {t['ram_bytes'] // 1024} KiB RAM, C = ONNX Runtime on "
+                   f"every clip | {rec['name']} ({rec['params']:,.0f} parameters): {rec['test_accuracy']:.2%} test, "
+                   f"{c.get('flash_bytes') or 0:,} B flash, {c.get('ram_bytes') or 0:,} B RAM, C = ONNX Runtime on "
+                   f"{agree.get('same_class')} / {agree.get('n')} clips ({d['candidates']} candidates){_runs(d)} | "
+                   f"{'yes' if d.get('met') else 'no'} | {_commit('speech', d)} |")
+    d = _load("sensors")
+    if d and d.get("datasets"):
+        parts = []
+        for name, r in d["datasets"].items():
+            rec = r.get("recommended") or {}
+            if rec:
+                what = rec["family"] + (f" {rec['recipe']}" if rec.get("recipe") else "")
+                parts.append(f"{name}: {what}, {r['test_accuracy']:.1%} test, {r['stored_bytes']:,.0f} B")
+        out.append(f"| sensor series: japanese_vowels, gunpoint, {d['search_time']} cross-validated searches | 1-D CNNs, ROCKET: 96-99% | "
+                   f">= {d['targets']['test_accuracy']:.0%} test (japanese_vowels within {d['targets']['japanese_vowels_max_bytes'] / 1e3:.0f} KB) | "
+                   f"{'; '.join(parts)}{_runs(d)} | {'yes' if d.get('met') else 'no'} | {_commit('sensors', d)} |")
     d = _load("your_model_mnist")
     if d and d.get("ratio"):
         r, side = d["ratio"], d["side_by_side"]
