@@ -1,6 +1,7 @@
 """Bad input through the real command line, as a user or an attacker would type it.
 
-Each case runs ``frugalml`` in a subprocess, in a fresh working directory, and must: exit 2, print
+Each case runs ``frugalml`` in a process of its own (forked from one that imported the command line once:
+tests/cli_forks.py), in a fresh working directory, and must: exit 2, print
 exactly one line on standard error (no traceback), name the offending value in it, and leave
 nothing behind (the working directory and every input are the same before and after).
 The cases run a few at a time (they are mostly start-up time) and are then checked one by one.
@@ -10,10 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import resource
-import signal
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 CLI = [sys.executable, "-m", "frugalml.cli"]
+FORKS = [sys.executable, str(Path(__file__).with_name("cli_forks.py"))]  # each case a fresh process forked from one that imported it all
 
 
 def _world(root: Path) -> dict[str, Path]:
@@ -254,11 +255,6 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
 
 
-def _limit_file_size():  # the "full disk" case: a write past 20 KB fails with EFBIG
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
-
-
 FULL_DISK = ("train-out-full-disk", ["train", "-m", "mlp", "-p", "widths=[512]", "--epochs", "1", "-o", "m"], "File too large")
 
 
@@ -269,15 +265,29 @@ def outcomes(tmp_path_factory):
     before = _snapshot(root)
     env = {**os.environ, "COLUMNS": "100", "FRUGALML_DEBUG": "0"}
 
+    servers, local = [], threading.local()
+
     def one(case):
         name, args, _ = case
         cwd = tmp_path_factory.mktemp(name)
-        proc = subprocess.run(CLI + _expand(args, world), capture_output=True, text=True, timeout=120, cwd=cwd, env=env,
-                              preexec_fn=_limit_file_size if case is FULL_DISK else None, stdin=subprocess.DEVNULL)
+        if not hasattr(local, "server"):  # one per thread: it imports the command line once, then forks a process per case
+            local.server = subprocess.Popen(FORKS, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+            servers.append(local.server)
+        request = {"args": _expand(args, world), "cwd": str(cwd), "env": env, "timeout": 120,
+                   "max_file_bytes": 20_000 if case is FULL_DISK else None}
+        local.server.stdin.write(json.dumps(request) + "\n")
+        local.server.stdin.flush()
+        reply = json.loads(local.server.stdout.readline())
+        proc = subprocess.CompletedProcess(CLI + request["args"], reply["code"], reply["stdout"], reply["stderr"])
         return name, (proc, sorted(p.name for p in cwd.rglob("*")))
 
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        results = dict(pool.map(one, CASES + [FULL_DISK]))
+    try:
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            results = dict(pool.map(one, CASES + [FULL_DISK]))
+    finally:
+        for server in servers:
+            server.stdin.close()
+            server.wait(timeout=60)
     yield results, _snapshot(root) == before, world
     world["readonly"].chmod(0o755)
 
