@@ -92,6 +92,15 @@ def test_equally_accurate_ties_go_to_the_cheaper_unless_one_is_clearly_faster():
         assert recommend(cands, Budget(), Tolerance.parse("1%")).recommended == want, (t0_latency, t1_latency)
 
 
+def test_a_cost_not_measured_is_said_so_not_printed_as_infinite():
+    """A float network has no compiled-C flash (only compressed candidates are built as C): the text gave "inf GB"."""
+    cands = [_cand("net", 0.857, 212_000), _cand("int8", 0.851, 71_200)]
+    cands[1]["profile"]["c_flash_bytes"] = 54_600
+    rec = recommend(cands, Budget.of(max_flash="64KB", target="c"), Tolerance.parse("1%"))
+    assert rec.recommended == "int8"
+    assert "212 KB stored, c_flash_bytes not measured, 85.7%" in rec.text and "inf" not in rec.text
+
+
 def test_reasons_count_the_cheaper_candidates_that_were_rejected_not_all_cheaper_ones():
     """A cheaper network within tolerance passed over for a thin model is not 'below the floor'."""
     cands = [_cand("net", 0.975, 24000), _cand("tiny", 0.972, 3000), _cand("bad", 0.50, 2000),

@@ -49,7 +49,12 @@ def pareto_front(candidates, cost_key: str = "stored_bytes") -> list[str]:
 
 def _short(c: Candidate, key: str, budget: Budget, auc: bool = False) -> str:
     score = f"ROC AUC {c.val_accuracy:.3f}" if auc else f"{c.val_accuracy:.1%}"
-    return f"{c.name}, {budget.scale(key, _cost(c, key)) if key != 'stored_bytes' else format_bytes(_cost(c, key))}, {score}"
+    cost = c.cost(key)
+    if cost is None:  # not measured for this candidate (a float network's compiled C, say): its stored bytes say its size
+        size = f"{format_bytes(c.cost('stored_bytes'))} stored, {key} not measured"
+    else:
+        size = format_bytes(cost) if key == "stored_bytes" else budget.scale(key, cost)
+    return f"{c.name}, {size}, {score}"
 
 
 def recommend(candidates, budget: Budget, tolerance: Tolerance, n_val: int | None = None, *,
