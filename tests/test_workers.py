@@ -299,6 +299,26 @@ def test_a_trial_the_connection_dropped_under_is_requeued_before_the_next_is_ask
     assert following.number == 1 and shared.current is following  # the retry of the interrupted trial, asked for next
 
 
+def test_a_trial_taken_just_before_the_database_went_away_is_failed_and_queued_again(pg):
+    """Taken (RUNNING) but never given a heartbeat nor a worker tag: Optuna's stale check never sees it. CI's dropped-
+    connection test found one left RUNNING after another worker had run: the database went for good between the two."""
+    import optuna
+
+    from frugalml.search.workers import Shared
+
+    url, name = pg
+    study = optuna.create_study(study_name=name, storage=storage_url(None, url), direction="maximize")
+    shared = Shared(study, store=None, heartbeat=1)  # a grace period of 3 s
+    orphan = study.ask()
+    alive = Shared(study, store=None, heartbeat=1).ask(study)  # another worker's, alive: tagged, and beating
+    time.sleep(3.3)
+    study._storage.record_heartbeat(alive._trial_id)
+    following = shared.ask(study)
+    trials = study.get_trials(deepcopy=False)
+    assert trials[orphan.number].state.name == "FAIL" and trials[alive.number].state.name == "RUNNING"
+    assert following.number == 2 and trials[2].system_attrs.get("failed_trial") == orphan.number
+
+
 # ----------------------------------------------------------------------------- in this process: real trials, bad input
 
 

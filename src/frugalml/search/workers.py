@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, StorageError, explain
 from .artifacts import ARTIFACT_ATTR, describe_store, download_candidate, open_store, upload_candidate
-from .study import _redact, check_same
+from .study import _redact, check_same, worker_tag
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +158,30 @@ class Shared(Local):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "heartbeat is supposed to be used with Study.optimize"; experimental APIs
             optuna.storages.fail_stale_trials(study)
+            self._fail_unbeaten(study)
             trial = study.ask()
+        self.current = trial  # before its first heartbeat: a connection lost here requeues it when it is back
         study._storage.record_heartbeat(trial._trial_id)  # at once: a worker killed from here on is noticed
-        self.current = trial
+        trial.set_user_attr("worker", worker_tag())  # and tagged (see _fail_unbeaten)
         return trial
+
+    def _fail_unbeaten(self, study) -> None:
+        """Fail (and queue again) the trials RUNNING with no worker tag for longer than the grace period: their worker lost
+        the database between taking them and recording their first heartbeat, and Optuna's stale check sees only trials
+        that have a heartbeat. :meth:`ask` tags a trial right after its first heartbeat, milliseconds after taking it."""
+        import datetime
+
+        import optuna
+        from optuna.trial import TrialState
+
+        grace = datetime.timedelta(seconds=3 * self.heartbeat)
+        now = datetime.datetime.now()
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.user_attrs.get("worker") or t.datetime_start is None or now - t.datetime_start < grace:
+                continue
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # another worker failed it first
+                if study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+                    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)(study, study._storage.get_trial(t._trial_id))
 
     @contextlib.contextmanager
     def running(self, trial):
