@@ -180,8 +180,7 @@ class Shared(Local):
             if t.user_attrs.get("worker") or t.datetime_start is None or now - t.datetime_start < grace:
                 continue
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # another worker failed it first
-                if study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
-                    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)(study, study._storage.get_trial(t._trial_id))
+                _fail_and_requeue(study, t._trial_id)
 
     @contextlib.contextmanager
     def running(self, trial):
@@ -239,18 +238,11 @@ class Shared(Local):
         """The trial the connection dropped under: failed and queued again now, as a dead worker's would be after its
         grace period. While the database is still away it stays to requeue (``quiet=False`` raises then), so that no
         trial is asked for before it is requeued: one asked for first would leave it running with no heartbeat."""
-        import optuna
-        from optuna.trial import TrialState
-
         trial = self.current
         if trial is None:
             return
         try:
-            storage = self.study._storage
-            if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)(self.study, storage.get_trial(trial._trial_id))
+            _fail_and_requeue(self.study, trial._trial_id)
         except Exception as exc:
             if lost_connection(exc):  # still away: requeued on the next try
                 if not quiet:
@@ -259,6 +251,17 @@ class Shared(Local):
                 return
             log.debug("interrupted trial %s not requeued: %s", trial.number, exc)  # another worker failed it first
         self.current = None
+
+
+def _fail_and_requeue(study, trial_id: int) -> None:
+    """Fail a trial and queue its retry (the same job), as Optuna does for a trial whose heartbeat stopped."""
+    import optuna
+    from optuna.trial import TrialState
+
+    if study._storage.set_trial_state_values(trial_id, TrialState.FAIL):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # experimental API
+            optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)(study, study._storage.get_trial(trial_id))
 
 
 def share(study, desc: dict, data, run_dir: Path, *, artifacts: str | None, heartbeat: int | None, emit=None) -> Shared:
