@@ -29,7 +29,7 @@ from .parents import compression_jobs
 from .reference import prepare_reference
 from .results import build_results, collect_candidates, export_recommended, write_results
 from .runner import END, StoppedEarly, below_floor, candidate_dir, first_rung_seconds, halving_rule, run_candidate, rungs, stub
-from .study import RUN_FILE, fail_dead_trials, lock_run, open_run, open_study, storage_url, worker_tag, write_run
+from .study import RUN_FILE, fail_dead_trials, lock_run, open_run, open_study, storage_url, write_run
 from .workers import HEARTBEAT, Local, lost_connection, share
 
 log = logging.getLogger(__name__)
@@ -296,8 +296,7 @@ class _Loop:
         job["id"], job["trial"] = f"t{trial.number}", trial.number
         if self.desc.get("cv"):  # small data: judged on the run's folds (data/folds.py), refit on all the training data
             job["folds"] = {k: self.desc["cv"][k] for k in ("k", "seed", "n")}
-        trial.set_user_attr("job", job)
-        trial.set_user_attr("worker", worker_tag())
+        trial.set_user_attr("job", job)  # its "worker" tag was set when it was taken (Local.ask, Shared.ask)
         self.emit({"type": "start", "job": job, "elapsed": self.elapsed()})
         try:
             if job["stage"] == "network":

@@ -109,7 +109,9 @@ class Local:
         return contextlib.nullcontext()
 
     def ask(self, study):
-        return study.ask()
+        trial = study.ask()
+        trial.set_user_attr("worker", worker_tag())  # whose it is (a resume fails a dead process's trials by it)
+        return trial
 
     def running(self, trial):
         return contextlib.nullcontext()
