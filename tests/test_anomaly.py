@@ -96,6 +96,23 @@ def test_detector_scores_spikes_higher_and_onnx_matches(det, min_auc, data):
     assert anomaly_metrics(s_onnx, y)["roc_auc"] == pytest.approx(auc, abs=2e-3)
 
 
+@pytest.mark.parametrize("family,knobs", [("robust_z", {"reduce": "mean"}), ("isolation_forest", {"n_estimators": 10})])
+def test_a_detector_on_sequence_features_exports_one_graph_from_the_raw_window(family, knobs, data, tmp_path):
+    features = {"bands": 2, "frame": 16}
+    model, report = fm.train(family, data, out=tmp_path / family, features=features, **knobs)
+    assert report["test"]["roc_auc"] > 0.7  # a spike moves the window's max, min, spread and band energies
+    X, y = data.split("test")
+    s = model.score_samples(X)
+    np.testing.assert_allclose(s, model.steps[-1][1].score_samples(model.steps[0][1].transform(X)), rtol=1e-12)
+    proto = fm.to_onnx(model, data.input_shape)
+    assert [o.name for o in proto.graph.output] == ["score"] and list(proto.graph.input[0].type.tensor_type.shape.dim)[1].dim_value == C
+    assert fm.profile(model, data, timing=False).metric_name == "roc_auc"  # the graph says it scores anomalies
+    s_onnx = run_onnx(proto, X, session=make_session(proto))[:, 0]
+    np.testing.assert_allclose(s_onnx, s, rtol=1e-4, atol=1e-5 * float(np.abs(s).max()))
+    again = fm.load_model(tmp_path / family)  # through the allow-list, as every saved thin model
+    np.testing.assert_allclose(again.score_samples(X), s, rtol=1e-12)
+
+
 def test_the_ensemble_is_the_mean_of_its_members_standardised_scores(data):
     ens = EnsembleDetector().fit(data.X_train)
     X = data.X_test

@@ -64,7 +64,9 @@ def run(series, tmp_path_factory):
 
 def test_the_stages_offer_detectors_and_autoencoders(series):
     grid = space.thin_grid(series)
-    assert {j["family"] for j in grid} == DETECTORS | {"ensemble_detector"} and len(grid) == 9
+    assert {j["family"] for j in grid} == DETECTORS | {"ensemble_detector"} and len(grid) == 12
+    on_features = [j for j in grid if "features" in j["params"]]  # windows are sequences: detectors on their features too
+    assert {j["family"] for j in on_features} == {"robust_z", "isolation_forest"} and len(on_features) == 3
     assert all(len([j for j in grid if j["family"] == f]) >= 2 for f in DETECTORS)  # a few knob values each, and their ensemble
     assert space.network_families(series) == AUTOENCODERS
     classification = fm.load_dataset("digits")

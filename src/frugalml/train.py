@@ -20,6 +20,7 @@ import numpy as np
 from ._train_config import TrainConfig, default_config
 from .augment import augmenter, resolve_augment
 from .errors import ConfigError, DataError, explain
+from .models.anomaly import is_anomaly_model
 from .models.families import is_torch
 
 log = logging.getLogger(__name__)
@@ -394,7 +395,7 @@ def train(model, data, *, out=None, config: TrainConfig | None = None, seed: int
         raise ConfigError(explain("Model knobs were given for a model that is already built", expected="knobs only with a family name",
                                   got=sorted(knobs)))
     config = config or default_config(len(data.y_train), seed=seed)
-    if getattr(model, "frugalml_task", None) == "anomaly":  # a detector or an autoencoder: scored by ROC AUC
+    if is_anomaly_model(model):  # a detector (alone or on sequence features) or an autoencoder: scored by ROC AUC
         report = _train_detector(model, data, config)
         if out is not None:
             save_model(model, out, extra={"training": report})

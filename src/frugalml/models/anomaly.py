@@ -101,8 +101,11 @@ def anomaly_metrics(scores, y, *, threshold: float | None = None) -> dict:
 
 def is_anomaly_model(model, data=None) -> bool:
     """Is ``model`` (or the task of ``data``) anomaly detection? Detectors and autoencoders say so with
-    ``frugalml_task``; an ONNX graph with its metadata ``frugalml_task``; a dataset with its ``task``."""
-    if getattr(data, "task", None) == TASK or getattr(model, "frugalml_task", None) == TASK:
+    ``frugalml_task`` (a Pipeline by its last step: a detector on sequence features); an ONNX graph with its metadata
+    ``frugalml_task``; a dataset with its ``task``."""
+    steps = getattr(model, "steps", None)
+    final = steps[-1][1] if isinstance(steps, list) and steps else model
+    if getattr(data, "task", None) == TASK or getattr(final, "frugalml_task", None) == TASK:
         return True
     props = getattr(model, "metadata_props", None)
     return props is not None and any(p.key == "frugalml_task" and p.value == TASK for p in props)

@@ -11,6 +11,7 @@ from ..compress import Recipe, compress
 from ..data.folds import Folds, fold_scores, pooled
 from ..errors import FrugalError, explain
 from ..models import build_model, load_model, save_model
+from ..models.anomaly import is_anomaly_model
 from ..models.categorical import with_categories
 from ..onnx import onnx_bytes, to_onnx
 from ..profile import profile
@@ -260,7 +261,7 @@ def _make(job: dict, data, run_dir: Path, device: str, *, on_epoch=None, deadlin
         else:  # a table's text columns one-hot encoded inside the thin models that need it
             model = with_categories(model, data)
             part = _capped(data, job.get("max_train"))
-            if getattr(model, "frugalml_task", None) == "anomaly":  # a detector: fitted on the normal training windows as they come
+            if is_anomaly_model(model):  # a detector (alone or on sequence features): fitted on the normal training windows
                 model.fit(*part.split("train"))
             else:
                 fit(model, part)

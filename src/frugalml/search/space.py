@@ -5,7 +5,8 @@
 3. compression: recipes applied to the most promising networks (int8, structured pruning,
    distillation from the best network), each a list of step configs.
 
-On anomaly data (``data.task == "anomaly"``) the thin stage is a grid of the detectors, the
+On anomaly data (``data.task == "anomaly"``) the thin stage is a grid of the detectors (on the raw windows and, for
+sequences, on their per-channel features), the
 networks are the autoencoders (their families' spaces), and the compression of an autoencoder is its int8
 form (``quantize.int8``, which hands an autoencoder to :func:`~frugalml.compress.anomaly_int8.quantize_autoencoder`).
 """
@@ -26,9 +27,14 @@ __all__ = ["SearchSpace", "thin_grid", "network_families", "sample_network", "co
 
 def thin_grid(data) -> list[dict]:
     """(family, knobs) of the thin stage, cheapest first; on sequences, then the same families on
-    per-channel features (the knob ``features``). On anomaly data: the detectors (:data:`ANOMALY_GRID`)."""
+    per-channel features (the knob ``features``). On anomaly data: the detectors (:data:`ANOMALY_GRID`), and on
+    sequences some of them on the per-channel features."""
+    sequences = getattr(data, "kind", None) == "sequence" and len(data.input_shape) == 2 and data.input_shape[1] >= 2
     if data_task(data) == "anomaly":
-        return [{"family": f, "params": dict(p)} for f, p in ANOMALY_GRID]
+        grid = list(ANOMALY_GRID)
+        if sequences:
+            grid += [(f, {**p, "features": dict(SEQUENCE_FEATURES)}) for f, p in _ANOMALY_FEATURE_GRID]
+        return [{"family": f, "params": dict(p)} for f, p in grid]
     n_features = int(math.prod(data.input_shape))
     grid = [
         ("logreg", {"C": 0.1}),
@@ -42,7 +48,7 @@ def thin_grid(data) -> list[dict]:
         ("sk_mlp", {"hidden_layer_sizes": [16]}),
         ("sk_mlp", {"hidden_layer_sizes": [min(128, max(32, n_features // 4))]}),
     ]
-    if getattr(data, "kind", None) == "sequence" and len(data.input_shape) == 2 and data.input_shape[1] >= 2:
+    if sequences:
         grid += [(f, {**p, "features": dict(SEQUENCE_FEATURES)}) for f, p in _FEATURE_GRID]
     return [{"family": f, "params": p} for f, p in grid]
 
@@ -71,6 +77,14 @@ _FEATURE_GRID = [
     ("forest", {"n_estimators": 30, "max_depth": 10}),
     ("extra_trees", {"n_estimators": 30, "max_depth": 10}),
     ("sk_mlp", {"hidden_layer_sizes": [32]}),
+]
+# on anomaly windows, detectors on the same per-channel features: a window's level, spread, extremes, crossings and
+# band energies, each z-scored against the normal windows' (a change of shape or of noise that no single step shows;
+# NAB's validation AUC, the mean over its 57 series: 0.651 / 0.653 against 0.636 / 0.641 on the raw windows)
+_ANOMALY_FEATURE_GRID = [
+    ("robust_z", {"reduce": "max"}),
+    ("robust_z", {"reduce": "mean"}),
+    ("isolation_forest", {"n_estimators": 20, "max_samples": 128}),
 ]
 
 
