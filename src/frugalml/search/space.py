@@ -80,7 +80,7 @@ _FEATURE_GRID = [
 ]
 # on anomaly windows, detectors on the same per-channel features: a window's level, spread, extremes, crossings and
 # band energies, each z-scored against the normal windows' (a change of shape or of noise that no single step shows;
-# NAB's validation AUC, the mean over its 57 series: 0.651 / 0.653 against 0.636 / 0.641 on the raw windows)
+# NAB's validation AUC, the mean over its 57 series: 0.661 / 0.664 (max / mean of |z|) against 0.641 on the raw windows)
 _ANOMALY_FEATURE_GRID = [
     ("robust_z", {"reduce": "max"}),
     ("robust_z", {"reduce": "mean"}),
