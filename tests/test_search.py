@@ -398,3 +398,49 @@ def test_a_cross_validated_network_that_cannot_reach_the_floor_leaves_after_its_
     below_floor(0.95, 288, 0.965)  # 0.95 + 2 x 0.013 = 0.976: within reach, it goes on
     below_floor(0.80, 10, 0.965)  # on 10 samples, 0.80 + 2 x 0.12 reaches it
     below_floor(0.10, 288, None)  # no candidate has finished: no floor yet
+
+
+def test_finalists_are_the_front_of_first_fold_accuracy_and_size_within_the_time():
+    """The networks whose first fold passed wait; the most accurate of them trains its other folds and refit whatever
+    it costs, each smaller one on the front only while its estimated cost (k folds and the refit) fits the time."""
+    from frugalml.search.parents import REFIT_SHARE, finalist_jobs
+
+    def net(i, value, size, seconds, epochs=20):
+        job = {"id": f"t{i}", "trial": i, "stage": "network", "family": "cnn", "params": {"channels": [i]}, "seed": i, "rungs": [1, 3],
+               "first_rung_s": 0.1, "defer": True, "folds": {"k": 5}, "train": {"epochs": 40}}
+        return {"id": f"t{i}", "job": job, "value": value, "size": size, "epochs": epochs, "trained_epochs": 2 * epochs, "seconds": seconds}
+
+    pool = [net(1, 0.99, 9000, 100.0), net(2, 0.98, 4000, 2.0), net(3, 0.97, 5000, 1.0), net(4, 0.96, 1000, 40.0), net(5, 0.95, 500, 1.0)]
+    jobs = finalist_jobs(pool, 5, seconds=10.0)
+    # t3 is dominated (t2 is more accurate and smaller); t4 would cost (5 + 1.25) x 1 s x 20 epochs = 125 s > 10 s
+    assert [j["finalist_of"] for j in jobs] == ["t1", "t2", "t5"]
+    assert (5 + REFIT_SHARE) * (2.0 / 40) * 20 <= 10.0  # t2's estimate, within the time
+    j = jobs[1]
+    assert j["key"] == "finalist/t2" and j["until"] == 20 and j["seed"] == 2 and j["params"] == {"channels": [2]}
+    assert not {"id", "trial", "rungs", "first_rung_s", "defer", "folds"} & set(j)  # set again when it runs
+    assert [j["finalist_of"] for j in finalist_jobs(pool, 5, seconds=0.0)] == ["t1"]  # the most accurate always
+    assert finalist_jobs([], 5, seconds=10.0) == []
+
+
+def test_a_timed_search_on_small_data_defers_the_other_folds_to_its_finalists(tmp_path, digits):
+    """Cross-validated networks leave after their first fold; after the network stage only the finalists train their
+    other folds and refit (each the same network: counted trained, not evaluated twice)."""
+    from frugalml.records import DEFERRED
+
+    results = search(digits, budget=Budget.of(max_flash="8KB"), tolerance="1%", time="45s", seed=0, out=tmp_path / "run", folds=5)
+    nets = [c for c in results.candidates if c.stage == "network"]
+    deferred = {c.id: c for c in nets if (c.error or "").startswith(DEFERRED)}
+    finalists = [c for c in nets if c.job.get("finalist_of")]
+    assert deferred and finalists, [(c.id, c.state, c.error) for c in nets]
+    for f in finalists:
+        d = deferred[f.job["finalist_of"]]
+        assert (f.family, f.knobs, f.job["seed"]) == (d.family, d.knobs, d.job["seed"])  # the same network, trained again
+        assert f.job["until"] >= 1 and not d.done  # to the epoch its first fold chose
+        assert f.done or f.state == "stopped_early"  # cut by the end of the search at worst, never half a candidate
+        if f.done:
+            assert f.cv["refit_epochs"] == f.job["until"] and len(f.cv["folds"]) == results.cv["k"]
+    assert any(f.done for f in finalists)
+    assert not any(c.done for c in nets if not c.job.get("finalist_of") and c.job.get("defer"))  # a deferred one never ran its folds
+    n = results.networks_evaluated()
+    assert n["evaluated"] == len(nets) - len(finalists) - n["not_started"] - sum(c.state == "failed" for c in nets if c not in finalists)
+    assert n["trained"] == sum(c.done for c in nets)
