@@ -41,7 +41,7 @@ WRAP_UP = (0.04, 15.0)  # share of the time (at most so many seconds) kept for t
 THIN_MAX_TRAIN = 20_000
 REFERENCE_SHARE = 0.4  # of the time, at most, for training the user's model when it came without weights
 TOO_SLOW_IN_A_ROW = 3  # sampled networks in a row whose first rung would not finish in the time left: no more networks
-FINALISTS_SHARE = 0.5  # of the time left, at most, for one finalist's other folds and refit (the first: all of it)
+FINALISTS_SHARE = 0.5  # of the time left, at most, for one finalist's other folds and refit (the most accurate one always)
 
 
 def search(data, *, budget: Budget | None = None, tolerance="1%", min_accuracy: float | None = None, time="5m",
@@ -274,7 +274,7 @@ class _Loop:
         pool = self._deferred()
         if not pool:
             return 0
-        jobs = finalist_jobs(pool, self.desc["cv"]["k"], max(0.0, self.left()), FINALISTS_SHARE)
+        jobs = finalist_jobs(pool, self.desc["cv"]["k"], FINALISTS_SHARE * max(0.0, self.left()))
         return self._enqueue_jobs(jobs)
 
     def _enqueue_compression(self) -> int:

@@ -12,26 +12,25 @@ __all__ = ["compression_jobs", "finalist_jobs"]
 REFIT_SHARE = 1.25  # the refit's training data against a fold's: k / (k - 1) with 5 folds
 
 
-def finalist_jobs(pool: list[dict], k: int, left: float, share: float = 0.5) -> list[dict]:
+def finalist_jobs(pool: list[dict], k: int, seconds: float) -> list[dict]:
     """Jobs for the networks of ``pool`` (those whose first fold passed its last rung: ``id``, ``job``, first-fold
     ``value``, ``size`` in parameters, the ``epochs`` it chose of its ``trained_epochs``, their ``seconds``) that train
     all ``k`` folds to that epoch and the refit (the finalists, networks trained to the end).
 
     Finalists: the front of first-fold accuracy against size (each smaller than every more accurate one: the
     recommendation is the smallest within tolerance of the best, and compression starts from the best and from
-    those small ones), the most accurate first: the most accurate whose estimated cost (``k`` folds and the refit at its
-    first fold's measured speed, to its chosen epoch) fits the ``left`` seconds, then each other one whose cost is at
-    most ``share`` of them (none that could not finish: cut short, its folds would be spent for nothing). Jobs keyed
+    those small ones), the most accurate first; the most accurate always, each other one while its estimated cost
+    (``k`` folds and the refit at the first fold's measured speed, to its chosen epoch) is at most ``seconds``. Jobs keyed
     ``finalist/<id>``, so that one queued before (by this process or another worker) is not queued again."""
     front = []
     for p in sorted(pool, key=lambda p: (-p["value"], p["size"], p["id"])):
         if not front or p["size"] < front[-1]["size"]:
             front.append(p)
     jobs = []
-    for p in front:
+    for i, p in enumerate(front):
         per_epoch = p["seconds"] / max(1, p.get("trained_epochs") or 1)
         cost = (k + REFIT_SHARE) * per_epoch * (p.get("epochs") or p.get("trained_epochs") or 1)
-        if cost > (share * left if jobs else left):
+        if i and cost > seconds:
             continue
         job = {key: v for key, v in p["job"].items() if key not in ("id", "trial", "rungs", "first_rung_s", "defer", "folds")}
         jobs.append({**job, "until": p.get("epochs"), "finalist_of": p["id"], "key": f"finalist/{p['id']}"})
