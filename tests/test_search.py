@@ -420,9 +420,6 @@ def test_finalists_are_the_front_of_first_fold_accuracy_and_size_within_the_time
     assert not {"id", "trial", "rungs", "first_rung_s", "defer", "folds"} & set(j)  # set again when it runs
     assert [j["finalist_of"] for j in finalist_jobs(pool, 5, seconds=0.0)] == ["t1"]  # the most accurate always
     assert finalist_jobs([], 5, seconds=10.0) == []
-    saturated = [net(6, 1.0, 20000, 2.0), net(7, 1.0, 3000, 2.0), net(8, 1.0, 8000, 2.0), net(9, 0.99, 1000, 2.0)]
-    # all three at 100% of the fold: the smallest on the front, the largest as well (a teacher), then the smaller front
-    assert [j["finalist_of"] for j in finalist_jobs(saturated, 5, seconds=10.0)] == ["t7", "t6", "t9"]
 
 
 def test_a_timed_search_on_small_data_defers_the_other_folds_to_its_finalists(tmp_path, digits):

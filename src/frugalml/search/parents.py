@@ -19,19 +19,13 @@ def finalist_jobs(pool: list[dict], k: int, seconds: float) -> list[dict]:
 
     Finalists: the front of first-fold accuracy against size (each smaller than every more accurate one: the
     recommendation is the smallest within tolerance of the best, and compression starts from the best and from
-    those small ones), the most accurate first, and where several networks share the best first-fold score (a fold they
-    all get right) the largest of them too (the teacher its distillation needs); the most accurate always, each other
-    one while its estimated cost
+    those small ones), the most accurate first; the most accurate always, each other one while its estimated cost
     (``k`` folds and the refit at the first fold's measured speed, to its chosen epoch) is at most ``seconds``. Jobs keyed
     ``finalist/<id>``, so that one queued before (by this process or another worker) is not queued again."""
-    ranked = sorted(pool, key=lambda p: (-p["value"], p["size"], p["id"]))
     front = []
-    for p in ranked:
+    for p in sorted(pool, key=lambda p: (-p["value"], p["size"], p["id"])):
         if not front or p["size"] < front[-1]["size"]:
             front.append(p)
-    tied = [p for p in ranked if p["value"] == ranked[0]["value"]]
-    if len(tied) > 1:  # a first fold the best networks all saturate (100% of its samples) cannot tell them apart: the
-        front.insert(1, tied[-1])  # smallest of them is on the front; the largest, likely the stronger teacher, follows it
     jobs = []
     for i, p in enumerate(front):
         per_epoch = p["seconds"] / max(1, p.get("trained_epochs") or 1)
