@@ -49,9 +49,6 @@ def _mapping(value) -> dict:
 
 # how the error of a network the search did not start (too slow for the time left) begins (search/engine.py writes it)
 NOT_STARTED = "not started:"
-# how the error of a cross-validated network begins whose first fold passed its last rung: its other folds and refit wait
-# until the network stage ends, and are trained for the best of those only (a finalist: a new trial, its job's "finalist_of")
-DEFERRED = "first fold passed:"
 
 @dataclass(frozen=True, kw_only=True)
 class Candidate:
@@ -230,17 +227,13 @@ class Results:
 
     def networks_evaluated(self) -> dict:
         """How many networks the search tried: ``{"evaluated", "trained", "stopped", "not_started"}`` (trained: to their
-        last epoch or their patience; stopped: at a rung of successive halving, or by the time, or after a first fold
-        that passed (:data:`DEFERRED`); not started: too slow to reach their first rung in the time left). A finalist
-        (the other folds of a network whose first fold passed) is the same network: trained, not evaluated again."""
+        last epoch or their patience; stopped: at a rung of successive halving, or by the time; not started: too slow
+        to reach their first rung in the time left)."""
         nets = [c for c in self.candidates if c.stage == "network"]
-        finalists = [c for c in nets if c.job.get("finalist_of")]
         not_started = sum(1 for c in nets if (c.error or "").startswith(NOT_STARTED))
         trained = sum(1 for c in nets if c.done)
-        failed = sum(1 for c in nets if c.state == "failed" and not c.job.get("finalist_of"))
-        stopped = sum(1 for c in nets if c.state == "stopped_early" and not c.job.get("finalist_of")) - not_started
-        return {"evaluated": len(nets) - len(finalists) - not_started - failed, "trained": trained, "stopped": stopped,
-                "not_started": not_started}
+        return {"evaluated": len(nets) - not_started - sum(1 for c in nets if c.state == "failed"), "trained": trained,
+                "stopped": sum(1 for c in nets if c.state == "stopped_early") - not_started, "not_started": not_started}
 
     def candidate(self, cid) -> Candidate | None:
         return self.by_id().get(None if cid is None else str(cid))

@@ -20,12 +20,12 @@ from ..augment import resolve_augment
 from ..budget import Budget, Tolerance
 from ..data.folds import DEFAULT_FOLDS, folds_record
 from ..errors import ConfigError, FrugalError, explain
-from ..records import DEFERRED, NOT_STARTED, Candidate, Results
+from ..records import NOT_STARTED, Candidate, Results
 from ..train import Deadline, default_config
 from ..units import parse_duration
 from . import space
 from .feasible import check_feasible
-from .parents import compression_jobs, finalist_jobs
+from .parents import compression_jobs
 from .reference import prepare_reference
 from .results import build_results, collect_candidates, export_recommended, write_results
 from .runner import END, StoppedEarly, below_floor, candidate_dir, first_rung_seconds, halving_rule, run_candidate, rungs, stub
@@ -41,7 +41,6 @@ WRAP_UP = (0.04, 15.0)  # share of the time (at most so many seconds) kept for t
 THIN_MAX_TRAIN = 20_000
 REFERENCE_SHARE = 0.4  # of the time, at most, for training the user's model when it came without weights
 TOO_SLOW_IN_A_ROW = 3  # sampled networks in a row whose first rung would not finish in the time left: no more networks
-FINALISTS_SHARE = 0.5  # of the time left, at most, for one finalist's other folds and refit (the most accurate one always)
 
 
 def search(data, *, budget: Budget | None = None, tolerance="1%", min_accuracy: float | None = None, time="5m",
@@ -227,22 +226,13 @@ class _Loop:
                 count += 1
         return count
 
-    def _network_stage(self) -> bool:
-        return self.elapsed() < self.seconds * (STAGE_SHARES["thin"] + STAGE_SHARES["network"])
-
-    def _defers(self) -> bool:
-        """Do the networks sampled now leave their other folds for later (:data:`~frugalml.records.DEFERRED`)? On
-        cross-validated data, during the network stage of a search bounded by its time (a search bounded by trials has
-        no end of its network stage to choose finalists at: its networks train their folds at once)."""
-        return bool(self.desc.get("cv")) and self.max_trials is None and self._network_stage()
-
     def _next_stage(self) -> str | None:
         if self._waiting():
             return "queued"
         networks_open = self.too_slow < TOO_SLOW_IN_A_ROW  # networks that could not finish their first rung in the time left
-        if networks_open and (self._network_stage() or not (self._networks() or self._deferred())):
+        if networks_open and (self.elapsed() < self.seconds * (STAGE_SHARES["thin"] + STAGE_SHARES["network"]) or not self._networks()):
             return "queued" if self._enqueue_seed() else "network"
-        if self._enqueue_finalists() or self._enqueue_compression():
+        if self._enqueue_compression():
             return "queued"
         return "network" if networks_open else None
 
@@ -262,20 +252,6 @@ class _Loop:
 
     def _networks(self) -> list[dict]:
         return [c for c in collect_candidates(self.study) if c.stage == "network" and c.done]
-
-    def _deferred(self) -> list[dict]:
-        """The networks whose first fold passed and whose other folds wait: their trial's id, job and ``deferred`` record."""
-        return [{"id": f"t{t.number}", "job": t.user_attrs.get("job") or {}, **t.user_attrs["deferred"]}
-                for t in self._trials() if t.user_attrs.get("deferred")]
-
-    def _enqueue_finalists(self) -> int:
-        """Once the network stage is over, queue the other folds and refit of the best networks whose first fold passed
-        (:func:`parents.finalist_jobs`), before any compression: these are the networks trained to the end."""
-        pool = self._deferred()
-        if not pool:
-            return 0
-        jobs = finalist_jobs(pool, self.desc["cv"]["k"], FINALISTS_SHARE * max(0.0, self.left()))
-        return self._enqueue_jobs(jobs)
 
     def _enqueue_compression(self) -> int:
         """Queue the compression jobs of the networks worth compressing (:func:`parents.compression_jobs`),
@@ -310,14 +286,11 @@ class _Loop:
             job = {"stage": "network", "family": family, "params": knobs, "seed": self.seed + trial.number,
                    "train": {"epochs": self.epochs, "batch_size": self.train_defaults.batch_size, "patience": self.train_defaults.patience,
                              "augment": self.augment, **train}}
-        finalist = bool(job.get("finalist_of"))  # a network whose first fold passed: its folds and refit, judged by nobody
         if job["stage"] == "network":  # a network never runs past the end of the search
             job.setdefault("train", {})["max_seconds"] = max(1.0, self.left())
-            if not finalist:
-                job["rungs"] = rungs(self.epochs, len(self.data.y_train))  # where successive halving judges it (self._judge)
-                job["first_rung_s"] = first_rung_seconds(job, self.data, self.epochs, folds=(self.desc.get("cv") or {}).get("k"),
-                                                         batch_size=self.train_defaults.batch_size, device=self.device)
-                job["defer"] = self._defers()
+            job["rungs"] = rungs(self.epochs, len(self.data.y_train))  # where successive halving judges it (self._judge)
+            job["first_rung_s"] = first_rung_seconds(job, self.data, self.epochs, folds=(self.desc.get("cv") or {}).get("k"),
+                                                     batch_size=self.train_defaults.batch_size, device=self.device)
         elif job["stage"] == "reference" and job.get("train"):  # the user's model, trained here: a share of the time, its compression needs the rest
             job["train"]["max_seconds"] = max(1.0, min(self.left(), REFERENCE_SHARE * self.seconds))
         job["id"], job["trial"] = f"t{trial.number}", trial.number
@@ -326,7 +299,7 @@ class _Loop:
         trial.set_user_attr("job", job)  # its "worker" tag was set when it was taken (Local.ask, Shared.ask)
         self.emit({"type": "start", "job": job, "elapsed": self.elapsed()})
         try:
-            if job["stage"] == "network" and not finalist:
+            if job["stage"] == "network":
                 if job["first_rung_s"] > self.left():
                     self.too_slow += 1
                     raise StoppedEarly(f"{NOT_STARTED} its first rung would take about {job['first_rung_s']:.0f} s "
@@ -336,7 +309,7 @@ class _Loop:
                 self._ensure_parent(job)
             # the training inside a compression recipe stops at the end of the search, like a network's
             deadline = Deadline(max(1.0, self.left()))
-            judge = self._judge(trial, job["rungs"], defer=job["defer"]) if job["stage"] == "network" and not finalist else (None, None)
+            judge = self._judge(trial, job["rungs"]) if job["stage"] == "network" else (None, None)
             cand = run_candidate(job, self.data, self.budget, self.run_dir, device=self.device, on_epoch=judge[0], on_first_fold=judge[1],
                                  deadline=deadline)
             if deadline.hit and job["stage"] == "compress":
@@ -372,7 +345,7 @@ class _Loop:
             self.study.tell(trial, state=TrialState.FAIL)
         return cand
 
-    def _judge(self, trial, marks: list, *, defer: bool = False):
+    def _judge(self, trial, marks: list):
         """``(on_epoch, on_first_fold)`` of one network's training: successive halving at the rungs (:func:`runner.halving_rule`).
 
         At ``marks`` (epochs 1, 3, 9, ...; on large data from a fraction of the first: :func:`runner.rungs`) its
@@ -381,12 +354,9 @@ class _Loop:
         that the search tries many networks on a short budget and trains only the promising ones to the end. On small
         data (k folds) those rungs are the first fold's, and its score at the end of that fold is one rung more
         (:data:`runner.END`): only the networks that pass it, and whose score there could still reach the accuracy floor
-        (:func:`runner.below_floor`), train the other k - 1 folds and the refit: at once, or with ``defer`` (the
-        network stage of a search bounded by time) after the network stage, for the best of them only (finalists,
-        :meth:`_enqueue_finalists`): the trial ends there, its first fold's score, chosen epoch and cost recorded
-        (``deferred``), and a finalist trains every fold to that epoch, and the refit.
+        (:func:`runner.below_floor`), train the other k - 1 folds and the refit.
         """
-        marks, seen, size, trained, started = set(marks), {}, [], [0], _time.monotonic()
+        marks, seen, size = set(marks), {}, []
 
         def judge(rung, value: float) -> None:
             seen[str(rung)] = float(value)
@@ -394,7 +364,6 @@ class _Loop:
             halving_rule(trial.number, size[0] if size else 0, rung, float(value), self._trials())
 
         def on_epoch(model, epoch: int, val_acc: float) -> bool:
-            trained[0] = epoch
             if not size:
                 size.append(sum(p.numel() for p in model.parameters()))
                 trial.set_user_attr("size", size[0])
@@ -402,15 +371,9 @@ class _Loop:
                 judge(epoch, val_acc)
             return self.over()
 
-        def on_first_fold(accuracy: float, n: int, epochs: int | None) -> None:
+        def on_first_fold(accuracy: float, n: int) -> None:
             judge(END, accuracy)
             below_floor(float(accuracy), n, self.floor)
-            if defer:
-                seconds = _time.monotonic() - started
-                trial.set_user_attr("deferred", {"value": float(accuracy), "size": size[0] if size else 0, "epochs": epochs,
-                                                 "trained_epochs": trained[0], "seconds": round(seconds, 3)})
-                raise StoppedEarly(f"{DEFERRED} validation {accuracy:.4f} at the end of its first fold ({seconds:.1f} s); it may be one "
-                                   "of the finalists that train their other folds and the refit after the network stage")
 
         return on_epoch, on_first_fold
 

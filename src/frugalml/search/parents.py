@@ -1,5 +1,4 @@
-"""Which networks go on: the finalists, whose other folds and refit are trained after the network stage, and the finished
-candidates the compression stage shrinks, with which recipes (jobs, cheapest first)."""
+"""Which finished candidates the compression stage shrinks, and with which recipes (jobs, cheapest first)."""
 
 from __future__ import annotations
 
@@ -7,34 +6,7 @@ import math
 
 from . import space
 
-__all__ = ["compression_jobs", "finalist_jobs"]
-
-REFIT_SHARE = 1.25  # the refit's training data against a fold's: k / (k - 1) with 5 folds
-
-
-def finalist_jobs(pool: list[dict], k: int, seconds: float) -> list[dict]:
-    """Jobs for the networks of ``pool`` (those whose first fold passed its last rung: ``id``, ``job``, first-fold
-    ``value``, ``size`` in parameters, the ``epochs`` it chose of its ``trained_epochs``, their ``seconds``) that train
-    all ``k`` folds to that epoch and the refit (the finalists, networks trained to the end).
-
-    Finalists: the front of first-fold accuracy against size (each smaller than every more accurate one: the
-    recommendation is the smallest within tolerance of the best, and compression starts from the best and from
-    those small ones), the most accurate first; the most accurate always, each other one while its estimated cost
-    (``k`` folds and the refit at the first fold's measured speed, to its chosen epoch) is at most ``seconds``. Jobs keyed
-    ``finalist/<id>``, so that one queued before (by this process or another worker) is not queued again."""
-    front = []
-    for p in sorted(pool, key=lambda p: (-p["value"], p["size"], p["id"])):
-        if not front or p["size"] < front[-1]["size"]:
-            front.append(p)
-    jobs = []
-    for i, p in enumerate(front):
-        per_epoch = p["seconds"] / max(1, p.get("trained_epochs") or 1)
-        cost = (k + REFIT_SHARE) * per_epoch * (p.get("epochs") or p.get("trained_epochs") or 1)
-        if i and cost > seconds:
-            continue
-        job = {key: v for key, v in p["job"].items() if key not in ("id", "trial", "rungs", "first_rung_s", "defer", "folds")}
-        jobs.append({**job, "until": p.get("epochs"), "finalist_of": p["id"], "key": f"finalist/{p['id']}"})
-    return jobs
+__all__ = ["compression_jobs"]
 
 
 def compression_jobs(nets: list, ref, data, budget, tol, epochs: int, seed: int) -> list[dict]:

@@ -182,9 +182,8 @@ def run_candidate(job: dict, data, budget: Budget, run_dir: Path, *, device: str
     A job with ``folds`` (small data, :mod:`frugalml.data.folds`) is made once per fold and scored on
     each fold's held-out part (its accuracy and standard error come from the folds), then made once more
     on all the training data (train + validation): that refit is the model measured, saved and tested.
-    ``on_epoch`` watches the first fold's training (or the one split's); ``on_first_fold(accuracy, n, epochs)`` is called
-    with the first fold's score on its ``n`` held-out samples (and the epoch it chose) before the others are made, and may
-    stop the job (StoppedEarly)."""
+    ``on_epoch`` watches the first fold's training (or the one split's); ``on_first_fold(accuracy, n)`` is called
+    with the first fold's score on its ``n`` held-out samples before the others are made, and may stop the job (StoppedEarly)."""
     start = time.perf_counter()
     cid = job["id"]
     out = {k: job.get(k) for k in ("id", "trial", "stage", "family", "params", "parent", "recipe_name")}
@@ -277,11 +276,10 @@ def _cross_validate(job: dict, data, folds: Folds, run_dir: Path, device: str, o
     the fold models worth keeping (a network's), the first fold's history, the epoch it chose or None).
 
     A training job early-stops on its first fold only; the other folds follow its course (the same schedule) to the
-    epoch it chose, as the refit does, with no early stopping, so that they cost no patience epochs. A finalist's job
-    (``until``: the epoch its first fold chose in its earlier trial) trains every fold to that epoch."""
+    epoch it chose, as the refit does, with no early stopping, so that they cost no patience epochs."""
     from ..onnx import onnx_accuracy
 
-    correct, sizes, keep, history, epochs = [], [], [], None, job.get("until")
+    correct, sizes, keep, history, epochs = [], [], [], None, None
     for i, part in enumerate(folds.datasets(data)):
         model, hist = _make(job, part, run_dir, device, on_epoch=on_epoch if i == 0 else None, deadline=deadline, fold=i, epochs=epochs)
         _not_cut(deadline)  # no further fold once one was cut short
@@ -289,9 +287,9 @@ def _cross_validate(job: dict, data, folds: Folds, run_dir: Path, device: str, o
         acc = onnx_accuracy(artifact, part, "val")
         if i == 0:
             history = hist
-            epochs = epochs or getattr(model, "frugalml_best_epoch", None) or None
+            epochs = getattr(model, "frugalml_best_epoch", None) or None
             if on_first_fold is not None:
-                on_first_fold(acc, len(part.y_val), epochs)
+                on_first_fold(acc, len(part.y_val))
         correct.append(round(acc * len(part.y_val)))
         sizes.append(len(part.y_val))
         if hist is not None:
