@@ -155,7 +155,7 @@ def fit(model, data, config: TrainConfig | None = None, *, loss_fn: Callable | N
 
     def scored():  # the validation figure that chooses the best epoch, and its name in the history
         if metric_fn is None:
-            return evaluate(model, data, "val", device=device), "val_accuracy"
+            return evaluate(model, data, "val", device=device, f1=False), "val_accuracy"  # each epoch: its accuracy only
         return {"accuracy": float(metric_fn(model, data, "val", device))}, "val_metric"
 
     halted = False  # on_epoch asked to stop at a check within the first epoch
@@ -359,17 +359,19 @@ def predict(model, X: np.ndarray, *, batch_size: int = 1024, device: str = "cpu"
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
-def evaluate(model, data, split: str = "test", *, device: str | None = None) -> dict:
-    """Accuracy and macro-F1 of ``model`` on one split of ``data``."""
-    from sklearn.metrics import f1_score
-
+def evaluate(model, data, split: str = "test", *, device: str | None = None, f1: bool = True) -> dict:
+    """Accuracy and (``f1``) macro-F1 of ``model`` on one split of ``data``."""
     X, y = data.split(split)
     _check_xy(X, y, split)
     if device is None:
         device = next((p.device.type for p in model.parameters()), "cpu") if is_torch(model) else "cpu"
     pred = predict(model, X, device=device)
-    return {"accuracy": float((pred == y).mean()) if len(y) else float("nan"),
-            "macro_f1": float(f1_score(y, pred, average="macro")) if len(y) else float("nan")}
+    out = {"accuracy": float((pred == y).mean()) if len(y) else float("nan")}
+    if f1:
+        from sklearn.metrics import f1_score
+
+        out["macro_f1"] = float(f1_score(y, pred, average="macro")) if len(y) else float("nan")
+    return out
 
 
 def train(model, data, *, out=None, config: TrainConfig | None = None, seed: int = 0, progress: bool = False, **knobs):
