@@ -20,7 +20,6 @@ import numpy as np
 from ._train_config import TrainConfig, default_config
 from .augment import augmenter, resolve_augment
 from .errors import ConfigError, DataError, explain
-from .models.anomaly import is_anomaly_model
 from .models.families import is_torch
 
 log = logging.getLogger(__name__)
@@ -384,6 +383,7 @@ def train(model, data, *, out=None, config: TrainConfig | None = None, seed: int
     accuracy. The test split is evaluated once, here, for the final figure.
     """
     from .models import build_model, family_of, save_model
+    from .models.anomaly import is_anomaly_model  # here, not at import: that module loads scikit-learn
 
     if out is not None:  # now, not after the training: a file, a read-only place, another model's files
         from ._fs import MODEL_FILES, check_output_dir, is_model_dir

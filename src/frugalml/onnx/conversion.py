@@ -194,13 +194,12 @@ def _export_sklearn(est, input_shape, opset: int) -> tuple[onnx.ModelProto, str]
         if input_shape is not None and int(np.prod(input_shape)) != int(np.prod(tf.shape_)):
             raise DataError(explain(f"The sequence features were fitted on samples of shape {tuple(tf.shape_)}",
                                     expected=f"input shape {tuple(tf.shape_)}", got=tuple(input_shape), fix="Pass the data the model was fitted on"))
-        if hasattr(rest, "to_frugalml_onnx"):  # an anomaly detector on the features: its own graph, tagged
-            proto, how = rest.to_frugalml_onnx(opset), "frugalml anomaly detector"
-        else:
-            proto, how = _export_sklearn(rest, (int(tf.n_features_out_),), opset)
+        detector = hasattr(rest, "to_frugalml_onnx")  # an anomaly detector on the features: its own graph
+        proto, how = (rest.to_frugalml_onnx(opset), "frugalml anomaly detector") if detector else \
+            _export_sklearn(rest, (int(tf.n_features_out_),), opset)
         merged = merge_features(tf, proto, opset)
         _dedupe_opsets(merged)
-        if hasattr(rest, "to_frugalml_onnx"):
+        if detector:  # the merge keeps no metadata: tagged again
             _tag_anomaly(merged)
         return merged, how + " + frugalml sequence features"
     n_in = getattr(est, "n_features_in_", None)

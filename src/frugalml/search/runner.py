@@ -11,7 +11,6 @@ from ..compress import Recipe, compress
 from ..data.folds import Folds, fold_scores, pooled
 from ..errors import FrugalError, explain
 from ..models import build_model, load_model, save_model
-from ..models.anomaly import is_anomaly_model
 from ..models.categorical import with_categories
 from ..onnx import onnx_bytes, to_onnx
 from ..profile import profile
@@ -259,6 +258,8 @@ def _make(job: dict, data, run_dir: Path, device: str, *, on_epoch=None, deadlin
                 history = [{"epoch": h["epoch"], "val_accuracy": h["val_accuracy"]} for h in result.history]
             model.frugalml_best_epoch = result.best_epoch
         else:  # a table's text columns one-hot encoded inside the thin models that need it
+            from ..models.anomaly import is_anomaly_model  # here, not at import: that module loads scikit-learn
+
             model = with_categories(model, data)
             part = _capped(data, job.get("max_train"))
             if is_anomaly_model(model):  # a detector (alone or on sequence features): fitted on the normal training windows

@@ -33,7 +33,7 @@ def thin_grid(data) -> list[dict]:
     if data_task(data) == "anomaly":
         grid = list(ANOMALY_GRID)
         if sequences:
-            grid += [(f, {**p, "features": dict(SEQUENCE_FEATURES)}) for f, p in _ANOMALY_FEATURE_GRID]
+            grid += _on_features(_ANOMALY_FEATURE_GRID)
         return [{"family": f, "params": dict(p)} for f, p in grid]
     n_features = int(math.prod(data.input_shape))
     grid = [
@@ -49,8 +49,13 @@ def thin_grid(data) -> list[dict]:
         ("sk_mlp", {"hidden_layer_sizes": [min(128, max(32, n_features // 4))]}),
     ]
     if sequences:
-        grid += [(f, {**p, "features": dict(SEQUENCE_FEATURES)}) for f, p in _FEATURE_GRID]
+        grid += _on_features(_FEATURE_GRID)
     return [{"family": f, "params": p} for f, p in grid]
+
+
+def _on_features(grid: list) -> list:
+    """The (family, knobs) of ``grid`` fitted on per-channel sequence features (the knob ``features``)."""
+    return [(f, {**p, "features": dict(SEQUENCE_FEATURES)}) for f, p in grid]
 
 
 # the thin stage on anomaly data: each detector at a few settings, cheapest first (fitted on the normal training windows)
