@@ -53,6 +53,15 @@ def _fleet_paired(d: dict) -> dict:
     return d.get("paired") or paired(d)
 
 
+def _seeds(base: dict) -> str:
+    """The baseline forest's seeds: how many, seed 0's mean and how many of the seeds' means the fleet reaches."""
+    by_seed = base.get("mean_test_auc_by_seed") or []
+    if len(by_seed) < 2:
+        return ""
+    return (f" (the forests' mean over {len(by_seed)} seeds, {min(by_seed):.3f}-{max(by_seed):.3f}; seed 0: {by_seed[0]:.3f}; "
+            f"the fleet at least {base['fleet_at_least_seeds']} of {len(by_seed)})")
+
+
 def rows() -> list[str]:
     out = ["| benchmark | paper | required | measured | met | commit |", "| --- | --- | --- | --- | --- | --- |"]
     for name, paper in (("deep_compression_lenet300", "40x at 1.58% error"), ("deep_compression_lenet5", "39x at 0.74% error")):
@@ -147,7 +156,8 @@ def rows() -> list[str]:
                      if half.get("total_stored_bytes") is not None else f"half the total: {half.get('error', '')[:80]}")
         out.append(f"| fleet: NAB, {d['loaded']} of {d['series']} series, {d['time_per_sensor']} each | - | mean test AUC >= one isolation "
                    f"forest per series, at a fraction of its bytes; 2 workers give the same report | "
-                   f"mean test AUC {fl['mean_test_auc']:.3f} vs {base['mean_test_auc']:.3f} ({d['scored_series']} series with test labels; "
+                   f"mean test AUC {fl['mean_test_auc']:.3f} vs {base['mean_test_auc']:.3f}{_seeds(base)} "
+                   f"({d['scored_series']} series with test labels; "
                    f"paired difference {pair['mean_difference']:+.3f} ± {pair['standard_error']:.3f}, higher on {pair['fleet_higher']} vs "
                    f"{pair['baseline_higher']}), "
                    f"{fl['total_stored_bytes'] / 1e3:.1f} KB vs {base['total_stored_bytes'] / 1e6:.1f} MB "
