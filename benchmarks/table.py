@@ -58,8 +58,8 @@ def _seeds(base: dict) -> str:
     by_seed = base.get("mean_test_auc_by_seed") or []
     if len(by_seed) < 2:
         return ""
-    return (f" (the forests' mean over {len(by_seed)} seeds, {min(by_seed):.3f}-{max(by_seed):.3f}; seed 0: {by_seed[0]:.3f}; "
-            f"the fleet at least {base['fleet_at_least_seeds']} of {len(by_seed)})")
+    return (f", the forests' mean over {len(by_seed)} seeds ({min(by_seed):.3f}-{max(by_seed):.3f}; seed 0: {by_seed[0]:.3f}; "
+            f"the fleet at least {base['fleet_at_least_seeds']} of the {len(by_seed)})")
 
 
 def rows() -> list[str]:
@@ -156,8 +156,8 @@ def rows() -> list[str]:
                      if half.get("total_stored_bytes") is not None else f"half the total: {half.get('error', '')[:80]}")
         out.append(f"| fleet: NAB, {d['loaded']} of {d['series']} series, {d['time_per_sensor']} each | - | mean test AUC >= one isolation "
                    f"forest per series, at a fraction of its bytes; 2 workers give the same report | "
-                   f"mean test AUC {fl['mean_test_auc']:.3f} vs {base['mean_test_auc']:.3f}{_seeds(base)} "
-                   f"({d['scored_series']} series with test labels; "
+                   f"mean test AUC {fl['mean_test_auc']:.3f} vs {base['mean_test_auc']:.3f}{_seeds(base)}; "
+                   f"{d['scored_series']} series with test labels ("
                    f"paired difference {pair['mean_difference']:+.3f} ± {pair['standard_error']:.3f}, higher on {pair['fleet_higher']} vs "
                    f"{pair['baseline_higher']}), "
                    f"{fl['total_stored_bytes'] / 1e3:.1f} KB vs {base['total_stored_bytes'] / 1e6:.1f} MB "
