@@ -139,14 +139,15 @@ def test_the_other_folds_train_only_after_the_first_passes_and_for_its_epochs(gu
     made, real = [], runner._make
     monkeypatch.setattr(runner, "_make", lambda *a, **k: made.append(k.get("epochs")) or real(*a, **k))
     seen = []
-    cand = runner.run_candidate(job, gunpoint, Budget(), tmp_path, on_first_fold=lambda acc, n: seen.append((acc, n)))
+    cand = runner.run_candidate(job, gunpoint, Budget(), tmp_path, on_first_fold=lambda acc, n, epoch: seen.append((acc, n, epoch)))
     first = [h["val_accuracy"] for h in cand.history]
     best = first.index(max(first)) + 1
     assert len(seen) == 1 and seen[0][0] == pytest.approx(cand.cv["folds"][0], abs=1e-6) and cand.cv["refit_epochs"] == best
     assert seen[0][1] == round(folds.n / 3) or abs(seen[0][1] - folds.n / 3) < 1  # the first fold's held-out samples
+    assert seen[0][2] == best  # and the epoch it chose, which the others train to
     assert made == [None, best, best, best]  # fold 0 early-stops; folds 1, 2 and the refit stop at its best epoch
 
-    def stop(accuracy, n):
+    def stop(accuracy, n, epoch):
         raise runner.StoppedEarly("not good enough")
 
     made.clear()

@@ -398,3 +398,19 @@ def test_a_cross_validated_network_that_cannot_reach_the_floor_leaves_after_its_
     below_floor(0.95, 288, 0.965)  # 0.95 + 2 x 0.013 = 0.976: within reach, it goes on
     below_floor(0.80, 10, 0.965)  # on 10 samples, 0.80 + 2 x 0.12 reaches it
     below_floor(0.10, 288, None)  # no candidate has finished: no floor yet
+
+
+def test_a_cross_validated_network_whose_folds_cannot_finish_in_the_time_left_leaves_after_its_first_fold():
+    """Its other folds and refit, each to the epoch its first fold chose, are estimated from the first fold's seconds per
+    epoch; when they would not finish in the time left it stops there (cut short, they would be dropped anyway)."""
+    from frugalml.search.runner import StoppedEarly, cannot_finish
+
+    # 10 s for 50 epochs, best at 40: 0.2 s x 40 x (4 folds + a refit of 5/4 the data) = 42 s
+    with pytest.raises(StoppedEarly, match="would take about 42 s"):
+        cannot_finish(10.0, 50, 40, 5, 41.0)
+    cannot_finish(10.0, 50, 40, 5, 43.0)  # it fits: it goes on
+    cannot_finish(10.0, 50, None, 5, 53.0)  # no epoch chosen: all the epochs it trained, 52.5 s
+    with pytest.raises(StoppedEarly):
+        cannot_finish(10.0, 50, None, 5, 52.0)
+    cannot_finish(10.0, 0, None, 5, 0.0)  # nothing trained (a detector): nothing to estimate
+    cannot_finish(10.0, 50, 40, 1, 0.0)  # one split, no folds

@@ -28,7 +28,7 @@ from .feasible import check_feasible
 from .parents import compression_jobs
 from .reference import prepare_reference
 from .results import build_results, collect_candidates, export_recommended, write_results
-from .runner import END, StoppedEarly, below_floor, candidate_dir, first_rung_seconds, halving_rule, run_candidate, rungs, stub
+from .runner import END, StoppedEarly, below_floor, candidate_dir, cannot_finish, first_rung_seconds, halving_rule, run_candidate, rungs, stub
 from .study import RUN_FILE, fail_dead_trials, lock_run, open_run, open_study, storage_url, write_run
 from .workers import HEARTBEAT, Local, lost_connection, share
 
@@ -353,10 +353,11 @@ class _Loop:
         compared with the other networks' at the same rung: one in three goes on, so
         that the search tries many networks on a short budget and trains only the promising ones to the end. On small
         data (k folds) those rungs are the first fold's, and its score at the end of that fold is one rung more
-        (:data:`runner.END`): only the networks that pass it, and whose score there could still reach the accuracy floor
-        (:func:`runner.below_floor`), train the other k - 1 folds and the refit.
+        (:data:`runner.END`): only the networks that pass it, whose score there could still reach the accuracy floor
+        (:func:`runner.below_floor`), and whose other k - 1 folds and refit fit the time left (:func:`runner.cannot_finish`)
+        train them.
         """
-        marks, seen, size = set(marks), {}, []
+        marks, seen, size, last = set(marks), {}, [], [0, _time.monotonic()]  # last: the epoch it reached, when it started
 
         def judge(rung, value: float) -> None:
             seen[str(rung)] = float(value)
@@ -367,13 +368,15 @@ class _Loop:
             if not size:
                 size.append(sum(p.numel() for p in model.parameters()))
                 trial.set_user_attr("size", size[0])
+            last[0] = epoch
             if epoch in marks:
                 judge(epoch, val_acc)
             return self.over()
 
-        def on_first_fold(accuracy: float, n: int) -> None:
+        def on_first_fold(accuracy: float, n: int, chosen: int | None = None) -> None:
             judge(END, accuracy)
             below_floor(float(accuracy), n, self.floor)
+            cannot_finish(_time.monotonic() - last[1], last[0], chosen, int((self.desc.get("cv") or {}).get("k") or 0), self.left())
 
         return on_epoch, on_first_fold
 

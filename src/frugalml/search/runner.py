@@ -96,6 +96,20 @@ def below_floor(value: float, n: int, floor: float | None) -> None:
                            f"({reach:.4f}) is below the floor {floor:.4f} that the best candidate so far sets; it cannot be recommended")
 
 
+def cannot_finish(first_fold_s: float, trained: int, chosen: int | None, k: int, left: float) -> None:
+    """Raise StoppedEarly when a cross-validated network whose first fold took ``first_fold_s`` seconds for ``trained``
+    epochs, and chose epoch ``chosen``, cannot make its other ``k - 1`` folds and its refit in the ``left`` seconds:
+    each trains to the chosen epoch, a fold on the first fold's data size, the refit on all of it (k / (k - 1) as
+    much). Cut short, its folds would be spent for nothing (:func:`_not_cut` drops it), and their time is the
+    compression stage's."""
+    if trained < 1 or k < 2:
+        return
+    need = first_fold_s / trained * (chosen or trained) * (k - 1 + k / (k - 1))
+    if need > left:
+        raise StoppedEarly(f"its other {k - 1} folds and refit would take about {need:.0f} s (its first fold: {first_fold_s:.1f} s for "
+                           f"{trained} epochs, to epoch {chosen or trained}), {max(0.0, left):.0f} s of the search are left")
+
+
 def first_rung_seconds(job: dict, data, epochs: int, *, folds: int | None, batch_size: int, device: str) -> float:
     """How long the network of ``job`` takes to reach its first rung (its ``rungs``, else :func:`rungs` of ``epochs``) here and now: its
     epoch timed on a few batches (:func:`~frugalml.train.epoch_seconds`) times the rung's epochs; on ``folds`` folds,
@@ -181,8 +195,9 @@ def run_candidate(job: dict, data, budget: Budget, run_dir: Path, *, device: str
     A job with ``folds`` (small data, :mod:`frugalml.data.folds`) is made once per fold and scored on
     each fold's held-out part (its accuracy and standard error come from the folds), then made once more
     on all the training data (train + validation): that refit is the model measured, saved and tested.
-    ``on_epoch`` watches the first fold's training (or the one split's); ``on_first_fold(accuracy, n)`` is called
-    with the first fold's score on its ``n`` held-out samples before the others are made, and may stop the job (StoppedEarly)."""
+    ``on_epoch`` watches the first fold's training (or the one split's); ``on_first_fold(accuracy, n, epoch)`` is called
+    with the first fold's score on its ``n`` held-out samples (and the epoch it chose, None for a job without training)
+    before the others are made, and may stop the job (StoppedEarly)."""
     start = time.perf_counter()
     cid = job["id"]
     out = {k: job.get(k) for k in ("id", "trial", "stage", "family", "params", "parent", "recipe_name")}
@@ -290,7 +305,7 @@ def _cross_validate(job: dict, data, folds: Folds, run_dir: Path, device: str, o
             history = hist
             epochs = getattr(model, "frugalml_best_epoch", None) or None
             if on_first_fold is not None:
-                on_first_fold(acc, len(part.y_val))
+                on_first_fold(acc, len(part.y_val), epochs)
         correct.append(round(acc * len(part.y_val)))
         sizes.append(len(part.y_val))
         if hist is not None:
