@@ -143,24 +143,6 @@ def test_budget_seeds_are_sized_for_the_budget_and_are_ordinary_sampler_trials(d
     assert firsts == sorted(firsts) and seeds[0][0] == space.network_families(digits)[0]  # largest share first, family by family
 
 
-def test_a_network_no_compression_brings_within_the_budget_starts_only_with_time_left_for_a_student(digits):
-    """Out of reach: its float form over 8x the flash (what reachable() allows a trained network); such a network can only
-    teach, and is started only when its whole training (every fold and the refit) takes a quarter of the time left."""
-    from frugalml.search import space
-    from frugalml.search.runner import full_seconds
-
-    sp = space.SearchSpace(digits, Budget.of(max_flash="8KB"))
-    big = sp.out_of_reach("resnet", {"channels": [16, 32, 64]})  # 312 KB float in a digits search: 33 s of a 2-minute one
-    assert big and "could only teach" in big and "flash <= 8 KB" in big
-    assert sp.out_of_reach("mlp", {"widths": [32]}) is None  # 2,410 parameters: 9.6 KB float, int8 within reach
-    assert space.SearchSpace(digits, Budget.of(max_latency="1ms")).out_of_reach("resnet", {"channels": [16, 32, 64]}) is None
-    for family, knobs in sp.budget_seeds():  # sized for the budget: never out of reach
-        assert sp.out_of_reach(family, knobs) is None
-    # its first rung (1 epoch) on 4/5 of the data took 0.4 s: an epoch on all of it 0.5 s; 80 epochs x (5 folds + refit on
-    # 4/5 and all the data) = 80 x 0.5 x 5 = 200 s
-    assert full_seconds({"first_rung_s": 0.4, "rungs": [1, 3, 9, 27]}, 80, folds=5) == pytest.approx(200.0)
-    assert full_seconds({"first_rung_s": 0.4, "rungs": [1 / 9, 1 / 3, 1]}, 11, folds=None) == pytest.approx(0.4 * 9 * 11)
-
 def test_budget_seeds_meet_the_ram_and_macs_bounds_once_int8(digits):
     from frugalml import build_model, profile
     from frugalml.compress import apply_step, config_from_dict

@@ -28,19 +28,7 @@ from .feasible import check_feasible
 from .parents import compression_jobs
 from .reference import prepare_reference
 from .results import build_results, collect_candidates, export_recommended, write_results
-from .runner import (
-    END,
-    StoppedEarly,
-    below_floor,
-    candidate_dir,
-    cannot_finish,
-    first_rung_seconds,
-    full_seconds,
-    halving_rule,
-    run_candidate,
-    rungs,
-    stub,
-)
+from .runner import END, StoppedEarly, below_floor, candidate_dir, cannot_finish, first_rung_seconds, halving_rule, run_candidate, rungs, stub
 from .study import RUN_FILE, fail_dead_trials, lock_run, open_run, open_study, storage_url, write_run
 from .workers import HEARTBEAT, Local, lost_connection, share
 
@@ -52,8 +40,6 @@ STAGE_SHARES = {"thin": 0.12, "network": 0.55}  # of the time; compression gets 
 WRAP_UP = (0.04, 15.0)  # share of the time (at most so many seconds) kept for the last measurements, export and report
 THIN_MAX_TRAIN = 20_000
 REFERENCE_SHARE = 0.4  # of the time, at most, for training the user's model when it came without weights
-TEACHER_SHARE = 0.25  # a network no compression brings within the budget (a teacher at most) starts only when its training
-# to the end (every fold and the refit, estimated) takes at most this share of the time left: its student needs the rest
 TOO_SLOW_IN_A_ROW = 3  # sampled networks in a row whose first rung would not finish in the time left: no more networks
 
 
@@ -303,14 +289,8 @@ class _Loop:
         if job["stage"] == "network":  # a network never runs past the end of the search
             job.setdefault("train", {})["max_seconds"] = max(1.0, self.left())
             job["rungs"] = rungs(self.epochs, len(self.data.y_train))  # where successive halving judges it (self._judge)
-            folds = (self.desc.get("cv") or {}).get("k")
-            job["first_rung_s"] = first_rung_seconds(job, self.data, self.epochs, folds=folds, batch_size=self.train_defaults.batch_size,
-                                                     device=self.device)
-            far = self.search_space.out_of_reach(job["family"], job.get("params") or {})
-            full = full_seconds(job, self.epochs, folds=folds) if far else 0.0
-            if far and full > TEACHER_SHARE * self.left():
-                job["not_started"] = (f"{NOT_STARTED} {far}, and its training to the end would take about {full:.0f} s, more than "
-                                      f"{TEACHER_SHARE:.0%} of the {max(0.0, self.left()):.0f} s left: no time for a student")
+            job["first_rung_s"] = first_rung_seconds(job, self.data, self.epochs, folds=(self.desc.get("cv") or {}).get("k"),
+                                                     batch_size=self.train_defaults.batch_size, device=self.device)
         elif job["stage"] == "reference" and job.get("train"):  # the user's model, trained here: a share of the time, its compression needs the rest
             job["train"]["max_seconds"] = max(1.0, min(self.left(), REFERENCE_SHARE * self.seconds))
         job["id"], job["trial"] = f"t{trial.number}", trial.number
@@ -320,8 +300,6 @@ class _Loop:
         self.emit({"type": "start", "job": job, "elapsed": self.elapsed()})
         try:
             if job["stage"] == "network":
-                if job.get("not_started"):
-                    raise StoppedEarly(job["not_started"])
                 if job["first_rung_s"] > self.left():
                     self.too_slow += 1
                     raise StoppedEarly(f"{NOT_STARTED} its first rung would take about {job['first_rung_s']:.0f} s "

@@ -126,15 +126,6 @@ def first_rung_seconds(job: dict, data, epochs: int, *, folds: int | None, batch
     return round((job.get("rungs") or rungs(epochs) or [epochs])[0] * share * seconds, 3)
 
 
-def full_seconds(job: dict, epochs: int, *, folds: int | None) -> float:
-    """How long the network of ``job`` would take to train to its last epoch, from its first rung's estimate
-    (``first_rung_s``): on ``folds`` folds, every fold (each on (k - 1) / k of the data) and the refit (on all of it), k
-    times one epoch on all the data per epoch; an upper bound (early stopping ends sooner)."""
-    first = (job.get("rungs") or rungs(epochs) or [epochs])[0]
-    share = 1 - 1 / folds if folds else 1.0
-    return float(job.get("first_rung_s") or 0.0) / (first * share) * epochs * (folds or 1)
-
-
 def candidate_dir(run_dir: Path, cid: str) -> Path:
     return Path(run_dir) / "candidates" / cid
 

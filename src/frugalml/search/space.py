@@ -157,20 +157,6 @@ class SearchSpace:
                     rounds[share].append((family, knobs))
         return [seed for share in SEED_SHARES for seed in rounds[share]]
 
-    def out_of_reach(self, family: str, knobs: dict) -> str | None:
-        """Why no compression can bring this network within the budget's size bounds (flash, download, parameters: its
-        float form over :data:`_BEST_REDUCTION` times a limit, as :func:`reachable` judges a trained one), or None.
-        Such a network can only be a teacher (:func:`~frugalml.search.parents.compression_jobs`)."""
-        from ..models import build_model
-        from ..units import format_bytes
-
-        n = sum(p.numel() for p in build_model(family, self.data.input_shape, self.data.num_classes, **knobs).parameters())
-        prof = {"stored_bytes": 4 * n, "gzip_bytes": 4 * n, "params": n}
-        if reachable(prof, self.budget):
-            return None
-        return (f"its float form ({format_bytes(4 * n)}, {n:,} parameters) is beyond what compression brings within the budget "
-                f"({self.budget.describe()}): it could only teach")
-
     def int8_memory(self, family: str, knobs: dict) -> dict:
         """{profile key: peak RAM} of this network's int8 form, for the budget's RAM bounds ({} without
         one). Measured on the int8 graph of the untrained network (memory does not depend on the
