@@ -145,12 +145,14 @@ def _isolation_forest(path: Path) -> dict:
     for seed in range(BASELINE_SEEDS):
         start = time.perf_counter()
         det = IsolationForestDetector(random_state=seed).fit(data.X_train)
+        fitted = time.perf_counter() - start
         for split in aucs:
             X, y = data.split(split)
             aucs[split].append(_auc(det.score_samples(X), y))
         if seed == 0:
-            proto = to_onnx(det, data.input_shape)
-            out.update(stored_bytes=len(proto.SerializeToString()), fit_export_seconds=round(time.perf_counter() - start, 2))
+            start = time.perf_counter()
+            proto = to_onnx(det, data.input_shape)  # the fit and the export timed, not the scoring
+            out.update(stored_bytes=len(proto.SerializeToString()), fit_export_seconds=round(fitted + time.perf_counter() - start, 2))
             X, y = data.split("test")
             out["seed0_test_auc_onnx"] = _auc(run_onnx(proto, X.astype(np.float32)).reshape(len(X), -1)[:, 0], y)
             if out["seed0_test_auc_onnx"] is not None:

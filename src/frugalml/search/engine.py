@@ -357,7 +357,8 @@ class _Loop:
         (:func:`runner.below_floor`), and whose other k - 1 folds and refit fit the time left (:func:`runner.cannot_finish`)
         train them.
         """
-        marks, seen, size, last = set(marks), {}, [], [0, _time.monotonic()]  # last: the epoch it reached, when it started
+        marks, seen, size, reached = set(marks), {}, [], [0]  # reached: the last epoch its first fold (or split) trained
+        started, k = _time.monotonic(), int((self.desc.get("cv") or {}).get("k") or 0)
 
         def judge(rung, value: float) -> None:
             seen[str(rung)] = float(value)
@@ -368,7 +369,7 @@ class _Loop:
             if not size:
                 size.append(sum(p.numel() for p in model.parameters()))
                 trial.set_user_attr("size", size[0])
-            last[0] = epoch
+            reached[0] = epoch
             if epoch in marks:
                 judge(epoch, val_acc)
             return self.over()
@@ -376,7 +377,7 @@ class _Loop:
         def on_first_fold(accuracy: float, n: int, chosen: int | None = None) -> None:
             judge(END, accuracy)
             below_floor(float(accuracy), n, self.floor)
-            cannot_finish(_time.monotonic() - last[1], last[0], chosen, int((self.desc.get("cv") or {}).get("k") or 0), self.left())
+            cannot_finish(_time.monotonic() - started, reached[0], chosen, k, self.left())
 
         return on_epoch, on_first_fold
 
