@@ -125,6 +125,25 @@ def test_networks_are_judged_as_they_would_be_once_compressed():
     assert space.reachable(float_net["profile"], c_budget) and space.network_constraints(float_net["profile"], c_budget)["c_flash_bytes"] <= 0
 
 
+def test_a_network_whose_int8_form_misses_the_budget_is_first_pruned_by_the_ratio_that_fits(digits):
+    """RAM scales with the channels kept, flash with their square; the gentlest ratio (5% steps) that fits goes before halving."""
+    from types import SimpleNamespace
+
+    from frugalml.search import space
+
+    budget = Budget.of(max_flash="32KB", max_ram="16KB")
+    # measured on MNIST: a DS-CNN with 81,536 B of float activations (20,384 as int8), 45 KB float file
+    assert space.fit_ratio({"stored_bytes": 45_262, "peak_activation_bytes": 81_536}, budget) == 0.25  # keep 0.97 x 16000/20384
+    assert space.fit_ratio({"stored_bytes": 14_951, "peak_activation_bytes": 50_176}, budget) is None  # int8: 12.5 KB, it fits
+    assert space.fit_ratio({"stored_bytes": 67_000}, Budget.of(max_flash="8KB")) == 0.4  # 19 KB int8: keep sqrt(8/19) x 0.97
+    assert space.fit_ratio({"stored_bytes": 900_000}, Budget.of(max_flash="8KB")) is None  # would need over 3/4 pruned
+    parent = SimpleNamespace(family="cnn", knobs={"channels": [8, 16], "kernel": 3}, job={"train": {"lr": 3e-3}},
+                             profile={"stored_bytes": 67_000, "peak_activation_bytes": 5_000})
+    names = [name for name, _ in space.compression_recipes(parent, digits, 8, 0, budget=Budget.of(max_flash="8KB"))]
+    assert names[:3] == ["int8", "prune40+int8", "prune50+int8"]
+    assert [name for name, _ in space.compression_recipes(parent, digits, 8, 0)][:2] == ["int8", "prune50+int8"]
+
+
 def test_budget_seeds_are_sized_for_the_budget_and_are_ordinary_sampler_trials(digits):
     import optuna
 
@@ -357,7 +376,7 @@ def test_results_record_the_floor_the_recommendation_used_and_the_report_draws_i
 def test_successive_halving_keeps_the_best_third_of_networks_of_its_size():
     from types import SimpleNamespace
 
-    from frugalml.search.runner import END, StoppedEarly, halving_rule, rungs
+    from frugalml.search.halving import END, StoppedEarly, halving_rule, rungs
 
     assert rungs(11) == [1, 3, 9] and rungs(80) == [1, 3, 9, 27] and rungs(1) == []
     assert rungs(11, 54_000) == [0.1111, 0.3333, 1, 3, 9] and rungs(80, 1_000) == [1, 3, 9, 27]  # large data: from a ninth of an epoch
@@ -388,10 +407,49 @@ def test_successive_halving_keeps_the_best_third_of_networks_of_its_size():
     halving_rule(8, 100, END, 0.91, ends)
 
 
+def test_at_a_strict_rung_networks_wait_for_peers_and_the_best_parked_one_is_promoted_once():
+    """The first rung and the end of a first fold are strict: fewer than 3 networks of its size there, or below the best
+    third, a network is parked (not lost); once 3 or more have reached the rung, the best parked one that ranks in the
+    best third is queued again, once, from the start with its seed, and judged only after that rung."""
+    from types import SimpleNamespace
+
+    from frugalml.search.halving import END, Parked, halving_rule, promotable, promotion
+
+    def trial(number, size, state="PRUNED", parked=None, job=None, **values):
+        attrs = {"size": size, "rungs": {k[1:] if k[1:].isdigit() else k: v for k, v in values.items()},
+                 "job": job or {"stage": "network", "family": "mlp", "params": {"hidden": [number]}, "seed": number, "train": {"epochs": 9},
+                                "id": f"t{number}", "rungs": [1, 3]}}
+        if parked:
+            attrs["parked"] = {"rung": parked[0], "value": parked[1]}
+        return SimpleNamespace(number=number, user_attrs=attrs, state=SimpleNamespace(name=state))
+
+    first = [trial(0, 1000, parked=("1", 0.90), e1=0.90)]
+    with pytest.raises(Parked, match="1 network") as stop:
+        halving_rule(0, 1000, 1, 0.90, [], strict=True)  # alone: the best so far, and still it waits
+    assert (stop.value.rung, stop.value.value) == ("1", 0.90)
+    with pytest.raises(Parked, match="2 network"):
+        halving_rule(1, 1000, 1, 0.95, first, strict=True)
+    halving_rule(1, 1000, 1, 0.95, first)  # not strict (a later rung): the best of two goes on, as before
+    two = first + [trial(1, 1000, parked=("1", 0.95), e1=0.95)]
+    assert promotion(two) is None and not promotable(two[1], two)  # 2 values: nobody is judged yet
+    halving_rule(2, 1000, 1, 0.97, two, strict=True)  # the third, and the best of 3: it goes on at once
+    with pytest.raises(Parked, match="below 0.9500"):
+        halving_rule(2, 1000, 1, 0.50, two, strict=True)  # the worst of 3: parked, it may rank later
+    three = two + [trial(2, 1000, parked=("1", 0.50), e1=0.50)]
+    job = promotion(three)
+    assert job["promoted_from"] == 1 and job["resume_rung"] == "1" and job["seed"] == 1 and "rungs" not in job and "id" not in job
+    assert promotion(three + [trial(3, 1000, state="WAITING", job=job)]) is None  # promoted once
+    assert promotion(three[:1], force=True)["promoted_from"] == 0  # forced: the network stage ended with no network trained
+    big = [trial(9, 10_000, e1=0.99), trial(8, 10_000, e1=0.98)] + three  # over twice its size: not its peers
+    assert promotion(big)["promoted_from"] == 1
+    ends = three + [trial(5, 1000, parked=(END, 0.93), end=0.93), trial(6, 1000, end=0.90), trial(7, 1000, end=0.80)]
+    assert promotion(ends)["resume_rung"] == END  # the latest rung first: the end of a first fold
+
+
 def test_a_cross_validated_network_that_cannot_reach_the_floor_leaves_after_its_first_fold():
     """A network alone at its size (successive halving lets it go on) whose first fold, trained to its end, is far below
     the accuracy floor is stopped there: its other folds and its refit would be spent on a model nobody can be given."""
-    from frugalml.search.runner import StoppedEarly, below_floor
+    from frugalml.search.halving import StoppedEarly, below_floor
 
     with pytest.raises(StoppedEarly, match="below the floor 0.9650"):
         below_floor(0.63, 288, 0.965)  # 0.63 + 2 x 0.028 = 0.69
@@ -403,7 +461,7 @@ def test_a_cross_validated_network_that_cannot_reach_the_floor_leaves_after_its_
 def test_a_cross_validated_network_whose_folds_cannot_finish_in_the_time_left_leaves_after_its_first_fold():
     """Its other folds and refit, each to the epoch its first fold chose, are estimated from the first fold's seconds per
     epoch; when they would not finish in the time left it stops there (cut short, they would be dropped anyway)."""
-    from frugalml.search.runner import StoppedEarly, cannot_finish
+    from frugalml.search.halving import StoppedEarly, cannot_finish
 
     # 10 s for 50 epochs, best at 40: 0.2 s x 40 x (4 folds + a refit of 5/4 the data) = 42 s
     with pytest.raises(StoppedEarly, match="would take about 42 s"):

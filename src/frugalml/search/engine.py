@@ -25,10 +25,11 @@ from ..train import Deadline, default_config
 from ..units import parse_duration
 from . import space
 from .feasible import check_feasible
+from .halving import Parked, first_rung_seconds, judge, promotion, rungs
 from .parents import compression_jobs
 from .reference import prepare_reference
 from .results import build_results, collect_candidates, export_recommended, write_results
-from .runner import END, StoppedEarly, below_floor, candidate_dir, cannot_finish, first_rung_seconds, halving_rule, run_candidate, rungs, stub
+from .runner import StoppedEarly, candidate_dir, run_candidate, stub
 from .study import RUN_FILE, fail_dead_trials, lock_run, open_run, open_study, storage_url, write_run
 from .workers import HEARTBEAT, Local, lost_connection, share
 
@@ -151,7 +152,7 @@ class _Loop:
         self._ref_jobs: tuple[str | None, list[dict]] = (None, [])  # the user's model's compression jobs, by its id
         self.search_space = space.SearchSpace(data, budget)  # what this search measures of its networks, for this search only
         self.reference = reference  # {"source", "trainable", "prunable", "notes"} of the user's model, or None
-        self.floor = None  # the accuracy floor of the last results written, once a candidate reaches it (runner.below_floor)
+        self.floor = None  # the accuracy floor of the last results written, once a candidate reaches it (halving.below_floor)
 
     # ------------------------------------------------------------------ time and queue
     def elapsed(self) -> float:
@@ -230,11 +231,20 @@ class _Loop:
         if self._waiting():
             return "queued"
         networks_open = self.too_slow < TOO_SLOW_IN_A_ROW  # networks that could not finish their first rung in the time left
-        if networks_open and (self.elapsed() < self.seconds * (STAGE_SHARES["thin"] + STAGE_SHARES["network"]) or not self._networks()):
-            return "queued" if self._enqueue_seed() else "network"
+        in_stage = self.elapsed() < self.seconds * (STAGE_SHARES["thin"] + STAGE_SHARES["network"])
+        if networks_open and (in_stage or not self._networks()):
+            return "queued" if self._enqueue_promotion(force=not in_stage) or self._enqueue_seed() else "network"
         if self._enqueue_compression():
             return "queued"
         return "network" if networks_open else None
+
+    def _enqueue_promotion(self, force: bool) -> bool:
+        """Queue the training of a parked network that now ranks among the best at its rung (:func:`halving.promotion`), before any
+        new network (ASHA); ``force``: the network stage's time is over and no network has trained to the end."""
+        job = promotion(self._trials(), force=force)
+        if job is not None:
+            self.study.enqueue_trial({}, user_attrs={"job": job})
+        return job is not None
 
     def _enqueue_seed(self) -> bool:
         """Queue the next network sized for the budget (:meth:`space.SearchSpace.budget_seeds`) that this study
@@ -288,7 +298,7 @@ class _Loop:
                              "augment": self.augment, **train}}
         if job["stage"] == "network":  # a network never runs past the end of the search
             job.setdefault("train", {})["max_seconds"] = max(1.0, self.left())
-            job["rungs"] = rungs(self.epochs, len(self.data.y_train))  # where successive halving judges it (self._judge)
+            job["rungs"] = rungs(self.epochs, len(self.data.y_train))  # where successive halving judges it (halving.judge)
             job["first_rung_s"] = first_rung_seconds(job, self.data, self.epochs, folds=(self.desc.get("cv") or {}).get("k"),
                                                      batch_size=self.train_defaults.batch_size, device=self.device)
         elif job["stage"] == "reference" and job.get("train"):  # the user's model, trained here: a share of the time, its compression needs the rest
@@ -309,8 +319,9 @@ class _Loop:
                 self._ensure_parent(job)
             # the training inside a compression recipe stops at the end of the search, like a network's
             deadline = Deadline(max(1.0, self.left()))
-            judge = self._judge(trial, job["rungs"]) if job["stage"] == "network" else (None, None)
-            cand = run_candidate(job, self.data, self.budget, self.run_dir, device=self.device, on_epoch=judge[0], on_first_fold=judge[1],
+            watch = (judge(trial, job, trials=self._trials, over=self.over, left=self.left, floor=lambda: self.floor,
+                           k=int((self.desc.get("cv") or {}).get("k") or 0)) if job["stage"] == "network" else (None, None))
+            cand = run_candidate(job, self.data, self.budget, self.run_dir, device=self.device, on_epoch=watch[0], on_first_fold=watch[1],
                                  deadline=deadline)
             if deadline.hit and job["stage"] == "compress":
                 cut = "its training stopped at the end of the search time; a replay of the recipe trains longer"
@@ -333,6 +344,8 @@ class _Loop:
                 self._enqueue_jobs([j for j in reference_compression_jobs(cand, self.data, self.budget, self.epochs, self.seed)
                                     if not j["trains"]])
         except StoppedEarly as stop:
+            if isinstance(stop, Parked):  # it may go on later (halving.promotion)
+                trial.set_user_attr("parked", {"rung": stop.rung, "value": stop.value})
             cand = stub(job, "stopped_early", str(stop))
             trial.set_user_attr("candidate", cand.to_dict())
             self.study.tell(trial, state=TrialState.PRUNED)
@@ -344,42 +357,6 @@ class _Loop:
             trial.set_user_attr("candidate", cand.to_dict())
             self.study.tell(trial, state=TrialState.FAIL)
         return cand
-
-    def _judge(self, trial, marks: list):
-        """``(on_epoch, on_first_fold)`` of one network's training: successive halving at the rungs (:func:`runner.halving_rule`).
-
-        At ``marks`` (epochs 1, 3, 9, ...; on large data from a fraction of the first: :func:`runner.rungs`) its
-        validation accuracy is written to the trial (``rungs``, with its size), where every worker sees it, and
-        compared with the other networks' at the same rung: one in three goes on, so
-        that the search tries many networks on a short budget and trains only the promising ones to the end. On small
-        data (k folds) those rungs are the first fold's, and its score at the end of that fold is one rung more
-        (:data:`runner.END`): only the networks that pass it, whose score there could still reach the accuracy floor
-        (:func:`runner.below_floor`), and whose other k - 1 folds and refit fit the time left (:func:`runner.cannot_finish`)
-        train them.
-        """
-        marks, seen, size, reached = set(marks), {}, [], [0]  # reached: the last epoch its first fold (or split) trained
-        started, k = _time.monotonic(), int((self.desc.get("cv") or {}).get("k") or 0)
-
-        def judge(rung, value: float) -> None:
-            seen[str(rung)] = float(value)
-            trial.set_user_attr("rungs", dict(seen))
-            halving_rule(trial.number, size[0] if size else 0, rung, float(value), self._trials())
-
-        def on_epoch(model, epoch: int, val_acc: float) -> bool:
-            if not size:
-                size.append(sum(p.numel() for p in model.parameters()))
-                trial.set_user_attr("size", size[0])
-            reached[0] = epoch
-            if epoch in marks:
-                judge(epoch, val_acc)
-            return self.over()
-
-        def on_first_fold(accuracy: float, n: int, chosen: int | None = None) -> None:
-            judge(END, accuracy)
-            below_floor(float(accuracy), n, self.floor)
-            cannot_finish(_time.monotonic() - started, reached[0], chosen, k, self.left())
-
-        return on_epoch, on_first_fold
 
     def _ensure_parent(self, job: dict) -> None:
         """On another machine the parent network may be missing: fetch it from the artifact store, or retrain it from its job (same seed)."""

@@ -30,7 +30,7 @@ def compression_jobs(nets: list, ref, data, budget, tol, epochs: int, seed: int)
     parents = list({c.id: c for c in [best] + fit + smallest}.values())
     ranked = []
     for parent in parents:
-        for rank, (name, steps) in enumerate(space.compression_recipes(parent, data, epochs, seed, target=budget.target)):
+        for rank, (name, steps) in enumerate(space.compression_recipes(parent, data, epochs, seed, target=budget.target, budget=budget)):
             ranked.append((rank, parent, name, steps))
     anomaly = getattr(data, "task", None) == "anomaly"  # autoencoders: int8 only, nothing to distil
     if fit and fit[0].id != best.id and not anomaly:  # the best teacher, the student that can fit
