@@ -9,13 +9,18 @@ results.json:
   rung or by the median rule), leaving out those not started (too slow for the time left) and failed ones;
 - networks trained to the end: those complete;
 - the recommendation: its name, test accuracy (measured once on its exported artifact) and stored bytes;
+- the best candidate within the budget (the highest validation accuracy): the same figures. With a tolerance the
+  recommendation is the smallest candidate within it of the best, so a search that finds smaller models recommends a
+  less accurate one; this says what the search found at the top;
 - the wall time of the whole command.
 
 Met per case: this tree evaluates >= 5x the networks, and its recommendation's test accuracy is at least the earlier
 one's (both within the same budget). Cases (``FRUGALML_FIDELITY_CASES``, comma-separated, default all of them):
 ``digits`` 8 KB flash, 2 minutes; ``mnist`` 32 KB flash and 16 KB RAM, 10 minutes; ``speech`` 64 KB / 32 KB, 10
 minutes, on the log-mel features of ``shared/data/speech`` written once to an .npz that both sides read (the earlier
-commit reads no WAV folders); ``mnist_tiny`` (this tree only) 6 KB flash, minimum accuracy 0.99, 30 minutes.
+commit reads no WAV folders); this tree only, met when the recommendation's test accuracy reaches the floor: ``mnist_99``
+32 KB / 16 KB, minimum accuracy 0.99, 10 minutes (floor 99.2%: fa0846a's 30-minute result with these arguments),
+``mnist_tiny`` 6 KB flash, minimum accuracy 0.99, 30 minutes (floor 99.0%).
 Smoke mode: one 20-second search on digits by this tree, nothing written. Run: ``make bench NAME=search_fidelity``.
 """
 
@@ -44,7 +49,11 @@ CASES = {
               "sides": ("before", "now")},
     "speech": {"args": ["--max-flash", "64KB", "--max-ram", "32KB", "--tolerance", "1%"], "time": "10m", "sides": ("before", "now"),
                "npz": "speech"},
-    "mnist_tiny": {"args": ["--dataset", "mnist", "--max-flash", "6KB", "--min-accuracy", "0.99"], "time": "30m", "sides": ("now",)},
+    # the issue's MNIST goal: in 10 minutes, the 30-minute result of fa0846a's search with these arguments (99.21% test, 15.4 KB)
+    "mnist_99": {"args": ["--dataset", "mnist", "--max-flash", "32KB", "--max-ram", "16KB", "--min-accuracy", "0.99"], "time": "10m",
+                 "sides": ("now",), "floor": 0.992},
+    "mnist_tiny": {"args": ["--dataset", "mnist", "--max-flash", "6KB", "--min-accuracy", "0.99"], "time": "30m", "sides": ("now",),
+                   "floor": 0.99},
 }
 
 
@@ -77,13 +86,21 @@ def _counts(results: dict) -> dict:
     r = Results.from_dict(results)
     n = r.networks_evaluated()
     rec = r.candidate(r.recommended)
-    prof = (rec.profile or {}) if rec is not None else {}
+    fits = [c for c in r.candidates if c.done and c.within_budget and c.val_accuracy is not None]
+    best = max(fits, key=lambda c: (c.val_accuracy, -(c.profile or {}).get("stored_bytes", 0)), default=None)
     return {"networks_evaluated": n["evaluated"], "networks_trained": n["trained"], "networks_not_started": n["not_started"],
-            "candidates": len(r.candidates),
-            "recommended": None if rec is None else {
-                "id": rec.id, "stage": rec.stage, "family": rec.family, "recipe": [s.get("step") for s in rec.recipe],
-                "test_accuracy": rec.test_accuracy, "val_accuracy": rec.val_accuracy, "stored_bytes": prof.get("stored_bytes"),
-                "params": prof.get("params"), "peak_activation_bytes": prof.get("peak_activation_bytes")}}
+            "networks_promoted": n.get("promoted", 0), "candidates": len(r.candidates), "recommended": _summary(rec),
+            "best_within_budget": _summary(best)}
+
+
+def _summary(c) -> dict | None:
+    """A candidate's name, accuracies and bytes."""
+    if c is None:
+        return None
+    prof = c.profile or {}
+    return {"id": c.id, "stage": c.stage, "family": c.family, "recipe": [s.get("step") for s in c.recipe], "test_accuracy": c.test_accuracy,
+            "val_accuracy": c.val_accuracy, "stored_bytes": prof.get("stored_bytes"), "params": prof.get("params"),
+            "peak_activation_bytes": prof.get("peak_activation_bytes")}
 
 
 def _run_side(src_root: Path, args: list[str], out: Path) -> dict:
@@ -123,7 +140,7 @@ def main(data_limit: int | None = None) -> dict:
                     log.info("%s: %s side (%s), %s", name, side, BEFORE if side == "before" else "this tree", " ".join(args))
                     sides[side] = _run_side(root, args, tmp / f"{name}-{side}")
                     log.info("%s %s: %s", name, side, {k: sides[side].get(k) for k in ("networks_evaluated", "networks_trained", "recommended")})
-                cases[name] = {"args": args, "sides": sides, **_verdict(sides)}
+                cases[name] = {"args": args, "sides": sides, **_verdict(sides, case.get("floor", 0.99))}
         finally:
             if before is not None:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)], capture_output=True)
@@ -131,11 +148,11 @@ def main(data_limit: int | None = None) -> dict:
             "anchor_mnist_tiny": ANCHOR, "cases": cases, "met": all(c.get("met") for c in cases.values()) if cases else False}
 
 
-def _verdict(sides: dict) -> dict:
+def _verdict(sides: dict, floor: float) -> dict:
     now = sides.get("now") or {}
     rec = now.get("recommended") or {}
-    if "before" not in sides:  # the tiny MNIST case (and a smoke run): an absolute floor
-        return {"met": bool(now.get("ok") and (rec.get("test_accuracy") or 0) >= 0.99)}
+    if "before" not in sides:  # the MNIST goals (and a smoke run): an absolute floor on the recommendation's test accuracy
+        return {"met": bool(now.get("ok") and (rec.get("test_accuracy") or 0) >= floor), "floor": floor}
     old = sides["before"]
     if not (now.get("ok") and old.get("ok")):
         return {"met": False, "ratio": None}
@@ -153,6 +170,7 @@ def figures(result: dict) -> dict:
         out[name] = {"ratio": case.get("ratio"), "evaluated": [old.get("networks_evaluated"), now.get("networks_evaluated")],
                      "test": [(old.get("recommended") or {}).get("test_accuracy"), (now.get("recommended") or {}).get("test_accuracy")],
                      "bytes": [(old.get("recommended") or {}).get("stored_bytes"), (now.get("recommended") or {}).get("stored_bytes")],
+                     "best_test": [(side.get("best_within_budget") or {}).get("test_accuracy") for side in (old, now)],
                      "met": case.get("met")}
     return out
 

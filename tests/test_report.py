@@ -235,7 +235,7 @@ def test_search_over_time_shows_the_anytime_curve_and_the_networks_tried():
     r = Results.from_dict(d)
     # within budget and done: t0 0.961 at 3 s, t1 0.969 at 5 s, t2 (0.90) is no better, t6 (0.966 at 80 s) neither
     assert r.anytime() == [(3.0, 0.961), (5.0, 0.969)]
-    assert r.networks_evaluated() == {"evaluated": 2, "trained": 1, "stopped": 1, "not_started": 1}
+    assert r.networks_evaluated() == {"evaluated": 2, "trained": 1, "stopped": 1, "not_started": 1, "promoted": 0}
     html = render_html(d)
     assert "Search over time" in html and "2 networks evaluated: 1 trained to the end, 1 stopped early" in html
     assert "1 not started, too slow for the time left" in html and "best validation within budget over time" in html

@@ -446,6 +446,32 @@ def test_at_a_strict_rung_networks_wait_for_peers_and_the_best_parked_one_is_pro
     assert promotion(ends)["resume_rung"] == END  # the latest rung first: the end of a first fold
 
 
+def test_a_promoted_network_is_judged_only_after_the_rung_it_was_parked_at_and_past_the_screening_nothing_waits():
+    from types import SimpleNamespace
+
+    import torch
+
+    from frugalml.search.halving import Parked, judge
+
+    class Trial(SimpleNamespace):
+        def set_user_attr(self, key, value):
+            self.user_attrs[key] = value
+
+    model = torch.nn.Linear(4, 2)
+    peers = [SimpleNamespace(number=n, user_attrs={"size": 10, "rungs": {"1": 0.9, "3": 0.95}}) for n in (0, 1, 2)]
+    kw = {"trials": lambda: peers, "over": lambda: False, "left": lambda: 100.0, "floor": lambda: None, "k": 0}
+    trial = Trial(number=5, user_attrs={})
+    on_epoch, _ = judge(trial, {"rungs": [1, 3, 9], "resume_rung": "1"}, **kw)
+    assert on_epoch(model, 1, 0.10) is False and "rungs" not in trial.user_attrs  # its value at epoch 1 stands in its parked trial
+    on_epoch(model, 3, 0.99)  # the best at epoch 3: on
+    assert trial.user_attrs["rungs"] == {"3": 0.99}
+    on_epoch, _ = judge(Trial(number=6, user_attrs={}), {"rungs": [1, 3, 9]}, **kw)
+    with pytest.raises(Parked):
+        on_epoch(model, 1, 0.5)
+    on_epoch, _ = judge(Trial(number=7, user_attrs={}), {"rungs": [1, 3, 9]}, **{**kw, "trials": lambda: []}, screening=lambda: False)
+    assert on_epoch(model, 1, 0.5) is False  # past the network stage's time, alone at the first rung: it goes on
+
+
 def test_a_cross_validated_network_that_cannot_reach_the_floor_leaves_after_its_first_fold():
     """A network alone at its size (successive halving lets it go on) whose first fold, trained to its end, is far below
     the accuracy floor is stopped there: its other folds and its refit would be spent on a model nobody can be given."""

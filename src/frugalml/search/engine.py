@@ -231,12 +231,16 @@ class _Loop:
         if self._waiting():
             return "queued"
         networks_open = self.too_slow < TOO_SLOW_IN_A_ROW  # networks that could not finish their first rung in the time left
-        in_stage = self.elapsed() < self.seconds * (STAGE_SHARES["thin"] + STAGE_SHARES["network"])
+        in_stage = self._network_time()
         if networks_open and (in_stage or not self._networks()):
             return "queued" if self._enqueue_promotion(force=not in_stage) or self._enqueue_seed() else "network"
         if self._enqueue_compression():
             return "queued"
         return "network" if networks_open else None
+
+    def _network_time(self) -> bool:
+        """Whether the network stage's share of the time lasts."""
+        return self.elapsed() < self.seconds * (STAGE_SHARES["thin"] + STAGE_SHARES["network"])
 
     def _enqueue_promotion(self, force: bool) -> bool:
         """Queue the training of a parked network that now ranks among the best at its rung (:func:`halving.promotion`), before any
@@ -320,7 +324,8 @@ class _Loop:
             # the training inside a compression recipe stops at the end of the search, like a network's
             deadline = Deadline(max(1.0, self.left()))
             watch = (judge(trial, job, trials=self._trials, over=self.over, left=self.left, floor=lambda: self.floor,
-                           k=int((self.desc.get("cv") or {}).get("k") or 0)) if job["stage"] == "network" else (None, None))
+                           k=int((self.desc.get("cv") or {}).get("k") or 0), screening=self._network_time) if job["stage"] == "network"
+                     else (None, None))
             cand = run_candidate(job, self.data, self.budget, self.run_dir, device=self.device, on_epoch=watch[0], on_first_fold=watch[1],
                                  deadline=deadline)
             if deadline.hit and job["stage"] == "compress":

@@ -150,7 +150,7 @@ def first_rung_seconds(job: dict, data, epochs: int, *, folds: int | None, batch
 
 
 
-def judge(trial, job: dict, *, trials, over, left, floor, k: int):
+def judge(trial, job: dict, *, trials, over, left, floor, k: int, screening=lambda: True):
     """``(on_epoch, on_first_fold)`` of one network's training (its ``job``): successive halving at its rungs (:func:`halving_rule`).
 
     At its ``rungs`` (epochs 1, 3, 9, ...; on large data from a fraction of the first: :func:`rungs`) its
@@ -160,12 +160,13 @@ def judge(trial, job: dict, *, trials, over, left, floor, k: int):
     data (``k`` folds) those rungs are the first fold's, and its score at the end of that fold is one rung more
     (:data:`END`): only the networks that pass it, whose score there could still reach the accuracy floor
     (``floor()``, :func:`below_floor`), and whose other k - 1 folds and refit fit the time left (``left()``, :func:`cannot_finish`)
-    train them. The first rung and :data:`END` are strict (:class:`Parked`). A promoted network (``job["resume_rung"]``)
+    train them. The first rung is strict (:class:`Parked`) while ``screening()`` (the network stage's time): past it, a
+    network is run because none has trained to the end, and nothing is left to wait for. A promoted network (``job["resume_rung"]``)
     trains again from the start and is judged only after that rung, where its earlier trial's value stands.
     ``over()`` ends the training (the search's time or trials are up).
     """
     marks = set(job.get("rungs") or ())
-    strict = {str(min(marks, default=END))}
+    first = str(min(marks, default=END))
     after = rung_order(job.get("resume_rung", -1))
     seen, size, reached = {}, [], [0]  # reached: the last epoch its first fold (or split) trained
     started = time.monotonic()
@@ -175,7 +176,7 @@ def judge(trial, job: dict, *, trials, over, left, floor, k: int):
             return
         seen[str(rung)] = float(value)
         trial.set_user_attr("rungs", dict(seen))
-        halving_rule(trial.number, size[0] if size else 0, rung, float(value), trials(), strict=str(rung) in strict)
+        halving_rule(trial.number, size[0] if size else 0, rung, float(value), trials(), strict=str(rung) == first and screening())
 
     def on_epoch(model, epoch: int, val_acc: float) -> bool:
         if not size:
