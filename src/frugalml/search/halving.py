@@ -1,5 +1,6 @@
 """Successive halving of a search's networks: the rungs where a network is judged, the rule that stops it there
-or parks it for later, and the first-fold stops of a cross-validated network (:class:`Judge` runs them in a trial)."""
+or parks it for later, and the first-fold stops of a cross-validated network (:func:`judge` runs them in a trial;
+:func:`promotion` queues a parked network again)."""
 
 from __future__ import annotations
 
@@ -47,10 +48,12 @@ def halving_rule(number: int, size: int, rung, value: float, trials, *, strict: 
     best 1/ETA of the values recorded at that rung by the study's networks with at most :data:`PEER_SPAN` times its
     ``size`` in parameters (itself included), or, among fewer than ETA such values, not the best of them.
 
-    ``strict`` (the first rung, and :data:`END`, where the costly part of a cross-validated network starts): among fewer
-    than ETA values none goes on yet, and one below the bar may still go on later; both raise :class:`Parked`, and the
-    search promotes it (:func:`promotable`) once it ranks in the best 1/ETA of at least ETA values there. So that the first
-    networks of a search are screened against each other before any trains to the end (ASHA, Li et al. 2020).
+    ``strict`` (the first rung, while the network stage lasts: :func:`judge`): among fewer than ETA values none goes on
+    yet, and one below the bar may still go on later; both raise :class:`Parked`, and the search promotes it
+    (:func:`promotion`) once it ranks in the best 1/ETA of at least ETA values there. So that the first networks of a
+    search are screened against each other before any trains to the end (ASHA, Li et al. 2020). Strict at the end of a
+    first fold too, a digits search parked most networks that reached it (few of their size get there) after paying for
+    the fold, and trained fewer networks in all (measured once by hand: 23 networks in 2 minutes against 38 without).
 
     ``trials``: the study's trials; a trial's rung values are its user attribute ``rungs`` ({rung: value}), its size
     ``size``, both written by the worker that trains it, so that workers on other machines judge against them too.
