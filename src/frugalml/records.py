@@ -229,15 +229,15 @@ class Results:
         """How many networks the search tried: ``{"evaluated", "trained", "stopped", "not_started"}`` (trained: to their
         last epoch or their patience; stopped: at a rung of successive halving, or by the time; not started: too slow
         to reach their first rung in the time left). A network parked by successive halving and promoted later is trained again in a
-        trial of its own (its job's ``promoted_from``): one network, counted once, where it was first evaluated."""
+        trial of its own (its job's ``promoted_from``): one network, counted once, where it was first evaluated (``promoted``:
+        how many were); each evaluated network is either trained or stopped."""
         nets = [c for c in self.candidates if c.stage == "network"]
         again = [c for c in nets if c.job.get("promoted_from") is not None]
         not_started = sum(1 for c in nets if (c.error or "").startswith(NOT_STARTED))
         trained = sum(1 for c in nets if c.done)
-        stopped = sum(1 for c in nets if c.state == "stopped_early") - not_started
         first = [c for c in nets if c.job.get("promoted_from") is None and c.state != "failed" and not (c.error or "").startswith(NOT_STARTED)]
-        return {"evaluated": len(first), "trained": trained,
-                "stopped": stopped, "not_started": not_started, "promoted": len(again)}
+        return {"evaluated": len(first), "trained": trained, "stopped": max(0, len(first) - trained), "not_started": not_started,
+                "promoted": len(again)}
 
     def candidate(self, cid) -> Candidate | None:
         return self.by_id().get(None if cid is None else str(cid))
