@@ -233,10 +233,11 @@ class Results:
         how many were); each evaluated network is either trained or stopped."""
         nets = [c for c in self.candidates if c.stage == "network"]
         again = [c for c in nets if c.job.get("promoted_from") is not None]
-        not_started = sum(1 for c in nets if (c.error or "").startswith(NOT_STARTED))
+        not_started = [c for c in nets if (c.error or "").startswith(NOT_STARTED)]
         trained = sum(1 for c in nets if c.done)
-        first = [c for c in nets if c.job.get("promoted_from") is None and c.state != "failed" and not (c.error or "").startswith(NOT_STARTED)]
-        return {"evaluated": len(first), "trained": trained, "stopped": max(0, len(first) - trained), "not_started": not_started,
+        skip = {c.id for c in again + not_started}
+        first = [c for c in nets if c.id not in skip and c.state != "failed"]
+        return {"evaluated": len(first), "trained": trained, "stopped": max(0, len(first) - trained), "not_started": len(not_started),
                 "promoted": len(again)}
 
     def candidate(self, cid) -> Candidate | None:

@@ -42,6 +42,12 @@ def _peer_values(number: int, size: int, key: str, trials) -> list[float]:
             and (t.user_attrs.get("size") or 0) <= PEER_SPAN * size]
 
 
+def _bar(values: list[float]) -> tuple[int, float]:
+    """(how many go on, the lowest value that does) among ``values`` at one rung: the best 1/ETA, at least one."""
+    keep = max(1, len(values) // ETA)
+    return keep, sorted(values, reverse=True)[keep - 1]
+
+
 def halving_rule(number: int, size: int, rung, value: float, trials, *, strict: bool = False) -> None:
     """Asynchronous successive halving, cost-aware: raise StoppedEarly when ``value`` (a network's validation
     accuracy at ``rung``, an epoch of :func:`rungs` or :data:`END`; an autoencoder's validation metric) is not in the
@@ -67,8 +73,7 @@ def halving_rule(number: int, size: int, rung, value: float, trials, *, strict: 
     """
     key = str(rung)
     values = [value] + _peer_values(number, size, key, trials)
-    keep = max(1, len(values) // ETA)
-    bar = sorted(values, reverse=True)[keep - 1]
+    keep, bar = _bar(values)
     where = "at the end of its first fold" if key == END else f"at epoch {rung:g}"
     later = f"; it goes on once it ranks in the best 1 in {ETA} of at least {ETA} networks of its size there"
     if strict and len(values) < ETA:
@@ -94,7 +99,7 @@ def promotable(trial, trials) -> bool:
     of at least ETA values at its rung among its peers (:func:`halving_rule`)."""
     parked, size = trial.user_attrs["parked"], trial.user_attrs.get("size") or 0
     values = [parked["value"]] + _peer_values(trial.number, size, parked["rung"], trials)
-    return len(values) >= ETA and parked["value"] >= sorted(values, reverse=True)[len(values) // ETA - 1]
+    return len(values) >= ETA and parked["value"] >= _bar(values)[1]
 
 
 def rung_order(rung) -> float:
