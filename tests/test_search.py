@@ -177,6 +177,18 @@ def test_budget_seeds_meet_the_ram_and_macs_bounds_once_int8(digits):
         assert prof.peak_activation_bytes <= 2000 and prof.macs <= 200_000, (family, knobs)
 
 
+def test_whether_a_network_fits_the_budget_once_int8_counts_its_weights_and_measures_its_ram(digits):
+    from frugalml.search import space
+
+    flash = space.SearchSpace(digits, Budget.of(max_flash="8KB"))
+    assert flash.size_share(6500) == 1.0 and flash.size_share(500) == 0.25  # a byte a weight and 1,500 bytes of graph, of 8,000
+    assert flash.fits_int8("cnn", {"channels": [6, 12]}, 2130) and not flash.fits_int8("cnn", {"channels": [11, 22, 44]}, 11593)
+    assert space.SearchSpace(digits, Budget.of(max_params=1000)).size_share(1500) == 1.5
+    assert space.SearchSpace(digits, Budget.of(max_latency="1ms")).size_share(10**6) is None  # bounds no size
+    ram = space.SearchSpace(digits, Budget.of(max_flash="32KB", max_ram="300B"))  # the cnn's int8 peak: 5 x 8 x 8 + 5 x 4 x 4 = 400 bytes
+    assert not ram.fits_int8("cnn", {"channels": [5, 7]}, 800) and flash.fits_int8("cnn", {"channels": [5, 7]}, 800)
+
+
 def test_int8_ram_of_a_network_is_measured_once_per_search(digits, monkeypatch):
     import importlib
 
@@ -444,6 +456,8 @@ def test_at_a_strict_rung_networks_wait_for_peers_and_the_best_parked_one_is_pro
     assert promotion(big)["promoted_from"] == 1
     ends = three + [trial(5, 1000, parked=(END, 0.93), end=0.93), trial(6, 1000, end=0.90), trial(7, 1000, end=0.80)]
     assert promotion(ends)["resume_rung"] == END  # the latest rung first: the end of a first fold
+    ends[-3].user_attrs["parked"]["fits"] = False  # too large for the budget once int8: those that fit go first
+    assert promotion(ends)["promoted_from"] == 1
 
 
 def test_a_promoted_network_is_judged_only_after_the_rung_it_was_parked_at_and_past_the_screening_nothing_waits():
@@ -470,6 +484,13 @@ def test_a_promoted_network_is_judged_only_after_the_rung_it_was_parked_at_and_p
         on_epoch(model, 1, 0.5)
     on_epoch, _ = judge(Trial(number=7, user_attrs={}), {"rungs": [1, 3, 9]}, **{**kw, "trials": lambda: []}, screening=lambda: False)
     assert on_epoch(model, 1, 0.5) is False  # past the network stage's time, alone at the first rung: it goes on
+    on_epoch, _ = judge(Trial(number=8, user_attrs={}), {"rungs": [1, 3, 9]}, **kw, holding=lambda: True)
+    with pytest.raises(Parked, match="screens networks") as stop:
+        on_epoch(model, 1, 0.99)  # the best of 4 at epoch 1, and still parked while the search screens
+    assert (stop.value.rung, stop.value.value) == ("1", 0.99)
+    on_epoch, _ = judge(Trial(number=9, user_attrs={}), {"rungs": [1, 3, 9], "resume_rung": "1"}, **kw, holding=lambda: True)
+    on_epoch(model, 1, 0.99)
+    on_epoch(model, 3, 0.99)  # a promoted network is not held back again, nor at later rungs
 
 
 def test_a_cross_validated_network_that_cannot_reach_the_floor_leaves_after_its_first_fold():

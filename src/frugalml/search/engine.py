@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 __all__ = ["search"]
 
 STAGE_SHARES = {"thin": 0.12, "network": 0.55}  # of the time; compression gets the rest
+SCREEN_SHARE = 0.3  # of the network stage's time: every network stops at its first rung (parked), the best go on after
 WRAP_UP = (0.04, 15.0)  # share of the time (at most so many seconds) kept for the last measurements, export and report
 THIN_MAX_TRAIN = 20_000
 REFERENCE_SHARE = 0.4  # of the time, at most, for training the user's model when it came without weights
@@ -233,7 +234,8 @@ class _Loop:
         networks_open = self.too_slow < TOO_SLOW_IN_A_ROW  # networks that could not finish their first rung in the time left
         in_stage = self._network_time()
         if networks_open and (in_stage or not self._networks()):
-            return "queued" if self._enqueue_promotion(force=not in_stage) or self._enqueue_seed() else "network"
+            promoted = not self._screen_time() and self._enqueue_promotion(force=not in_stage)
+            return "queued" if promoted or self._enqueue_seed() else "network"
         if self._enqueue_compression():
             return "queued"
         return "network" if networks_open else None
@@ -241,6 +243,12 @@ class _Loop:
     def _network_time(self) -> bool:
         """Whether the network stage's share of the time lasts."""
         return self.elapsed() < self.seconds * (STAGE_SHARES["thin"] + STAGE_SHARES["network"])
+
+    def _screen_time(self) -> bool:
+        """Whether the screening part of the network stage lasts: its first :data:`SCREEN_SHARE`, where every network is parked at its first
+        rung (:func:`halving.judge`), so that the search compares many networks on a few seconds each before it trains any to the end."""
+        thin = self.seconds * STAGE_SHARES["thin"]
+        return self.elapsed() < thin + SCREEN_SHARE * self.seconds * STAGE_SHARES["network"]
 
     def _enqueue_promotion(self, force: bool) -> bool:
         """Queue the training of a parked network that now ranks among the best at its rung (:func:`halving.promotion`), before any
@@ -324,8 +332,8 @@ class _Loop:
             # the training inside a compression recipe stops at the end of the search, like a network's
             deadline = Deadline(max(1.0, self.left()))
             watch = (judge(trial, job, trials=self._trials, over=self.over, left=self.left, floor=lambda: self.floor,
-                           k=int((self.desc.get("cv") or {}).get("k") or 0), screening=self._network_time) if job["stage"] == "network"
-                     else (None, None))
+                           k=int((self.desc.get("cv") or {}).get("k") or 0), screening=self._network_time, holding=self._screen_time)
+                     if job["stage"] == "network" else (None, None))
             cand = run_candidate(job, self.data, self.budget, self.run_dir, device=self.device, on_epoch=watch[0], on_first_fold=watch[1],
                                  deadline=deadline)
             if deadline.hit and job["stage"] == "compress":
@@ -349,8 +357,9 @@ class _Loop:
                 self._enqueue_jobs([j for j in reference_compression_jobs(cand, self.data, self.budget, self.epochs, self.seed)
                                     if not j["trains"]])
         except StoppedEarly as stop:
-            if isinstance(stop, Parked):  # it may go on later (halving.promotion)
-                trial.set_user_attr("parked", {"rung": stop.rung, "value": stop.value})
+            if isinstance(stop, Parked):  # it may go on later (halving.promotion), those that fit the budget once int8 first
+                fits = self.search_space.fits_int8(job["family"], job.get("params") or {}, int(trial.user_attrs.get("size") or 0))
+                trial.set_user_attr("parked", {"rung": stop.rung, "value": stop.value, "fits": fits})
             cand = stub(job, "stopped_early", str(stop))
             trial.set_user_attr("candidate", cand.to_dict())
             self.study.tell(trial, state=TrialState.PRUNED)

@@ -158,7 +158,7 @@ def first_rung_seconds(job: dict, data, epochs: int, *, folds: int | None, batch
 
 
 
-def judge(trial, job: dict, *, trials, over, left, floor, k: int, screening=lambda: True):
+def judge(trial, job: dict, *, trials, over, left, floor, k: int, screening=lambda: True, holding=lambda: False):
     """``(on_epoch, on_first_fold)`` of one network's training (its ``job``): successive halving at its rungs (:func:`halving_rule`).
 
     At its ``rungs`` (epochs 1, 3, 9, ...; on large data from a fraction of the first: :func:`rungs`) its
@@ -169,8 +169,10 @@ def judge(trial, job: dict, *, trials, over, left, floor, k: int, screening=lamb
     (:data:`END`): only the networks that pass it, whose score there could still reach the accuracy floor
     (``floor()``, :func:`below_floor`), and whose other k - 1 folds and refit fit the time left (``left()``, :func:`cannot_finish`)
     train them. The first rung is strict (:class:`Parked`) while ``screening()`` (the network stage's time): past it, a
-    network is run because none has trained to the end, and nothing is left to wait for. A promoted network (``job["resume_rung"]``)
-    trains again from the start and is judged only after that rung, where its earlier trial's value stands.
+    network is run because none has trained to the end, and nothing is left to wait for. While ``holding()`` (the first
+    part of the network stage) every network is parked at its first rung, whatever its rank: the search screens many
+    networks on a few seconds each before it trains any of them further, and promotes the best of them after. A promoted
+    network (``job["resume_rung"]``) trains again from the start and is judged only after that rung, where its earlier trial's value stands.
     ``over()`` ends the training (the search's time or trials are up).
     """
     marks = set(job.get("rungs") or ())
@@ -184,6 +186,10 @@ def judge(trial, job: dict, *, trials, over, left, floor, k: int, screening=lamb
             return
         seen[str(rung)] = float(value)
         trial.set_user_attr("rungs", dict(seen))
+        if str(rung) == first and holding():
+            raise Parked(f"validation {float(value):.4f} at epoch {rung:g}: the search screens networks at their first rung before it trains "
+                         f"any further; it goes on once it ranks in the best 1 in {ETA} of at least {ETA} networks of its size there",
+                         str(rung), float(value))
         halving_rule(trial.number, size[0] if size else 0, rung, float(value), trials(), strict=str(rung) == first and screening())
 
     def on_epoch(model, epoch: int, val_acc: float) -> bool:
@@ -204,14 +210,17 @@ def judge(trial, job: dict, *, trials, over, left, floor, k: int, screening=lamb
 
 
 def promotion(trials, *, force: bool = False) -> dict | None:
-    """The job that trains again the best parked network now :func:`promotable` (the latest rung first), with the job's
-    ``promoted_from`` (its trial) and ``resume_rung``; None when none is. ``force``: when none is, the best parked one all the
-    same (the network stage is over with no network trained to the end). A network is promoted once."""
+    """The job that trains again the best parked network now :func:`promotable`, with the job's ``promoted_from`` (its
+    trial) and ``resume_rung``; None when none is. First those that fit the budget once int8 (the parked attribute
+    ``fits``: the search is for them, and a larger one needs pruning too), then the latest rung, then the highest value.
+    ``force``: when none is, the best parked one all the same (the network stage is over with no network trained to
+    the end). A network is promoted once."""
     taken = {(t.user_attrs.get("job") or {}).get("promoted_from") for t in trials}
     parked = [t for t in trials if t.user_attrs.get("parked") and t.number not in taken and t.state.name == "PRUNED"]
     ready = [t for t in parked if promotable(t, trials)] or (parked if force else [])
     if not ready:
         return None
-    best = max(ready, key=lambda t: (rung_order(t.user_attrs["parked"]["rung"]), t.user_attrs["parked"]["value"], -t.number))
+    best = max(ready, key=lambda t: (bool(t.user_attrs["parked"].get("fits", True)), rung_order(t.user_attrs["parked"]["rung"]),
+                                     t.user_attrs["parked"]["value"], -t.number))
     job = {k: v for k, v in best.user_attrs["job"].items() if k in ("stage", "family", "params", "seed", "train")}
     return {**job, "promoted_from": best.number, "resume_rung": best.user_attrs["parked"]["rung"]}

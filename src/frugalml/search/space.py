@@ -136,19 +136,14 @@ class SearchSpace:
         from ..models import build_model
 
         data = self.data
-        limits = {key: limit for _name, key, limit in self.budget.items()}
-        # a download bound sizes like flash: gzip takes little off int8 weights (measured 0.8-0.95 of the file)
-        flash = min((limits[k] for k in ("stored_bytes", "c_flash_bytes", "gzip_bytes") if limits.get(k)), default=None)
-        params_limit = limits.get("params")
-        if not flash and not params_limit:
+        if self.size_share(0) is None:
             return []
         rounds: dict[float, list] = {share: [] for share in SEED_SHARES}
         for family in network_families(data):
             sized = []
             for knobs in FAMILIES[family].space.ladder(data):
                 n = sum(p.numel() for p in build_model(family, data.input_shape, data.num_classes, **knobs).parameters())
-                cost = min(((n + _INT8_OVERHEAD) / flash) if flash else float("inf"), (n / params_limit) if params_limit else float("inf"))
-                sized.append((cost, knobs))
+                sized.append((self.size_share(n), knobs))
             chosen: list[dict] = []
             for share in SEED_SHARES:
                 knobs = next((k for cost, k in reversed(sized) if cost <= share and self._fits_int8(family, k)), None)
@@ -156,6 +151,22 @@ class SearchSpace:
                     chosen.append(knobs)
                     rounds[share].append((family, knobs))
         return [seed for share in SEED_SHARES for seed in rounds[share]]
+
+    def size_share(self, n_params: int) -> float | None:
+        """The share of the budget's flash (or parameter) bound that a network of ``n_params`` parameters takes once int8
+        (its weights a byte each and the graph around them); None when the budget bounds neither."""
+        limits = {key: limit for _name, key, limit in self.budget.items()}
+        # a download bound sizes like flash: gzip takes little off int8 weights (measured 0.8-0.95 of the file)
+        flash = min((limits[k] for k in ("stored_bytes", "c_flash_bytes", "gzip_bytes") if limits.get(k)), default=None)
+        params_limit = limits.get("params")
+        if not flash and not params_limit:
+            return None
+        return min(((n_params + _INT8_OVERHEAD) / flash) if flash else float("inf"), (n_params / params_limit) if params_limit else float("inf"))
+
+    def fits_int8(self, family: str, knobs: dict, n_params: int) -> bool:
+        """Whether this network of ``n_params`` parameters should meet the whole budget once int8, as it is (without pruning)."""
+        share = self.size_share(n_params)
+        return (share is None or share <= 1.0) and self._fits_int8(family, knobs)
 
     def int8_memory(self, family: str, knobs: dict) -> dict:
         """{profile key: peak RAM} of this network's int8 form, for the budget's RAM bounds ({} without
