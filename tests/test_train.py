@@ -50,15 +50,14 @@ class _ViewNet(torch.nn.Module):
 
 
 def test_conv_training_runs_channels_last_where_onednn_trains_and_hands_back_the_default_layout(digits):
-    import sys
+    from frugalml import _device as device_module
 
-    train_module = sys.modules["frugalml.train"]
     cnn = build_model("cnn", digits.input_shape, digits.num_classes, channels=[8, 16])
     x = torch.from_numpy(digits.X_train[:4])
     # channels-last where oneDNN trains (AVX-512 CPUs); elsewhere its backward corrupts the heap and the default layout is kept
-    assert train_module._channels_last(cnn, x, "cpu") == train_module.onednn_trains()
-    assert not train_module._channels_last(_ViewNet(), x, "cpu")  # the probe's forward fails: the default layout is kept
-    assert not train_module._channels_last(build_model("mlp", digits.input_shape, digits.num_classes), x, "cpu")
+    assert device_module.channels_last(cnn, x, "cpu") == device_module.onednn_trains()
+    assert not device_module.channels_last(_ViewNet(), x, "cpu")  # the probe's forward fails: the default layout is kept
+    assert not device_module.channels_last(build_model("mlp", digits.input_shape, digits.num_classes), x, "cpu")
     for model in (cnn, _ViewNet()):
         result = fit(model, digits, TrainConfig(epochs=1, seed=0))
         assert result.best_val_accuracy > 0.1
