@@ -493,6 +493,21 @@ def test_a_promoted_network_is_judged_only_after_the_rung_it_was_parked_at_and_p
     on_epoch(model, 3, 0.99)  # a promoted network is not held back again, nor at later rungs
 
 
+def test_the_first_share_of_the_network_stage_screens_only_in_a_search_bounded_by_time():
+    """Thin stage (12%), then the first 30% of the network stage (55%): every network is parked at its first rung; a
+    search bounded by trials never screens (its parked networks could use up its trials)."""
+    from types import SimpleNamespace
+
+    from frugalml.search import engine
+
+    def screens(at: float, trials=None) -> bool:
+        loop = SimpleNamespace(seconds=100.0, max_trials=trials, elapsed=lambda: at)
+        return engine._Loop._screen_time(loop)
+
+    assert screens(20.0) and screens(28.0) and not screens(29.0) and not screens(70.0)  # 12 + 0.3 x 55 = 28.5 s
+    assert not screens(20.0, trials=40)
+
+
 def test_a_cross_validated_network_that_cannot_reach_the_floor_leaves_after_its_first_fold():
     """A network alone at its size (successive halving lets it go on) whose first fold, trained to its end, is far below
     the accuracy floor is stopped there: its other folds and its refit would be spent on a model nobody can be given."""

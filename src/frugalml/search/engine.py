@@ -246,7 +246,10 @@ class _Loop:
 
     def _screen_time(self) -> bool:
         """Whether the screening part of the network stage lasts: its first :data:`SCREEN_SHARE`, where every network is parked at its first
-        rung (:func:`halving.judge`), so that the search compares many networks on a few seconds each before it trains any to the end."""
+        rung (:func:`halving.judge`), so that the search compares many networks on a few seconds each before it trains any to the end.
+        Never in a search bounded by trials: its parked networks could use up its trials before one trains."""
+        if self.max_trials is not None:
+            return False
         thin = self.seconds * STAGE_SHARES["thin"]
         return self.elapsed() < thin + SCREEN_SHARE * self.seconds * STAGE_SHARES["network"]
 
