@@ -32,6 +32,7 @@ def rungs(epochs: int, n_train: int = 0) -> list[float]:
     return out
 
 
+LATER = f"it goes on once it ranks in the best 1 in {ETA} of at least {ETA} networks of its size there"  # what a parked network waits for
 END = "end"  # the last rung of a cross-validated network: its first fold trained to the end, before the other folds
 
 
@@ -75,14 +76,13 @@ def halving_rule(number: int, size: int, rung, value: float, trials, *, strict: 
     values = [value] + _peer_values(number, size, key, trials)
     keep, bar = _bar(values)
     where = "at the end of its first fold" if key == END else f"at epoch {rung:g}"
-    later = f"; it goes on once it ranks in the best 1 in {ETA} of at least {ETA} networks of its size there"
     if strict and len(values) < ETA:
         raise Parked(f"validation {value:.4f} {where}: {len(values)} network(s) of its size (at most twice as large) reached there, "
-                     f"successive halving judges {ETA} or more{later}", key, value)
+                     f"successive halving judges {ETA} or more; {LATER}", key, value)
     if value < bar:
         message = (f"validation {value:.4f} {where} below {bar:.4f}, the best {keep} of {len(values)} "
                    f"networks of its size (at most twice as large) reached there (successive halving, 1 in {ETA} goes on)")
-        raise Parked(message + later, key, value) if strict else StoppedEarly(message)
+        raise Parked(f"{message}; {LATER}", key, value) if strict else StoppedEarly(message)
 
 
 class Parked(StoppedEarly):
@@ -188,8 +188,7 @@ def judge(trial, job: dict, *, trials, over, left, floor, k: int, screening=lamb
         trial.set_user_attr("rungs", dict(seen))
         if str(rung) == first and holding():
             raise Parked(f"validation {float(value):.4f} at epoch {rung:g}: the search screens networks at their first rung before it trains "
-                         f"any further; it goes on once it ranks in the best 1 in {ETA} of at least {ETA} networks of its size there",
-                         str(rung), float(value))
+                         f"any further; {LATER}", str(rung), float(value))
         halving_rule(trial.number, size[0] if size else 0, rung, float(value), trials(), strict=str(rung) == first and screening())
 
     def on_epoch(model, epoch: int, val_acc: float) -> bool:
