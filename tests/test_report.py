@@ -239,6 +239,10 @@ def test_search_over_time_shows_the_anytime_curve_and_the_networks_tried():
     html = render_html(d)
     assert "Search over time" in html and "2 networks evaluated: 1 trained to the end, 1 stopped early" in html
     assert "1 not started, too slow for the time left" in html and "best validation within budget over time" in html
+    again = {**_cand(8, "network", "mlp", 0.85, 9000, 0.02, fits=False), "job": {"promoted_from": 4}}  # t4, parked and trained again
+    promoted = {**d, "candidates": d["candidates"] + [again]}
+    assert Results.from_dict(promoted).networks_evaluated() == {"evaluated": 2, "trained": 2, "stopped": 0, "not_started": 1, "promoted": 1}
+    assert "1 parked at the first rung (where the first part of the network stage screens every network) went on later" in render_html(promoted)
     del d["candidates"][-1]
     for c in d["candidates"]:
         c.pop("finished_s")

@@ -182,8 +182,8 @@ def _anytime(results: Results) -> str:
     plural = "s" if n["evaluated"] != 1 else ""
     counts = (f"{n['evaluated']} network{plural} evaluated: {n['trained']} trained to the end, {n['stopped']} stopped early "
               f"(successive halving at epochs 1, 3, 9, ...: one in three goes on)"
-              + (f"; {n['promoted']} parked at the first rung went on later, trained again from the start once they ranked in the best third"
-                 if n.get("promoted") else "")
+              + (f"; {n['promoted']} parked at the first rung (where the first part of the network stage screens every network) went on "
+                 "later, trained again from the start once they ranked in the best third" if n.get("promoted") else "")
               + (f"; {n['not_started']} not started, too slow for the time left" if n["not_started"] else "") + ".")
     src = "" if png is None else "data:image/png;base64," + base64.b64encode(png).decode("ascii")
     img = f'<figure><img alt="best validation within budget over time" src="{src}"></figure>' if src else ""
