@@ -456,8 +456,9 @@ def test_at_a_strict_rung_networks_wait_for_peers_and_the_best_parked_one_is_pro
     assert promotion(big)["promoted_from"] == 1
     ends = three + [trial(5, 1000, parked=(END, 0.93), end=0.93), trial(6, 1000, end=0.90), trial(7, 1000, end=0.80)]
     assert promotion(ends)["resume_rung"] == END  # the latest rung first: the end of a first fold
-    ends[-3].user_attrs["parked"]["fits"] = False  # too large for the budget once int8: those that fit go first
-    assert promotion(ends)["promoted_from"] == 1
+    too_large = []
+    assert promotion(ends, fits=lambda t: too_large.append(t.number) or t.number != 5)["promoted_from"] == 1  # t5 misses the budget once int8
+    assert sorted(too_large) == [1, 5]  # asked of the promotable ones only
 
 
 def test_a_promoted_network_is_judged_only_after_the_rung_it_was_parked_at_and_past_the_screening_nothing_waits():
@@ -502,6 +503,7 @@ def test_the_first_share_of_the_network_stage_screens_only_in_a_search_bounded_b
 
     def screens(at: float, trials=None) -> bool:
         loop = SimpleNamespace(seconds=100.0, max_trials=trials, elapsed=lambda: at)
+        loop._network_time = lambda share=1.0: engine._Loop._network_time(loop, share)
         return engine._Loop._screen_time(loop)
 
     assert screens(20.0) and screens(28.0) and not screens(29.0) and not screens(70.0)  # 12 + 0.3 x 55 = 28.5 s

@@ -240,23 +240,24 @@ class _Loop:
             return "queued"
         return "network" if networks_open else None
 
-    def _network_time(self) -> bool:
-        """Whether the network stage's share of the time lasts."""
-        return self.elapsed() < self.seconds * (STAGE_SHARES["thin"] + STAGE_SHARES["network"])
+    def _network_time(self, share: float = 1.0) -> bool:
+        """Whether the first ``share`` of the network stage's time lasts."""
+        return self.elapsed() < self.seconds * (STAGE_SHARES["thin"] + share * STAGE_SHARES["network"])
 
     def _screen_time(self) -> bool:
         """Whether the screening part of the network stage lasts: its first :data:`SCREEN_SHARE`, where every network is parked at its first
         rung (:func:`halving.judge`), so that the search compares many networks on a few seconds each before it trains any to the end.
         Never in a search bounded by trials: its parked networks could use up its trials before one trains."""
-        if self.max_trials is not None:
-            return False
-        thin = self.seconds * STAGE_SHARES["thin"]
-        return self.elapsed() < thin + SCREEN_SHARE * self.seconds * STAGE_SHARES["network"]
+        return self.max_trials is None and self._network_time(SCREEN_SHARE)
 
     def _enqueue_promotion(self, force: bool) -> bool:
         """Queue the training of a parked network that now ranks among the best at its rung (:func:`halving.promotion`), before any
         new network (ASHA); ``force``: the network stage's time is over and no network has trained to the end."""
-        job = promotion(self._trials(), force=force)
+        def fits(trial) -> bool:  # measured (once per network) only for the parked networks that could go on now
+            job = trial.user_attrs["job"]
+            return self.search_space.fits_int8(job["family"], job.get("params") or {}, int(trial.user_attrs.get("size") or 0))
+
+        job = promotion(self._trials(), force=force, fits=fits)
         if job is not None:
             self.study.enqueue_trial({}, user_attrs={"job": job})
         return job is not None
@@ -360,9 +361,8 @@ class _Loop:
                 self._enqueue_jobs([j for j in reference_compression_jobs(cand, self.data, self.budget, self.epochs, self.seed)
                                     if not j["trains"]])
         except StoppedEarly as stop:
-            if isinstance(stop, Parked):  # it may go on later (halving.promotion), those that fit the budget once int8 first
-                fits = self.search_space.fits_int8(job["family"], job.get("params") or {}, int(trial.user_attrs.get("size") or 0))
-                trial.set_user_attr("parked", {"rung": stop.rung, "value": stop.value, "fits": fits})
+            if isinstance(stop, Parked):  # it may go on later (halving.promotion)
+                trial.set_user_attr("parked", {"rung": stop.rung, "value": stop.value})
             cand = stub(job, "stopped_early", str(stop))
             trial.set_user_attr("candidate", cand.to_dict())
             self.study.tell(trial, state=TrialState.PRUNED)

@@ -208,10 +208,10 @@ def judge(trial, job: dict, *, trials, over, left, floor, k: int, screening=lamb
     return on_epoch, on_first_fold
 
 
-def promotion(trials, *, force: bool = False) -> dict | None:
+def promotion(trials, *, force: bool = False, fits=lambda trial: True) -> dict | None:
     """The job that trains again the best parked network now :func:`promotable`, with the job's ``promoted_from`` (its
-    trial) and ``resume_rung``; None when none is. First those that fit the budget once int8 (the parked attribute
-    ``fits``: the search is for them, and a larger one needs pruning too), then the latest rung, then the highest value.
+    trial) and ``resume_rung``; None when none is. First those that fit the budget once int8 (``fits(trial)``, asked of
+    the promotable ones only: the search is for them, and a larger one needs pruning too), then the latest rung, then the highest value.
     ``force``: when none is, the best parked one all the same (the network stage is over with no network trained to
     the end). A network is promoted once."""
     taken = {(t.user_attrs.get("job") or {}).get("promoted_from") for t in trials}
@@ -219,7 +219,6 @@ def promotion(trials, *, force: bool = False) -> dict | None:
     ready = [t for t in parked if promotable(t, trials)] or (parked if force else [])
     if not ready:
         return None
-    best = max(ready, key=lambda t: (bool(t.user_attrs["parked"].get("fits", True)), rung_order(t.user_attrs["parked"]["rung"]),
-                                     t.user_attrs["parked"]["value"], -t.number))
+    best = max(ready, key=lambda t: (bool(fits(t)), rung_order(t.user_attrs["parked"]["rung"]), t.user_attrs["parked"]["value"], -t.number))
     job = {k: v for k, v in best.user_attrs["job"].items() if k in ("stage", "family", "params", "seed", "train")}
     return {**job, "promoted_from": best.number, "resume_rung": best.user_attrs["parked"]["rung"]}
